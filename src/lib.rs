@@ -1,0 +1,3 @@
+//! sockpulse: a connection-liveness monitoring agent.
+
+pub mod session;

@@ -1,0 +1,108 @@
+//! A target as the session core needs it: validated, resolved from config,
+//! shared read-only by every session of the target.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backoff::BackoffPolicy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Ws,
+    Wss,
+    Tcp,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+            Scheme::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// `None` disables pings (and TCP probes): liveness then rests on the
+    /// idle timeout and on kernel keepalive.
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    /// Covers DNS and the TCP connect.
+    pub connect_timeout: Duration,
+    /// Covers TLS and the HTTP upgrade.
+    pub handshake_timeout: Duration,
+    /// How long a local close waits for the peer's close frame.
+    pub close_timeout: Duration,
+    pub backoff: BackoffPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum OpenMessage {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WsOptions {
+    pub path: String,
+    pub origin: Option<String>,
+    pub subprotocols: Vec<String>,
+    pub require_subprotocol: bool,
+    /// Extra request headers; values may hold secrets and are never logged.
+    pub headers: Vec<(String, String)>,
+    pub on_open: Vec<OpenMessage>,
+    pub max_message_size: usize,
+    pub max_frame_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub send: Vec<u8>,
+    pub expect: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SocketOptions {
+    pub keepalive: Option<Keepalive>,
+    pub user_timeout: Option<Duration>,
+}
+
+#[derive(Clone)]
+pub struct TlsSpec {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSpec").field("server_name", &self.server_name).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// The `target` label value.
+    pub name: String,
+    pub url: String,
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// `Host:` header value (host, plus port when not the scheme default).
+    pub host_header: String,
+    pub connections: u32,
+    pub timing: Timing,
+    pub ws: WsOptions,
+    pub tls: Option<TlsSpec>,
+    pub probe: Option<Probe>,
+    pub socket: SocketOptions,
+}
