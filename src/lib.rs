@@ -1,3 +1,11 @@
 //! sockpulse: a connection-liveness monitoring agent.
 
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod http;
+pub mod metrics;
 pub mod session;
+pub mod status;
+pub mod tls;

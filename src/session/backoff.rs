@@ -75,8 +75,7 @@ mod tests {
         let p = policy();
         let mut rng = Rng::new(7);
         for failures in 1..=64 {
-            let cap = (Duration::from_millis(500) * 2u32.saturating_pow(failures.min(20)))
-                .min(Duration::from_secs(30));
+            let cap = (Duration::from_millis(500) * 2u32.saturating_pow(failures.min(20))).min(Duration::from_secs(30));
             for _ in 0..200 {
                 let d = p.delay(failures, &mut rng);
                 assert!(d >= p.min, "failures={failures} d={d:?}");
@@ -91,9 +90,7 @@ mod tests {
     #[test]
     fn sessions_failing_together_do_not_reconnect_in_lockstep() {
         let p = policy();
-        let mut delays: Vec<Duration> = (0..16)
-            .map(|seed| p.delay(1, &mut Rng::new(seed)))
-            .collect();
+        let mut delays: Vec<Duration> = (0..16).map(|seed| p.delay(1, &mut Rng::new(seed))).collect();
         delays.sort();
         delays.dedup();
         assert!(delays.len() >= 12, "delays too clustered: {delays:?}");
@@ -101,7 +98,11 @@ mod tests {
 
     #[test]
     fn min_equal_max_is_constant() {
-        let p = BackoffPolicy { min: Duration::from_secs(1), max: Duration::from_secs(1), ..policy() };
+        let p = BackoffPolicy {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            ..policy()
+        };
         let mut rng = Rng::new(1);
         assert!((0..50).all(|i| p.delay(i, &mut rng) == Duration::from_secs(1)));
     }

@@ -69,7 +69,10 @@ pub struct Rejected {
 }
 
 fn reject(reason: FailureReason, detail: impl Into<String>) -> Rejected {
-    Rejected { reason, detail: detail.into() }
+    Rejected {
+        reason,
+        detail: detail.into(),
+    }
 }
 
 /// What `parse_response` found in the bytes so far.
@@ -101,7 +104,10 @@ pub fn parse_response(buf: &[u8], want: &Expectation<'_>) -> Result<Progress, Re
             return Ok(Progress::NeedMore);
         }
         Err(e) => {
-            return Err(reject(FailureReason::ProtocolError, format!("malformed HTTP response: {e}")))
+            return Err(reject(
+                FailureReason::ProtocolError,
+                format!("malformed HTTP response: {e}"),
+            ))
         }
     };
     if head_len > MAX_RESPONSE_HEAD {
@@ -173,7 +179,10 @@ pub fn parse_response(buf: &[u8], want: &Expectation<'_>) -> Result<Progress, Re
         }
         _ => {}
     }
-    Ok(Progress::Done(Accepted { leftover: buf[head_len..].to_vec(), subprotocol }))
+    Ok(Progress::Done(Accepted {
+        leftover: buf[head_len..].to_vec(),
+        subprotocol,
+    }))
 }
 
 #[cfg(test)]
@@ -183,7 +192,11 @@ mod tests {
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
     fn want() -> Expectation<'static> {
-        Expectation { key: KEY, subprotocols: &[], require_subprotocol: false }
+        Expectation {
+            key: KEY,
+            subprotocols: &[],
+            require_subprotocol: false,
+        }
     }
 
     fn ok_response(extra: &str) -> String {
@@ -233,7 +246,10 @@ mod tests {
         let got = parse_response(&resp, &want()).unwrap();
         assert_eq!(
             got,
-            Progress::Done(Accepted { leftover: vec![0x81, 0x02, b'h', b'i'], subprotocol: None })
+            Progress::Done(Accepted {
+                leftover: vec![0x81, 0x02, b'h', b'i'],
+                subprotocol: None
+            })
         );
     }
 
@@ -274,7 +290,11 @@ mod tests {
     #[test]
     fn subprotocol_requirements() {
         let subs = vec!["chat".to_string()];
-        let w = Expectation { key: KEY, subprotocols: &subs, require_subprotocol: true };
+        let w = Expectation {
+            key: KEY,
+            subprotocols: &subs,
+            require_subprotocol: true,
+        };
         let err = parse_response(ok_response("").as_bytes(), &w).unwrap_err();
         assert_eq!(err.reason, FailureReason::ProtocolError);
         let ok = parse_response(ok_response("Sec-WebSocket-Protocol: chat\r\n").as_bytes(), &w).unwrap();
@@ -282,7 +302,13 @@ mod tests {
             Progress::Done(a) => assert_eq!(a.subprotocol.as_deref(), Some("chat")),
             Progress::NeedMore => panic!("expected done"),
         }
-        let lenient = Expectation { require_subprotocol: false, ..w };
-        assert!(matches!(parse_response(ok_response("").as_bytes(), &lenient), Ok(Progress::Done(_))));
+        let lenient = Expectation {
+            require_subprotocol: false,
+            ..w
+        };
+        assert!(matches!(
+            parse_response(ok_response("").as_bytes(), &lenient),
+            Ok(Progress::Done(_))
+        ));
     }
 }

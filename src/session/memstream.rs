@@ -44,7 +44,11 @@ impl Read for MemStream {
         if available.is_empty() {
             // Zero means EOF to tungstenite; until the peer really closed,
             // an empty buffer is "no data yet".
-            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
         }
         let n = available.len().min(buf.len());
         buf[..n].copy_from_slice(&available[..n]);

@@ -72,24 +72,48 @@ pub enum Mode {
 /// Work the driver must do for a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum IoRequest {
-    Resolve { host: String, port: u16 },
+    Resolve {
+        host: String,
+        port: u16,
+    },
     Connect(SocketAddr),
     /// Send `farewell` best-effort, then close the socket.
-    CloseSocket { farewell: Vec<u8> },
+    CloseSocket {
+        farewell: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
-    PhaseChanged { from: Phase, to: Phase },
+    PhaseChanged {
+        from: Phase,
+        to: Phase,
+    },
     ConnectAttempt,
-    Opened { tcp: Duration, tls: Option<Duration>, handshake: Option<Duration> },
-    ConnectFailed { reason: FailureReason, detail: String },
-    Disconnected { reason: DisconnectReason, detail: String, close_code: Option<u16>, open_for: Duration },
-    Pong { rtt: Duration },
+    Opened {
+        tcp: Duration,
+        tls: Option<Duration>,
+        handshake: Option<Duration>,
+    },
+    ConnectFailed {
+        reason: FailureReason,
+        detail: String,
+    },
+    Disconnected {
+        reason: DisconnectReason,
+        detail: String,
+        close_code: Option<u16>,
+        open_for: Duration,
+    },
+    Pong {
+        rtt: Duration,
+    },
     PongTimeout,
     StrayPong,
     /// The peer certificate's notAfter, in Unix seconds.
-    CertExpiry { not_after_unix: i64 },
+    CertExpiry {
+        not_after_unix: i64,
+    },
 }
 
 /// Shared output buffers: sessions push here, the driver drains after each
@@ -117,9 +141,14 @@ const PROBE_WINDOW: usize = 4096;
 enum Proto {
     /// TLS still handshaking: nothing to say yet.
     AwaitTls,
-    WsHandshake { key: String, buf: Vec<u8> },
+    WsHandshake {
+        key: String,
+        buf: Vec<u8>,
+    },
     Ws(Box<WebSocket<MemStream>>),
-    Tcp { window: Vec<u8> },
+    Tcp {
+        window: Vec<u8>,
+    },
 }
 
 struct Conn {
@@ -337,9 +366,11 @@ impl Session {
         };
         // An EOF that the protocol did not turn into a close is a plain EOF.
         let step = match step {
-            Step::Continue if self.phase == Phase::Open => {
-                Step::Drop(DisconnectReason::Eof, "peer closed the connection without a close frame".into(), None)
-            }
+            Step::Continue if self.phase == Phase::Open => Step::Drop(
+                DisconnectReason::Eof,
+                "peer closed the connection without a close frame".into(),
+                None,
+            ),
             s => s,
         };
         self.apply(step, now, out);
@@ -373,9 +404,7 @@ impl Session {
                 self.phase_deadline = None;
                 match self.phase {
                     Phase::Backoff => return self.begin_attempt(now, out),
-                    Phase::Resolving => {
-                        return self.fail(FailureReason::Dns, "resolution timed out".into(), now, out)
-                    }
+                    Phase::Resolving => return self.fail(FailureReason::Dns, "resolution timed out".into(), now, out),
                     Phase::Connecting => {
                         return self.fail(FailureReason::ConnectTimeout, "TCP connect timed out".into(), now, out)
                     }
@@ -386,7 +415,10 @@ impl Session {
                         };
                         return self.fail(
                             FailureReason::HandshakeTimeout,
-                            format!("no answer to the {during} within {}", humantime::format_duration(timing.handshake_timeout)),
+                            format!(
+                                "no answer to the {during} within {}",
+                                humantime::format_duration(timing.handshake_timeout)
+                            ),
                             now,
                             out,
                         );
@@ -405,7 +437,9 @@ impl Session {
                 return self.apply(Step::Drop(DisconnectReason::IdleTimeout, detail, None), now, out);
             }
         }
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if let Some((_, sent)) = conn.outstanding {
             if now >= sent + timing.pong_timeout {
                 out.events.push(SessionEvent::PongTimeout);
@@ -435,7 +469,10 @@ impl Session {
         self.phase_deadline = Some(now + self.spec.timing.connect_timeout);
         self.set_phase(Phase::Resolving, out);
         out.events.push(SessionEvent::ConnectAttempt);
-        out.io.push(IoRequest::Resolve { host: self.spec.host.clone(), port: self.spec.port });
+        out.io.push(IoRequest::Resolve {
+            host: self.spec.host.clone(),
+            port: self.spec.port,
+        });
     }
 
     fn connect_next(&mut self, now: Instant, out: &mut Outbox, last_err: Option<io::Error>) {
@@ -452,16 +489,24 @@ impl Session {
     }
 
     fn open(&mut self, now: Instant, out: &mut Outbox) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         let tcp = conn.tcp_connected_at.saturating_duration_since(conn.connect_started);
-        let tls = conn.tls_done_at.map(|t| t.saturating_duration_since(conn.tcp_connected_at));
+        let tls = conn
+            .tls_done_at
+            .map(|t| t.saturating_duration_since(conn.tcp_connected_at));
         let handshake = match conn.proto {
             Proto::Ws(_) => Some(now.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
             _ => None,
         };
         let probes = matches!(conn.proto, Proto::Ws(_)) || self.spec.probe.is_some();
         // The first probe goes out at once so RTT is known from the start.
-        conn.next_ping = if probes && self.spec.timing.ping_interval.is_some() { Some(now) } else { None };
+        conn.next_ping = if probes && self.spec.timing.ping_interval.is_some() {
+            Some(now)
+        } else {
+            None
+        };
         self.phase_deadline = None;
         self.stats.opened_at = Some(now);
         self.stats.last_rx = Some(now);
@@ -494,8 +539,12 @@ impl Session {
 
     /// Runs received bytes through TLS when it is on; returns the plaintext.
     fn decrypt(&mut self, bytes: &[u8], now: Instant, out: &mut Outbox) -> Result<Vec<u8>, Step> {
-        let Some(conn) = self.conn.as_mut() else { return Ok(Vec::new()) };
-        let Some(tls) = conn.tls.as_mut() else { return Ok(bytes.to_vec()) };
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let Some(tls) = conn.tls.as_mut() else {
+            return Ok(bytes.to_vec());
+        };
         let mut rest = bytes;
         let mut plain = Vec::new();
         let mut peer_closed = false;
@@ -537,7 +586,9 @@ impl Session {
         }
         if peer_closed && plain.is_empty() {
             return Err(match self.phase {
-                Phase::Handshaking => Step::Fail(FailureReason::HandshakeEof, "TLS close_notify during handshake".into()),
+                Phase::Handshaking => {
+                    Step::Fail(FailureReason::HandshakeEof, "TLS close_notify during handshake".into())
+                }
                 _ => Step::Drop(DisconnectReason::Eof, "TLS close_notify".into(), None),
             });
         }
@@ -551,7 +602,9 @@ impl Session {
     }
 
     fn feed_plaintext(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
-        let Some(conn) = self.conn.as_mut() else { return Step::Continue };
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::Continue;
+        };
         match &mut conn.proto {
             Proto::AwaitTls => Step::Continue,
             Proto::WsHandshake { key, buf } => {
@@ -593,8 +646,12 @@ impl Session {
                 self.drive_ws(now, out)
             }
             Proto::Tcp { window } => {
-                let Some(probe) = &self.spec.probe else { return Step::Continue };
-                let Some((_, sent)) = conn.outstanding else { return Step::Continue };
+                let Some(probe) = &self.spec.probe else {
+                    return Step::Continue;
+                };
+                let Some((_, sent)) = conn.outstanding else {
+                    return Step::Continue;
+                };
                 window.extend_from_slice(plain);
                 if contains(window, &probe.expect) {
                     window.clear();
@@ -629,9 +686,10 @@ impl Session {
     /// Reads every complete message tungstenite can decode from its input.
     fn drive_ws(&mut self, now: Instant, out: &mut Outbox) -> Step {
         let mut step = Step::Continue;
-        loop {
-            let Some(conn) = self.conn.as_mut() else { break };
-            let Proto::Ws(ws) = &mut conn.proto else { break };
+        while let Some(conn) = self.conn.as_mut() {
+            let Proto::Ws(ws) = &mut conn.proto else {
+                break;
+            };
             match ws.read() {
                 Ok(Message::Pong(payload)) => {
                     let matched = match conn.outstanding {
@@ -701,7 +759,10 @@ impl Session {
                         tungstenite::Error::Utf8(_) => CloseCode::Invalid,
                         _ => CloseCode::Protocol,
                     };
-                    let _ = ws.close(Some(CloseFrame { code, reason: "".into() }));
+                    let _ = ws.close(Some(CloseFrame {
+                        code,
+                        reason: "".into(),
+                    }));
                     let _ = ws.flush();
                     self.flush_ws_output();
                     step = Step::Drop(DisconnectReason::ProtocolError, e.to_string(), None);
@@ -719,8 +780,12 @@ impl Session {
 
     /// Moves what tungstenite wrote into the wire buffer (through TLS if on).
     fn flush_ws_output(&mut self) {
-        let Some(conn) = self.conn.as_mut() else { return };
-        let Proto::Ws(ws) = &mut conn.proto else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Proto::Ws(ws) = &mut conn.proto else {
+            return;
+        };
         let bytes = std::mem::take(&mut ws.get_mut().output);
         if !bytes.is_empty() {
             conn.write_plain(&bytes);
@@ -730,14 +795,18 @@ impl Session {
     fn send_probe(&mut self, now: Instant) -> Step {
         let interval = self.spec.timing.ping_interval;
         let spec = Arc::clone(&self.spec);
-        let Some(conn) = self.conn.as_mut() else { return Step::Continue };
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::Continue;
+        };
         conn.ping_seq = conn.ping_seq.wrapping_add(1);
         let id = conn.ping_seq;
         conn.outstanding = Some((id, now));
         conn.next_ping = interval.map(|i| now + i);
         match &mut conn.proto {
             Proto::Ws(ws) => {
-                let r = ws.write(Message::Ping(id.to_be_bytes().to_vec().into())).and_then(|_| ws.flush());
+                let r = ws
+                    .write(Message::Ping(id.to_be_bytes().to_vec().into()))
+                    .and_then(|_| ws.flush());
                 match r {
                     Ok(()) => {}
                     Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -771,8 +840,17 @@ impl Session {
         let mut waits_for_peer = false;
         if let Some(conn) = self.conn.as_mut() {
             if let Proto::Ws(ws) = &mut conn.proto {
-                let code = if self.stop_requested { CloseCode::Away } else { CloseCode::Normal };
-                waits_for_peer = ws.close(Some(CloseFrame { code, reason: "".into() })).is_ok();
+                let code = if self.stop_requested {
+                    CloseCode::Away
+                } else {
+                    CloseCode::Normal
+                };
+                waits_for_peer = ws
+                    .close(Some(CloseFrame {
+                        code,
+                        reason: "".into(),
+                    }))
+                    .is_ok();
                 let _ = ws.flush();
             }
         }
@@ -824,7 +902,12 @@ impl Session {
         out: &mut Outbox,
     ) {
         let open_for = self.open_for(now);
-        out.events.push(SessionEvent::Disconnected { reason, detail, close_code, open_for });
+        out.events.push(SessionEvent::Disconnected {
+            reason,
+            detail,
+            close_code,
+            open_for,
+        });
         self.drop_conn(out);
         if open_for >= self.spec.timing.backoff.reset_after {
             self.failures = 0;
@@ -846,11 +929,17 @@ impl Session {
     }
 
     fn open_for(&self, now: Instant) -> Duration {
-        self.stats.opened_at.map(|t| now.saturating_duration_since(t)).unwrap_or_default()
+        self.stats
+            .opened_at
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default()
     }
 
     fn drop_conn(&mut self, out: &mut Outbox) {
-        let had_socket = matches!(self.phase, Phase::Connecting | Phase::Handshaking | Phase::Open | Phase::Closing);
+        let had_socket = matches!(
+            self.phase,
+            Phase::Connecting | Phase::Handshaking | Phase::Open | Phase::Closing
+        );
         let farewell = self.conn.take().map(|c| c.wire_out).unwrap_or_default();
         self.addrs.clear();
         if had_socket {

@@ -64,9 +64,7 @@ impl FailureReason {
             _ => {}
         }
         match err.raw_os_error() {
-            Some(libc_errno::EHOSTUNREACH | libc_errno::ENETUNREACH | libc_errno::EADDRNOTAVAIL) => {
-                Self::Unreachable
-            }
+            Some(libc_errno::EHOSTUNREACH | libc_errno::ENETUNREACH | libc_errno::EADDRNOTAVAIL) => Self::Unreachable,
             Some(libc_errno::EMFILE | libc_errno::ENFILE) => Self::FdLimit,
             _ => Self::IoError,
         }
@@ -114,9 +112,9 @@ impl DisconnectReason {
 
     pub fn from_io_error(err: &io::Error) -> Self {
         match err.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => Self::Reset,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                Self::Reset
+            }
             _ => Self::IoError,
         }
     }

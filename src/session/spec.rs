@@ -85,7 +85,9 @@ pub struct TlsSpec {
 
 impl std::fmt::Debug for TlsSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSpec").field("server_name", &self.server_name).finish()
+        f.debug_struct("TlsSpec")
+            .field("server_name", &self.server_name)
+            .finish()
     }
 }
 

@@ -52,7 +52,11 @@ struct Harness {
 
 impl Harness {
     fn new(spec: TargetSpec, mode: Mode) -> Self {
-        Harness { s: Session::new(Arc::new(spec), mode, 42), out: Outbox::default(), now: Instant::now() }
+        Harness {
+            s: Session::new(Arc::new(spec), mode, 42),
+            out: Outbox::default(),
+            now: Instant::now(),
+        }
     }
 
     fn advance(&mut self, d: Duration) {
@@ -87,7 +91,13 @@ impl Harness {
     /// Drives start → resolve → connect; returns the request bytes.
     fn connect(&mut self) -> Vec<u8> {
         self.s.start(self.now, &mut self.out);
-        assert_eq!(self.take_io(), vec![IoRequest::Resolve { host: "example.test".into(), port: 80 }]);
+        assert_eq!(
+            self.take_io(),
+            vec![IoRequest::Resolve {
+                host: "example.test".into(),
+                port: 80
+            }]
+        );
         let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
         self.s.handle_resolved(Ok(vec![addr]), self.now, &mut self.out);
         assert_eq!(self.take_io(), vec![IoRequest::Connect(addr)]);
@@ -174,7 +184,11 @@ fn client_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
         };
         let mask = [bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]];
         pos += 4;
-        let payload = bytes[pos..pos + len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        let payload = bytes[pos..pos + len]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
         frames.push((opcode, payload));
         bytes = &bytes[pos + len..];
     }
@@ -203,7 +217,10 @@ fn tcp_session_opens_and_idle_timeout_fires_at_deadline_not_before() {
     h.advance(Duration::from_secs(59));
     h.tick();
     assert_eq!(h.s.phase(), Phase::Open);
-    assert_eq!(h.s.poll_timeout(), Some(opened + Duration::from_secs(60) - MS + Duration::from_secs(60)));
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(opened + Duration::from_secs(60) - MS + Duration::from_secs(60))
+    );
     h.advance(Duration::from_secs(1));
     h.tick();
     assert_eq!(h.disconnects(), vec![DisconnectReason::IdleTimeout]);
@@ -221,7 +238,12 @@ fn ws_handshake_request_is_well_formed_and_keys_are_random() {
     other.s.rng = Rng::new(7);
     let other_key = request_key(&other.connect());
     assert_ne!(key, other_key);
-    assert_eq!(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &key).unwrap().len(), 16);
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &key)
+            .unwrap()
+            .len(),
+        16
+    );
 }
 
 #[test]
@@ -237,7 +259,12 @@ fn ping_pong_matching_measures_rtt_and_ignores_stray_pongs() {
     assert_eq!(h.take_events(), vec![SessionEvent::StrayPong]);
     h.advance(Duration::from_millis(4));
     h.input(&frame(true, 0xA, &payload));
-    assert_eq!(h.take_events(), vec![SessionEvent::Pong { rtt: Duration::from_millis(7) }]);
+    assert_eq!(
+        h.take_events(),
+        vec![SessionEvent::Pong {
+            rtt: Duration::from_millis(7)
+        }]
+    );
     // Next ping exactly one interval after the first, not before.
     h.advance(Duration::from_secs(10) - Duration::from_millis(8));
     h.tick();
@@ -262,15 +289,27 @@ fn pong_timeout_fires_at_deadline_and_schedules_reconnect_within_backoff() {
     h.tick();
     let events = h.take_events();
     assert!(events.contains(&SessionEvent::PongTimeout));
-    assert!(events.iter().any(|e| matches!(e, SessionEvent::Disconnected { reason: DisconnectReason::PongTimeout, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::Disconnected {
+            reason: DisconnectReason::PongTimeout,
+            ..
+        }
+    )));
     assert_eq!(h.s.phase(), Phase::Backoff);
     let retry = h.s.poll_timeout().unwrap() - (sent + Duration::from_secs(5));
-    assert!(retry >= Duration::from_millis(500) && retry <= Duration::from_secs(1), "{retry:?}");
+    assert!(
+        retry >= Duration::from_millis(500) && retry <= Duration::from_secs(1),
+        "{retry:?}"
+    );
     // After the backoff the session reconnects on its own.
     h.advance(retry);
     h.tick();
     assert_eq!(h.s.phase(), Phase::Resolving);
-    assert!(matches!(h.take_io()[..], [IoRequest::CloseSocket { .. }, IoRequest::Resolve { .. }]));
+    assert!(matches!(
+        h.take_io()[..],
+        [IoRequest::CloseSocket { .. }, IoRequest::Resolve { .. }]
+    ));
 }
 
 #[test]
@@ -310,7 +349,10 @@ fn pong_interleaved_in_a_fragmented_message_is_matched() {
         h.input(chunk);
     }
     let events = h.take_events();
-    assert!(events.iter().any(|e| matches!(e, SessionEvent::Pong { .. })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, SessionEvent::Pong { .. })),
+        "{events:?}"
+    );
     assert_eq!(h.s.stats.last_message, Some(h.now));
     assert_eq!(h.s.phase(), Phase::Open);
 }
@@ -323,8 +365,17 @@ fn peer_close_frame_reports_its_code_and_replies() {
     payload.extend_from_slice(b"bye");
     h.input(&frame(true, 0x8, &payload));
     let events = h.take_events();
-    assert!(events.iter().any(|e| matches!(e,
-        SessionEvent::Disconnected { reason: DisconnectReason::PeerClose, close_code: Some(1001), .. })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            SessionEvent::Disconnected {
+                reason: DisconnectReason::PeerClose,
+                close_code: Some(1001),
+                ..
+            }
+        )),
+        "{events:?}"
+    );
     let farewell = h.take_io().into_iter().find_map(|io| match io {
         IoRequest::CloseSocket { farewell } => Some(farewell),
         _ => None,
@@ -392,7 +443,11 @@ fn connect_phase_failures_are_classified_and_retried() {
     h.s.handle_resolved(Ok(vec![a, b]), h.now, &mut h.out);
     h.take_io();
     h.s.handle_connected(Err(io::ErrorKind::ConnectionRefused.into()), h.now, &mut h.out);
-    assert_eq!(h.take_io(), vec![IoRequest::Connect(b)], "falls through to the next address");
+    assert_eq!(
+        h.take_io(),
+        vec![IoRequest::Connect(b)],
+        "falls through to the next address"
+    );
     h.s.handle_connected(Err(io::ErrorKind::ConnectionRefused.into()), h.now, &mut h.out);
     assert_eq!(h.failures(), vec![FailureReason::Refused]);
 
@@ -420,7 +475,10 @@ fn connect_phase_failures_are_classified_and_retried() {
 
     // Non-101 and a wrong accept key.
     for (resp, reason) in [
-        ("HTTP/1.1 404 Not Found\r\n\r\n".to_string(), FailureReason::HandshakeStatus),
+        (
+            "HTTP/1.1 404 Not Found\r\n\r\n".to_string(),
+            FailureReason::HandshakeStatus,
+        ),
         (upgrade_response("not-the-key"), FailureReason::BadAccept),
     ] {
         let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
@@ -470,7 +528,10 @@ fn backoff_grows_while_failing_and_resets_after_a_healthy_session() {
 #[test]
 fn tcp_probe_matches_expected_reply_split_across_reads() {
     let mut sp = spec(Scheme::Tcp);
-    sp.probe = Some(Probe { send: b"PING\r\n".to_vec(), expect: b"+PONG".to_vec() });
+    sp.probe = Some(Probe {
+        send: b"PING\r\n".to_vec(),
+        expect: b"+PONG".to_vec(),
+    });
     let mut h = Harness::new(sp, Mode::Persistent);
     h.connect();
     h.take_events();
@@ -480,7 +541,12 @@ fn tcp_probe_matches_expected_reply_split_across_reads() {
     h.input(b"+PO");
     assert!(h.take_events().is_empty());
     h.input(b"NG\r\n");
-    assert_eq!(h.take_events(), vec![SessionEvent::Pong { rtt: Duration::from_millis(2) }]);
+    assert_eq!(
+        h.take_events(),
+        vec![SessionEvent::Pong {
+            rtt: Duration::from_millis(2)
+        }]
+    );
     // A wrong answer never satisfies the probe: pong timeout.
     h.advance(Duration::from_secs(10));
     h.tick();
@@ -522,7 +588,10 @@ fn one_shot_closes_after_its_pings_and_stops() {
     }
     assert_eq!(h.s.phase(), Phase::Closing);
     let frames = client_frames(&h.take_wire());
-    assert_eq!(frames.last().map(|f| (f.0, f.1[..2].to_vec())), Some((0x8, 1000u16.to_be_bytes().to_vec())));
+    assert_eq!(
+        frames.last().map(|f| (f.0, f.1[..2].to_vec())),
+        Some((0x8, 1000u16.to_be_bytes().to_vec()))
+    );
     h.input(&frame(true, 0x8, &1000u16.to_be_bytes()));
     assert_eq!(h.s.phase(), Phase::Stopped);
     assert!(h.disconnects().contains(&DisconnectReason::LocalClose));
@@ -546,7 +615,10 @@ fn stop_sends_going_away_and_gives_up_after_close_timeout() {
     h.take_wire();
     h.s.stop(h.now, &mut h.out);
     let frames = client_frames(&h.take_wire());
-    assert_eq!(frames.last().map(|f| f.1[..2].to_vec()), Some(1001u16.to_be_bytes().to_vec()));
+    assert_eq!(
+        frames.last().map(|f| f.1[..2].to_vec()),
+        Some(1001u16.to_be_bytes().to_vec())
+    );
     h.advance(Duration::from_secs(2));
     h.tick();
     assert_eq!(h.s.phase(), Phase::Stopped);

@@ -1,0 +1,167 @@
+//! `sockpulse run`: sessions on the driver, reported to Prometheus metrics and logs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::driver::Observer;
+use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
+use crate::session::spec::TargetSpec;
+use crate::session::{DisconnectReason, Phase, Session, SessionEvent};
+
+pub struct MetricsObserver {
+    metrics: Arc<Metrics>,
+    targets: Vec<Arc<TargetSpec>>,
+}
+
+impl MetricsObserver {
+    pub fn new(metrics: Arc<Metrics>, targets: Vec<Arc<TargetSpec>>) -> Self {
+        for t in &targets {
+            metrics.init_target(&t.name);
+        }
+        MetricsObserver { metrics, targets }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}ms", d.as_secs_f64() * 1e3)
+}
+
+impl Observer for MetricsObserver {
+    fn on_event(&mut self, target: usize, ordinal: u32, _session: &Session, event: &SessionEvent, _now: Instant) {
+        let Some(spec) = self.targets.get(target) else {
+            return;
+        };
+        let name = spec.name.as_str();
+        let m = &self.metrics;
+        match event {
+            SessionEvent::PhaseChanged { from, to } => {
+                if Phase::EXPORTED.contains(from) {
+                    m.sessions.with_label_values(&[name, from.as_str()]).dec();
+                }
+                if Phase::EXPORTED.contains(to) {
+                    m.sessions.with_label_values(&[name, to.as_str()]).inc();
+                }
+                log::debug!("target={name} session={ordinal} {} -> {}", from.as_str(), to.as_str());
+            }
+            SessionEvent::ConnectAttempt => m.connect_attempts.with_label_values(&[name]).inc(),
+            SessionEvent::Opened { tcp, tls, handshake } => {
+                m.sessions_opened.with_label_values(&[name]).inc();
+                m.connect_duration
+                    .with_label_values(&[name, PHASE_TCP])
+                    .observe(tcp.as_secs_f64());
+                let mut timing = format!("tcp={}", ms(*tcp));
+                if let Some(t) = tls {
+                    m.connect_duration
+                        .with_label_values(&[name, PHASE_TLS])
+                        .observe(t.as_secs_f64());
+                    timing.push_str(&format!(" tls={}", ms(*t)));
+                }
+                if let Some(h) = handshake {
+                    m.connect_duration
+                        .with_label_values(&[name, PHASE_HANDSHAKE])
+                        .observe(h.as_secs_f64());
+                    timing.push_str(&format!(" handshake={}", ms(*h)));
+                }
+                log::info!("target={name} session={ordinal} open ({timing})");
+            }
+            SessionEvent::ConnectFailed { reason, detail } => {
+                m.connect_failures.with_label_values(&[name, reason.as_str()]).inc();
+                log::warn!("target={name} session={ordinal} connect failed: reason={reason} ({detail})");
+            }
+            SessionEvent::Disconnected {
+                reason,
+                detail,
+                close_code,
+                open_for,
+            } => {
+                m.disconnects.with_label_values(&[name, reason.as_str()]).inc();
+                let code = close_code.map(|c| format!(" close_code={c}")).unwrap_or_default();
+                let line = format!(
+                    "target={name} session={ordinal} disconnected: reason={reason}{code} after {} ({detail})",
+                    humantime::format_duration(Duration::from_secs(open_for.as_secs()))
+                );
+                if *reason == DisconnectReason::LocalClose {
+                    log::info!("{line}");
+                } else {
+                    log::warn!("{line}");
+                }
+            }
+            SessionEvent::Pong { rtt } => {
+                m.ping_rtt.with_label_values(&[name]).observe(rtt.as_secs_f64());
+                log::trace!("target={name} session={ordinal} rtt={}", ms(*rtt));
+            }
+            SessionEvent::PongTimeout => m.pong_timeouts.with_label_values(&[name]).inc(),
+            SessionEvent::StrayPong => m.stray_pongs.with_label_values(&[name]).inc(),
+            SessionEvent::CertExpiry { not_after_unix } => {
+                m.tls_cert_expiry.with_label_values(&[name]).set(*not_after_unix as f64);
+                let left = *not_after_unix - unix_now();
+                if left < 14 * 86_400 {
+                    log::warn!("target={name} certificate expires in {} days", left / 86_400);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, sessions: &[&Session], now: Instant) {
+        let n = self.targets.len();
+        let mut up = vec![false; n];
+        let mut pong_age: Vec<Option<f64>> = vec![None; n];
+        let mut msg_age: Vec<Option<f64>> = vec![None; n];
+        let index: std::collections::HashMap<&str, usize> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        for s in sessions {
+            if s.phase() != Phase::Open {
+                continue;
+            }
+            let Some(&ti) = index.get(s.spec().name.as_str()) else {
+                continue;
+            };
+            up[ti] = true;
+            let since = |t: Option<Instant>| {
+                t.or(s.stats.opened_at)
+                    .map(|t| now.saturating_duration_since(t).as_secs_f64())
+            };
+            if s.spec().timing.ping_interval.is_some() {
+                if let Some(age) = since(s.stats.last_pong) {
+                    pong_age[ti] = Some(pong_age[ti].map_or(age, |a| a.max(age)));
+                }
+            }
+            // WebSocket: data messages (pongs do not count); TCP: any bytes.
+            let last = match s.spec().scheme {
+                crate::session::spec::Scheme::Tcp => s.stats.last_rx,
+                _ => s.stats.last_message,
+            };
+            if let Some(age) = since(last) {
+                msg_age[ti] = Some(msg_age[ti].map_or(age, |a| a.max(age)));
+            }
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let name = t.name.as_str();
+            self.metrics.target_up.with_label_values(&[name]).set(up[i] as i64);
+            // No open session: no age to report rather than a stale one.
+            match pong_age[i] {
+                Some(a) => self.metrics.last_pong_age.with_label_values(&[name]).set(a),
+                None => {
+                    let _ = self.metrics.last_pong_age.remove_label_values(&[name]);
+                }
+            }
+            match msg_age[i] {
+                Some(a) => self.metrics.last_message_age.with_label_values(&[name]).set(a),
+                None => {
+                    let _ = self.metrics.last_message_age.remove_label_values(&[name]);
+                }
+            }
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

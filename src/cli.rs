@@ -1,0 +1,318 @@
+//! Command-line interface: flag parsing here, behaviour in the modules.
+//! Exit codes: 0 all good, 1 something unhealthy, 2 usage or config error.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::{unix_now, MetricsObserver};
+use crate::config::{self, Config, ConfigError};
+use crate::driver::Driver;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::session::Mode;
+use crate::status::{self, StatusObserver};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_UNHEALTHY: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sockpulse",
+    version,
+    about = "Connection-liveness monitor for WebSocket and TCP sessions, exporting Prometheus metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: hold sessions to every target and serve metrics.
+    Run(RunArgs),
+    /// Connect to each target once, probe, close and report; exit 1 if any is unhealthy.
+    Status(StatusArgs),
+    /// Validate a config file and report every problem; exit 2 on error.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TargetArgs {
+    /// TOML config file.
+    #[arg(long, short = 'c', env = "SOCKPULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A target URL (ws://, wss:// or tcp://host:port); repeatable; added to the config's targets.
+    #[arg(long = "target", short = 't', value_name = "URL")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Address for /metrics, /, /healthz and the /ws echo endpoint [default: 0.0.0.0:9747, or [web] listen_address].
+    #[arg(long = "web.listen-address", env = "SOCKPULSE_LISTEN_ADDRESS", value_name = "ADDR")]
+    pub listen_address: Option<String>,
+    /// Path under which metrics are served.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
+    pub telemetry_path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Pings (or TCP probes) per target.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub pings: u32,
+    /// Time between pings.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Give up on targets still unfinished after this long.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    }))
+    .format_timestamp_millis()
+    .init();
+    ExitCode::from(match cli.command {
+        Command::Run(args) => run(args),
+        Command::Status(args) => run_status(args),
+        Command::CheckConfig { file } => check_config(&file),
+    })
+}
+
+fn load(args: &TargetArgs) -> Result<Config, ConfigError> {
+    let env = |k: &str| std::env::var(k).ok();
+    match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                source_name: path.display().to_string(),
+                problems: vec![config::Problem {
+                    field: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                }],
+            })?;
+            config::parse(&text, &path.display().to_string(), &args.targets, &env)
+        }
+        None => config::parse("", "command line", &args.targets, &env),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> u8 {
+    match config::load_file(file) {
+        Ok(cfg) => {
+            println!("{}: ok, {} target(s)", file.display(), cfg.targets.len());
+            for t in &cfg.targets {
+                println!("  {} ({} connection(s)) {}", t.name, t.connections, t.url);
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprint!("{e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> u8 {
+    let mut cfg = match load(&args.targets) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let listen = args
+        .listen_address
+        .clone()
+        .unwrap_or_else(|| cfg.web.listen_address.clone());
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {listen}: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+    if cfg.targets.is_empty() {
+        if !cfg.web.echo_endpoint {
+            eprintln!("no targets: give --target URL or a config with [[target]] entries");
+            return EXIT_USAGE;
+        }
+        let url = self_url(&bound);
+        log::info!("no targets configured: monitoring the built-in echo endpoint {url}");
+        match config::parse("", "built-in", std::slice::from_ref(&url), &|_| None) {
+            Ok(mut c) => {
+                let mut spec = (*c.targets.remove(0)).clone();
+                spec.name = "self".into();
+                cfg.targets.push(Arc::new(spec));
+            }
+            Err(e) => {
+                eprint!("{e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(HttpState {
+        metrics: Arc::clone(&metrics),
+        telemetry_path: args.telemetry_path.clone(),
+        echo_endpoint: cfg.web.echo_endpoint,
+        targets: cfg.targets.iter().map(|t| (t.name.clone(), t.url.clone())).collect(),
+    });
+    if let Err(e) = http::spawn(listener, state) {
+        eprintln!("cannot start the HTTP thread: {e}");
+        return EXIT_USAGE;
+    }
+    log::info!("listening on http://{bound} (metrics at {})", args.telemetry_path);
+    let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
+    log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
+
+    let observer = MetricsObserver::new(metrics, cfg.targets.clone());
+    let mut driver = match Driver::new(&cfg.targets, Mode::Persistent, observer) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cannot start the event loop: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    install_signal_handlers(driver.stop_handle());
+    let grace = cfg
+        .targets
+        .iter()
+        .map(|t| t.timing.close_timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(1);
+    match driver.run(None, grace) {
+        Ok(()) => {
+            log::info!("stopped");
+            EXIT_OK
+        }
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            EXIT_UNHEALTHY
+        }
+    }
+}
+
+/// The URL of our own echo endpoint, reachable from this host.
+fn self_url(bound: &str) -> String {
+    match bound.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(a)) if a.ip().is_unspecified() => {
+            format!("ws://127.0.0.1:{}/ws", a.port())
+        }
+        Ok(SocketAddr::V6(a)) if a.ip().is_unspecified() => format!("ws://[::1]:{}/ws", a.port()),
+        Ok(a) => format!("ws://{a}/ws"),
+        Err(_) => format!("ws://{bound}/ws"),
+    }
+}
+
+fn install_signal_handlers((stop, waker): (Arc<std::sync::atomic::AtomicBool>, Arc<mio::Waker>)) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("sockpulse-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if stop.swap(true, Ordering::SeqCst) {
+                    log::warn!("second signal: exiting now");
+                    std::process::exit(128 + sig);
+                }
+                log::info!("signal {sig}: closing sessions");
+                let _ = waker.wake();
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the signal thread: {e}");
+    }
+}
+
+fn run_status(args: StatusArgs) -> u8 {
+    let cfg = match load(&args.targets) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    if cfg.targets.is_empty() {
+        eprintln!("no targets: give --target URL or --config FILE");
+        return EXIT_USAGE;
+    }
+    // One session per target, probing at the status interval.
+    let targets: Vec<_> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let mut spec = (**t).clone();
+            spec.connections = 1;
+            if spec.timing.ping_interval.is_some() {
+                spec.timing.ping_interval = Some(args.interval);
+            }
+            Arc::new(spec)
+        })
+        .collect();
+    let observer = StatusObserver::new(&targets, args.pings);
+    let mut driver = match Driver::new(&targets, Mode::OneShot { pings: args.pings }, observer) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cannot start the event loop: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    install_signal_handlers(driver.stop_handle());
+    if let Err(e) = driver.run(Some(Instant::now() + args.timeout), Duration::from_secs(1)) {
+        eprintln!("event loop failed: {e}");
+        return EXIT_UNHEALTHY;
+    }
+    let reports = driver.into_observer().finish();
+    if args.json {
+        match serde_json::to_string_pretty(&reports) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("cannot encode JSON: {e}");
+                return EXIT_UNHEALTHY;
+            }
+        }
+    } else {
+        print!("{}", status::render_table(&reports, unix_now()));
+    }
+    if reports.iter().all(|r| r.healthy) {
+        EXIT_OK
+    } else {
+        EXIT_UNHEALTHY
+    }
+}

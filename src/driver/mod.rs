@@ -1,0 +1,394 @@
+//! The thin I/O driver: one mio `Poll` for every session. It moves bytes
+//! between sockets and session cores, runs their timers, and hands their
+//! events to an `Observer` (metrics and logs, or a status report).
+
+pub mod resolver;
+pub mod socket;
+pub mod timers;
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::session::spec::TargetSpec;
+use crate::session::{IoRequest, Mode, Outbox, Phase, Session, SessionEvent};
+use resolver::Resolver;
+use timers::TimerQueue;
+
+const WAKER: Token = Token(usize::MAX);
+/// Reads per socket per wake before yielding to other sessions.
+const READ_BUDGET: usize = 16;
+const SCRATCH: usize = 64 * 1024;
+const DNS_THREADS: usize = 4;
+
+/// Receives what sessions report. Runs on the loop thread: must not block.
+pub trait Observer {
+    /// `ordinal` numbers the sessions of one target from 0, for log lines.
+    fn on_event(&mut self, target: usize, ordinal: u32, session: &Session, event: &SessionEvent, now: Instant);
+    /// Called about once a second with every session, for gauges.
+    fn on_tick(&mut self, _sessions: &[&Session], _now: Instant) {}
+}
+
+struct Slot {
+    session: Session,
+    target: usize,
+    ordinal: u32,
+    socket: Option<mio::net::TcpStream>,
+    /// Bumped whenever the socket changes, so stale events are ignored.
+    generation: u32,
+    connecting: bool,
+    wants_write: bool,
+    resolve_seq: u64,
+}
+
+pub struct Driver<O: Observer> {
+    poll: Poll,
+    waker: Arc<Waker>,
+    slots: Vec<Slot>,
+    timers: TimerQueue,
+    resolver: Resolver,
+    out: Outbox,
+    observer: O,
+    scratch: Vec<u8>,
+    /// Sockets that still had data when their read budget ran out.
+    unfinished_reads: Vec<usize>,
+    stop: Arc<AtomicBool>,
+}
+
+fn token(slot: usize, generation: u32) -> Token {
+    Token(((generation as usize) << 32) | slot)
+}
+
+fn untoken(t: Token) -> (usize, u32) {
+    (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
+}
+
+impl<O: Observer> Driver<O> {
+    pub fn new(targets: &[Arc<TargetSpec>], mode: Mode, observer: O) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let resolver = Resolver::new(Arc::clone(&waker), DNS_THREADS)?;
+        let mut seed_bytes = [0u8; 8];
+        getrandom::getrandom(&mut seed_bytes).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+        let seed = u64::from_le_bytes(seed_bytes);
+        let mut slots = Vec::new();
+        for (ti, spec) in targets.iter().enumerate() {
+            for ordinal in 0..spec.connections {
+                let n = slots.len() as u64;
+                slots.push(Slot {
+                    session: Session::new(Arc::clone(spec), mode, seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    target: ti,
+                    ordinal,
+                    socket: None,
+                    generation: 0,
+                    connecting: false,
+                    wants_write: false,
+                    resolve_seq: 0,
+                });
+            }
+        }
+        let timers = TimerQueue::with_slots(slots.len());
+        Ok(Driver {
+            poll,
+            waker,
+            slots,
+            timers,
+            resolver,
+            out: Outbox::default(),
+            observer,
+            scratch: vec![0; SCRATCH],
+            unfinished_reads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Setting this flag (then waking) makes `run` close every session and return.
+    pub fn stop_handle(&self) -> (Arc<AtomicBool>, Arc<Waker>) {
+        (Arc::clone(&self.stop), Arc::clone(&self.waker))
+    }
+
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    pub fn into_observer(self) -> O {
+        self.observer
+    }
+
+    /// Runs until stopped, until every session has stopped by itself
+    /// (one-shot mode), or until `deadline`. Shutdown waits at most
+    /// `grace` for close handshakes.
+    pub fn run(&mut self, deadline: Option<Instant>, grace: Duration) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            self.slots[i].session.start(now, &mut self.out);
+            self.after_session_call(i, now);
+        }
+        let mut next_tick = now;
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if stopping_since.is_none() && (self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d)) {
+                stopping_since = Some(now);
+                for i in 0..self.slots.len() {
+                    self.slots[i].session.stop(now, &mut self.out);
+                    self.after_session_call(i, now);
+                }
+            }
+            if now >= next_tick {
+                let sessions: Vec<&Session> = self.slots.iter().map(|s| &s.session).collect();
+                self.observer.on_tick(&sessions, now);
+                next_tick = now + Duration::from_secs(1);
+            }
+            if self.slots.iter().all(|s| s.session.phase() == Phase::Stopped) {
+                return Ok(());
+            }
+            if stopping_since.is_some_and(|t| now >= t + grace) {
+                log::warn!("shutdown grace period over; dropping remaining connections");
+                return Ok(());
+            }
+
+            let mut wait = next_tick.saturating_duration_since(now);
+            if let Some(t) = self.timers.next_deadline() {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            if let Some(t) = stopping_since {
+                wait = wait.min((t + grace).saturating_duration_since(now));
+            }
+            if !self.unfinished_reads.is_empty() {
+                wait = Duration::ZERO;
+            }
+            match self.poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            // Readiness says nothing about time: read the clock after every wake.
+            let now = Instant::now();
+            for i in std::mem::take(&mut self.unfinished_reads) {
+                self.read_socket(i, now);
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    continue;
+                }
+                let (i, generation) = untoken(event.token());
+                let Some(slot) = self.slots.get(i) else {
+                    continue;
+                };
+                if slot.generation != generation || slot.socket.is_none() {
+                    continue; // an event for a socket that is gone
+                }
+                if slot.connecting {
+                    self.finish_connect(i, now);
+                    continue;
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read_socket(i, now);
+                }
+                if event.is_writable() && self.slots[i].generation == generation {
+                    self.flush(i, now);
+                }
+            }
+            for r in self.resolver.take_results() {
+                let Some(slot) = self.slots.get_mut(r.slot) else {
+                    continue;
+                };
+                if slot.resolve_seq == r.seq {
+                    slot.session.handle_resolved(r.result, now, &mut self.out);
+                    self.after_session_call(r.slot, now);
+                }
+            }
+            while let Some(i) = self.timers.pop_expired(now) {
+                self.slots[i].session.handle_timeout(now, &mut self.out);
+                self.after_session_call(i, now);
+            }
+        }
+    }
+
+    fn finish_connect(&mut self, i: usize, now: Instant) {
+        let slot = &mut self.slots[i];
+        let Some(sock) = slot.socket.as_ref() else {
+            return;
+        };
+        let result = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => Ok(()),
+                // Spurious wake-up: the connect is still in progress.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Err(e),
+            },
+        };
+        if result.is_ok() {
+            slot.connecting = false;
+        }
+        slot.session.handle_connected(result, now, &mut self.out);
+        self.after_session_call(i, now);
+        // Data may have arrived with the connect (edge-triggered: read now).
+        if self.slots[i].socket.is_some() && !self.slots[i].connecting {
+            self.read_socket(i, now);
+        }
+    }
+
+    fn read_socket(&mut self, i: usize, now: Instant) {
+        let generation = self.slots[i].generation;
+        for _ in 0..READ_BUDGET {
+            let slot = &mut self.slots[i];
+            if slot.generation != generation {
+                return; // the session closed this socket meanwhile
+            }
+            let Some(sock) = slot.socket.as_mut() else {
+                return;
+            };
+            match sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    slot.session.handle_eof(now, &mut self.out);
+                    self.after_session_call(i, now);
+                    return;
+                }
+                Ok(n) => {
+                    slot.session.handle_input(&self.scratch[..n], now, &mut self.out);
+                    self.after_session_call(i, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    slot.session.handle_io_error(e, now, &mut self.out);
+                    self.after_session_call(i, now);
+                    return;
+                }
+            }
+        }
+        self.unfinished_reads.push(i);
+    }
+
+    /// Writes pending output; keeps WRITABLE interest only while some remains.
+    fn flush(&mut self, i: usize, now: Instant) {
+        let slot = &mut self.slots[i];
+        if slot.connecting {
+            return;
+        }
+        let Some(sock) = slot.socket.as_mut() else {
+            return;
+        };
+        let mut failed = None;
+        while !slot.session.pending_output().is_empty() {
+            match sock.write(slot.session.pending_output()) {
+                Ok(0) => {
+                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => slot.session.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            slot.session.handle_io_error(e, now, &mut self.out);
+            self.after_session_call(i, now);
+            return;
+        }
+        let want = !slot.session.pending_output().is_empty();
+        if want != slot.wants_write {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let t = token(i, slot.generation);
+            if let Err(e) = self.poll.registry().reregister(sock, t, interest) {
+                log::error!("reregister failed: {e}");
+            }
+            slot.wants_write = want;
+        }
+    }
+
+    /// Carries out what a session asked for, reports its events, sends its
+    /// output and re-arms its timer.
+    fn after_session_call(&mut self, i: usize, now: Instant) {
+        loop {
+            let io_requests = std::mem::take(&mut self.out.io);
+            let events = std::mem::take(&mut self.out.events);
+            if io_requests.is_empty() && events.is_empty() {
+                break;
+            }
+            let slot = &self.slots[i];
+            for ev in &events {
+                self.observer
+                    .on_event(slot.target, slot.ordinal, &slot.session, ev, now);
+            }
+            for req in io_requests {
+                self.do_io(i, req, now);
+            }
+        }
+        self.flush(i, now);
+        let at = self.slots[i].session.poll_timeout();
+        self.timers.arm(i, at);
+    }
+
+    fn do_io(&mut self, i: usize, req: IoRequest, now: Instant) {
+        match req {
+            IoRequest::Resolve { host, port } => {
+                let slot = &mut self.slots[i];
+                slot.resolve_seq += 1;
+                if let Some(result) = self.resolver.submit(i, slot.resolve_seq, &host, port) {
+                    slot.session.handle_resolved(result, now, &mut self.out);
+                }
+            }
+            IoRequest::Connect(addr) => {
+                self.close_socket(i, &[]);
+                let slot = &mut self.slots[i];
+                let result = socket::connect(addr, &slot.session.spec().socket).and_then(|mut sock| {
+                    slot.generation = slot.generation.wrapping_add(1);
+                    let t = token(i, slot.generation);
+                    self.poll
+                        .registry()
+                        .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)?;
+                    Ok(sock)
+                });
+                match result {
+                    Ok(sock) => {
+                        slot.socket = Some(sock);
+                        slot.connecting = true;
+                        slot.wants_write = true;
+                    }
+                    Err(e) => {
+                        if matches!(e.raw_os_error(), Some(24) | Some(23)) {
+                            log::error!(
+                                "target {}: out of file descriptors (EMFILE): raise LimitNOFILE / ulimit -n or lower connections",
+                                slot.session.spec().name
+                            );
+                        }
+                        slot.session.handle_connected(Err(e), now, &mut self.out);
+                    }
+                }
+            }
+            IoRequest::CloseSocket { farewell } => self.close_socket(i, &farewell),
+        }
+    }
+
+    fn close_socket(&mut self, i: usize, farewell: &[u8]) {
+        let slot = &mut self.slots[i];
+        if let Some(mut sock) = slot.socket.take() {
+            if !farewell.is_empty() && !slot.connecting {
+                let _ = sock.write(farewell); // best effort: a close frame
+            }
+            let _ = self.poll.registry().deregister(&mut sock);
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.connecting = false;
+            slot.wants_write = false;
+        }
+    }
+}

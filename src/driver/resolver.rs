@@ -1,0 +1,134 @@
+//! DNS off the loop: getaddrinfo blocks, so a few helper threads run it and
+//! wake the loop through its one `Waker`. IP literals never leave the loop.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use mio::Waker;
+
+pub struct Resolved {
+    pub slot: usize,
+    pub seq: u64,
+    pub result: io::Result<Vec<SocketAddr>>,
+}
+
+struct Job {
+    slot: usize,
+    seq: u64,
+    host: String,
+    port: u16,
+}
+
+#[derive(Default)]
+struct Shared {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+    results: Mutex<Vec<Resolved>>,
+}
+
+pub struct Resolver {
+    shared: Arc<Shared>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Resolver {
+    pub fn new(waker: Arc<Waker>, threads: usize) -> io::Result<Resolver> {
+        let shared = Arc::new(Shared::default());
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let shared = Arc::clone(&shared);
+            let waker = Arc::clone(&waker);
+            let handle = thread::Builder::new()
+                .name(format!("sockpulse-dns-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let mut guard = match shared.jobs.lock() {
+                            Ok(g) => g,
+                            Err(_) => return,
+                        };
+                        loop {
+                            if guard.1 {
+                                return;
+                            }
+                            if let Some(job) = guard.0.pop_front() {
+                                break job;
+                            }
+                            guard = match shared.ready.wait(guard) {
+                                Ok(g) => g,
+                                Err(_) => return,
+                            };
+                        }
+                    };
+                    let result = lookup(&job.host, job.port);
+                    if let Ok(mut results) = shared.results.lock() {
+                        results.push(Resolved {
+                            slot: job.slot,
+                            seq: job.seq,
+                            result,
+                        });
+                    }
+                    let _ = waker.wake();
+                })?;
+            handles.push(handle);
+        }
+        Ok(Resolver {
+            shared,
+            threads: handles,
+        })
+    }
+
+    /// Answers at once for IP literals; queues a lookup otherwise.
+    pub fn submit(&self, slot: usize, seq: u64, host: &str, port: u16) -> Option<io::Result<Vec<SocketAddr>>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Some(Ok(vec![SocketAddr::new(ip, port)]));
+        }
+        match self.shared.jobs.lock() {
+            Ok(mut jobs) => {
+                jobs.0.push_back(Job {
+                    slot,
+                    seq,
+                    host: host.to_string(),
+                    port,
+                });
+                self.shared.ready.notify_one();
+                None
+            }
+            Err(_) => Some(Err(io::Error::other("resolver threads are gone"))),
+        }
+    }
+
+    pub fn take_results(&self) -> Vec<Resolved> {
+        self.shared
+            .results
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.shared.jobs.lock() {
+            jobs.1 = true;
+            jobs.0.clear();
+        }
+        self.shared.ready.notify_all();
+        // A thread stuck in getaddrinfo cannot be interrupted: detach rather
+        // than hold shutdown hostage to a slow DNS server.
+        self.threads.clear();
+    }
+}
+
+fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} has no addresses"),
+        ));
+    }
+    Ok(addrs)
+}

@@ -1,0 +1,247 @@
+//! Every metric sockpulse exports is named here, and only here. Labels are
+//! bounded: per target (from config), per closed-set reason or state, never
+//! per session, peer port or error text.
+
+use prometheus::{
+    histogram_opts, opts, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
+};
+
+use crate::session::{DisconnectReason, FailureReason, Phase};
+
+pub const TARGET_UP: &str = "sockpulse_target_up";
+pub const SESSIONS: &str = "sockpulse_sessions";
+pub const CONNECT_ATTEMPTS: &str = "sockpulse_connect_attempts_total";
+pub const CONNECT_FAILURES: &str = "sockpulse_connect_failures_total";
+pub const SESSIONS_OPENED: &str = "sockpulse_sessions_opened_total";
+pub const DISCONNECTS: &str = "sockpulse_disconnects_total";
+pub const PING_RTT: &str = "sockpulse_ping_rtt_seconds";
+pub const PONG_TIMEOUTS: &str = "sockpulse_pong_timeouts_total";
+pub const STRAY_PONGS: &str = "sockpulse_stray_pongs_total";
+pub const LAST_PONG_AGE: &str = "sockpulse_last_pong_age_seconds";
+pub const LAST_MESSAGE_AGE: &str = "sockpulse_last_message_age_seconds";
+pub const CONNECT_DURATION: &str = "sockpulse_connect_duration_seconds";
+pub const TLS_CERT_EXPIRY: &str = "sockpulse_tls_cert_expiry_timestamp_seconds";
+pub const BUILD_INFO: &str = "sockpulse_build_info";
+
+/// RTT buckets from 100 µs (loopback) to 10 s (a dying path).
+pub const RTT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Connect phases: `as_str` values of the `phase` label.
+pub const PHASE_TCP: &str = "tcp";
+pub const PHASE_TLS: &str = "tls";
+pub const PHASE_HANDSHAKE: &str = "handshake";
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub target_up: IntGaugeVec,
+    pub sessions: IntGaugeVec,
+    pub connect_attempts: IntCounterVec,
+    pub connect_failures: IntCounterVec,
+    pub sessions_opened: IntCounterVec,
+    pub disconnects: IntCounterVec,
+    pub ping_rtt: HistogramVec,
+    pub pong_timeouts: IntCounterVec,
+    pub stray_pongs: IntCounterVec,
+    pub last_pong_age: GaugeVec,
+    pub last_message_age: GaugeVec,
+    pub connect_duration: HistogramVec,
+    pub tls_cert_expiry: GaugeVec,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are fixed at compile time and registered once per registry, so
+    // a failure here is a programming error caught by the tests.
+    registry.register(Box::new(c.clone())).expect("metric registered twice");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let t = &["target"];
+        let m = Metrics {
+            target_up: register(
+                r,
+                IntGaugeVec::new(
+                    opts!(
+                        TARGET_UP,
+                        "1 when at least one session to the target is open and answering probes"
+                    ),
+                    t,
+                )
+                .expect("valid"),
+            ),
+            sessions: register(
+                r,
+                IntGaugeVec::new(opts!(SESSIONS, "Sessions by state"), &["target", "state"]).expect("valid"),
+            ),
+            connect_attempts: register(
+                r,
+                IntCounterVec::new(opts!(CONNECT_ATTEMPTS, "Connection attempts started"), t).expect("valid"),
+            ),
+            connect_failures: register(
+                r,
+                IntCounterVec::new(
+                    opts!(
+                        CONNECT_FAILURES,
+                        "Connection attempts that failed before the session opened, by reason"
+                    ),
+                    &["target", "reason"],
+                )
+                .expect("valid"),
+            ),
+            sessions_opened: register(
+                r,
+                IntCounterVec::new(
+                    opts!(SESSIONS_OPENED, "Connection attempts that reached the open state"),
+                    t,
+                )
+                .expect("valid"),
+            ),
+            disconnects: register(
+                r,
+                IntCounterVec::new(
+                    opts!(DISCONNECTS, "Open sessions that ended, by reason"),
+                    &["target", "reason"],
+                )
+                .expect("valid"),
+            ),
+            ping_rtt: register(
+                r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        PING_RTT,
+                        "Round trip of WebSocket pings and TCP probes",
+                        RTT_BUCKETS.to_vec()
+                    ),
+                    t,
+                )
+                .expect("valid"),
+            ),
+            pong_timeouts: register(
+                r,
+                IntCounterVec::new(opts!(PONG_TIMEOUTS, "Probes not answered within pong_timeout"), t).expect("valid"),
+            ),
+            stray_pongs: register(
+                r,
+                IntCounterVec::new(opts!(STRAY_PONGS, "Pongs that answered no outstanding ping"), t).expect("valid"),
+            ),
+            last_pong_age: register(
+                r,
+                GaugeVec::new(
+                    opts!(
+                        LAST_PONG_AGE,
+                        "Seconds since the last answered probe, worst open session"
+                    ),
+                    t,
+                )
+                .expect("valid"),
+            ),
+            last_message_age: register(
+                r,
+                GaugeVec::new(
+                    opts!(
+                        LAST_MESSAGE_AGE,
+                        "Seconds since the last data message or bytes received, worst open session"
+                    ),
+                    t,
+                )
+                .expect("valid"),
+            ),
+            connect_duration: register(
+                r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        CONNECT_DURATION,
+                        "Time spent in each connect phase",
+                        RTT_BUCKETS.to_vec()
+                    ),
+                    &["target", "phase"],
+                )
+                .expect("valid"),
+            ),
+            tls_cert_expiry: register(
+                r,
+                GaugeVec::new(
+                    opts!(TLS_CERT_EXPIRY, "notAfter of the peer's leaf certificate, Unix seconds"),
+                    t,
+                )
+                .expect("valid"),
+            ),
+            registry,
+        };
+        let build = register(
+            &m.registry,
+            IntGaugeVec::new(opts!(BUILD_INFO, "Build information; always 1"), &["version"]).expect("valid"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(e) = m.registry.register(Box::new(pc)) {
+                log::warn!("process metrics unavailable: {e}");
+            }
+        }
+        m
+    }
+
+    /// Creates every series of a target at zero, so that dashboards and
+    /// `rate()` see it before the first event.
+    pub fn init_target(&self, target: &str) {
+        self.target_up.with_label_values(&[target]).set(0);
+        for phase in Phase::EXPORTED {
+            self.sessions.with_label_values(&[target, phase.as_str()]).set(0);
+        }
+        self.connect_attempts.with_label_values(&[target]);
+        self.sessions_opened.with_label_values(&[target]);
+        for r in FailureReason::ALL {
+            self.connect_failures.with_label_values(&[target, r.as_str()]);
+        }
+        for r in DisconnectReason::ALL {
+            self.disconnects.with_label_values(&[target, r.as_str()]);
+        }
+        self.ping_rtt.with_label_values(&[target]);
+        self.pong_timeouts.with_label_values(&[target]);
+        self.stray_pongs.with_label_values(&[target]);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_of_a_target_exists_after_init() {
+        let m = Metrics::new();
+        m.init_target("a");
+        let text = String::from_utf8(m.encode()).unwrap();
+        for needle in [
+            "sockpulse_target_up{target=\"a\"} 0",
+            "sockpulse_sessions{state=\"open\",target=\"a\"} 0",
+            "sockpulse_connect_failures_total{reason=\"bad_accept\",target=\"a\"} 0",
+            "sockpulse_disconnects_total{reason=\"pong_timeout\",target=\"a\"} 0",
+            "sockpulse_ping_rtt_seconds_bucket{target=\"a\",le=\"0.0001\"} 0",
+            "sockpulse_build_info{version=",
+        ] {
+            assert!(text.contains(needle), "missing {needle}");
+        }
+    }
+}

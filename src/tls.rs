@@ -1,0 +1,133 @@
+//! Builds rustls client configurations for wss:// targets.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// System roots, loaded once per process; the bundled Mozilla roots when
+/// the system has none (minimal container images).
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    Arc::clone(ROOTS.get_or_init(|| {
+        let mut store = RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        let (added, _) = store.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            log::info!("no system CA certificates found; using the bundled Mozilla roots");
+            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        Arc::new(store)
+    }))
+}
+
+fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
+    let certs = certs.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificates found", path.display()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &PathBuf) -> Result<PrivateKeyDer<'static>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?
+        .ok_or_else(|| format!("{}: no private key found", path.display()))
+}
+
+/// A client config and the name to verify for one target.
+pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>, ServerName<'static>), String> {
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| format!("{server_name:?} is not a valid TLS server name: {e}"))?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if opts.insecure_skip_verify {
+        log::warn!(
+            "TLS certificate verification is DISABLED for {server_name} (insecure_skip_verify = true): \
+             this session cannot detect an impostor"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+    } else {
+        let roots = match &opts.ca_file {
+            Some(path) => {
+                let mut store = RootCertStore::empty();
+                for cert in read_certs(path)? {
+                    store.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                Arc::new(store)
+            }
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&opts.client_cert, &opts.client_key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        _ => builder.with_no_client_auth(),
+    };
+    // Offer HTTP/1.1 only: the upgrade does not exist in HTTP/2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), name))
+}
+
+/// Accepts any certificate but still checks handshake signatures.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
