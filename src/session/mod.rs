@@ -135,6 +135,9 @@ pub struct SessionStats {
 }
 
 const PING_ID_LEN: usize = 8;
+/// Unsent output beyond this means the peer stopped reading: a probe
+/// monitor never has this much to say.
+pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 /// Bytes kept while searching a TCP probe's answer for its pattern.
 const PROBE_WINDOW: usize = 4096;
 
@@ -343,6 +346,15 @@ impl Session {
             Err(step) => step,
         };
         self.apply(step, now, out);
+        self.check_backlog(now, out);
+    }
+
+    fn check_backlog(&mut self, now: Instant, out: &mut Outbox) {
+        let queued = self.pending_output().len();
+        if self.phase == Phase::Open && queued > MAX_PENDING_OUTPUT {
+            let detail = format!("{queued} bytes unsent: the peer is not reading");
+            self.apply(Step::Drop(DisconnectReason::SendBacklog, detail, None), now, out);
+        }
     }
 
     /// The peer closed its side (read returned 0).
@@ -451,6 +463,7 @@ impl Session {
             if now >= at && conn.outstanding.is_none() {
                 let step = self.send_probe(now);
                 self.apply(step, now, out);
+                self.check_backlog(now, out);
             } else if now >= at {
                 // Still waiting for the previous answer: try again after it.
                 conn.next_ping = timing.ping_interval.map(|i| now + i);

@@ -81,12 +81,14 @@ pub enum DisconnectReason {
     Reset,
     ProtocolError,
     IoError,
+    /// Our unsent output passed its cap: the peer stopped reading.
+    SendBacklog,
     /// We closed it: shutdown, or a one-shot status check finished.
     LocalClose,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 8] = [
+    pub const ALL: [DisconnectReason; 9] = [
         Self::IdleTimeout,
         Self::PongTimeout,
         Self::PeerClose,
@@ -94,6 +96,7 @@ impl DisconnectReason {
         Self::Reset,
         Self::ProtocolError,
         Self::IoError,
+        Self::SendBacklog,
         Self::LocalClose,
     ];
 
@@ -106,6 +109,7 @@ impl DisconnectReason {
             Self::Reset => "reset",
             Self::ProtocolError => "protocol_error",
             Self::IoError => "io_error",
+            Self::SendBacklog => "send_backlog",
             Self::LocalClose => "local_close",
         }
     }

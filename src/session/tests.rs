@@ -635,3 +635,21 @@ fn stale_callbacks_in_other_phases_are_ignored() {
     assert_eq!(h.s.phase(), Phase::Open);
     assert!(h.take_events().is_empty() && h.take_io().is_empty());
 }
+
+#[test]
+fn output_backlog_from_a_peer_that_never_reads_is_bounded() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    // Pings with distinct payloads; the driver never drains the output.
+    let mut dropped = false;
+    for i in 0..200_000u32 {
+        h.input(&frame(true, 0x9, &i.to_be_bytes()));
+        if h.s.phase() != Phase::Open {
+            dropped = true;
+            break;
+        }
+        assert!(h.s.pending_output().len() <= MAX_PENDING_OUTPUT + 64);
+    }
+    assert!(dropped, "session should give up on a peer that does not read");
+    assert_eq!(h.disconnects(), vec![DisconnectReason::SendBacklog]);
+}

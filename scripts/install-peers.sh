@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the real peers the end-to-end tests run against, into .peers/
+# (Python and Node packages) and the system (Debian packages). Idempotent:
+# a second run with everything present does no network work.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+peers="${SOCKPULSE_PEERS_DIR:-$root/.peers}"
+mkdir -p "$peers"
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "install-peers: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian's packages start their daemons; the tests start their own.
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  for svc in nginx prometheus redis-server; do
+    command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1 || true
+  done
+fi
+
+venv="$peers/venv"
+if ! "$venv/bin/python" -c 'import websockets, cryptography' >/dev/null 2>&1; then
+  echo "install-peers: pip install websockets cryptography into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography
+fi
+
+node_dir="$peers/node"
+if ! [ -f "$node_dir/node_modules/ws/package.json" ]; then
+  echo "install-peers: npm install ws into $node_dir"
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --no-audit --no-fund --silent ws@8 >/dev/null
+fi
+
+echo "install-peers: python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'), node ws $(node -p "require('$node_dir/node_modules/ws/package.json').version"), $(nginx -v 2>&1), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the real peers, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-peers.sh
+cargo build --release --locked --all-targets 2>&1 | tail -n 3
+cargo test --release --locked -- --test-threads 2

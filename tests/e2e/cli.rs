@@ -1,0 +1,216 @@
+//! The user-facing commands: exit codes, output, the exposition format.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn status_reports_a_healthy_target_as_json_and_exits_0() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = sockpulse(&[
+        "status",
+        "--target",
+        &url,
+        "--pings",
+        "4",
+        "--interval",
+        "50ms",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    let r = &v[0];
+    assert_eq!(r["target"], url.as_str());
+    assert_eq!(r["healthy"], true);
+    assert_eq!(r["reason"], serde_json::Value::Null);
+    assert_eq!(r["pings_answered"], 4);
+    let (min, avg, max) = (
+        r["rtt_min_ms"].as_f64().unwrap(),
+        r["rtt_avg_ms"].as_f64().unwrap(),
+        r["rtt_max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < min && min <= avg && avg <= max && max < 250.0, "{r}");
+    assert!(r["handshake_ms"].as_f64().is_some() && r["tcp_connect_ms"].as_f64().is_some());
+}
+
+#[test]
+fn status_with_one_bad_target_prints_the_reason_and_exits_1() {
+    let Some((_server, port)) = python_ws(0, &["--reject", "404"]) else {
+        return;
+    };
+    let Some((_ok, ok_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let bad = format!("ws://127.0.0.1:{port}/");
+    let good = format!("ws://127.0.0.1:{ok_port}/");
+    let out = sockpulse(&["status", "-t", &good, "-t", &bad]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("TARGET") && lines[0].contains("RTT min/avg/max ms"),
+        "{stdout}"
+    );
+    let good_line = lines.iter().find(|l| l.starts_with(&good)).expect("good row");
+    assert!(good_line.contains(" ok "), "{good_line}");
+    let bad_line = lines
+        .iter()
+        .find(|l| l.starts_with(&bad) && l.contains("FAIL"))
+        .expect("bad row");
+    assert!(bad_line.contains("handshake_status"), "{bad_line}");
+    assert!(stdout.contains("HTTP 404"), "detail line: {stdout}");
+}
+
+#[test]
+fn status_of_refused_and_unresolvable_targets() {
+    let port = free_port();
+    let out = sockpulse(&[
+        "status",
+        "--json",
+        "-t",
+        &format!("tcp://127.0.0.1:{port}"),
+        "-t",
+        "ws://no-such-host.invalid/",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v[0]["reason"], "refused");
+    assert_eq!(v[1]["reason"], "dns");
+    assert_eq!(v[0]["healthy"], false);
+}
+
+#[test]
+fn usage_and_config_errors_exit_2() {
+    assert_eq!(sockpulse(&["status"]).status.code(), Some(2), "no targets");
+    assert_eq!(sockpulse(&["status", "--bogus-flag"]).status.code(), Some(2));
+    assert_eq!(sockpulse(&["status", "-t", "http://x/"]).status.code(), Some(2));
+    assert_eq!(sockpulse(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(sockpulse(&["--version"]).status.code(), Some(0));
+    let out = sockpulse(&["run", "--config", "/nonexistent/sockpulse.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_field() {
+    let dir = tempfile_dir::TempDir::new("cfg");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[defaults]\nping_interval = \"2s\"\npong_timeout = \"3s\"\n[[target]]\nurl = \"ftp://x/\"\nfoo = 1\n[[target]]\nurl = \"ws://h/\"\nidle_timeout = \"forever\"\n",
+    )
+    .unwrap();
+    let out = sockpulse(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "defaults.pong_timeout",
+        "target[0].url",
+        "target[0].foo",
+        "target[1].idle_timeout",
+    ] {
+        assert!(err.contains(field), "missing {field} in:\n{err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[target]]\nname = \"a\"\nurl = \"ws://127.0.0.1:1/\"\nconnections = 2\n",
+    )
+    .unwrap();
+    let out = sockpulse(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 target(s)"));
+    // The shipped example config must stay valid.
+    let example = repo().join("examples/sockpulse.toml");
+    let out = Command::new(sockpulse_bin())
+        .arg("check-config")
+        .arg(&example)
+        .env("QUOTES_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn out_of_the_box_the_agent_monitors_its_own_echo_endpoint() {
+    let agent = Agent::start_with("", &[]);
+    agent.wait_metric("sockpulse_target_up", &[("target", "self")], T, |v| v == 1.0);
+    agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "self")], T, |v| {
+        v >= 1.0
+    });
+    let (status, page) = agent.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("/metrics") && page.contains("self"));
+    assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(agent.get("/nope").0, 404);
+    assert_eq!(
+        agent.get("/ws").0,
+        426,
+        "plain GET on the echo endpoint asks for an upgrade"
+    );
+}
+
+#[test]
+fn metrics_exposition_passes_promtool_and_has_the_catalogue() {
+    let promtool = which("promtool");
+    if !require("promtool", promtool.is_some()) {
+        return;
+    }
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&format!(
+        "{}\n[[target]]\nname = \"py\"\nurl = \"ws://127.0.0.1:{port}/\"\n",
+        fast_defaults()
+    ));
+    agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "py")], T, |v| v >= 1.0);
+    // Ages are refreshed by the loop's once-a-second tick.
+    let age = agent.wait_metric("sockpulse_last_pong_age_seconds", &[("target", "py")], T, |v| v >= 0.0);
+    assert!(age < 2.0, "pings every 500ms, yet the last pong is {age}s old");
+    let text = agent.scrape();
+    for name in [
+        "sockpulse_target_up",
+        "sockpulse_sessions",
+        "sockpulse_connect_attempts_total",
+        "sockpulse_connect_failures_total",
+        "sockpulse_disconnects_total",
+        "sockpulse_ping_rtt_seconds_bucket",
+        "sockpulse_pong_timeouts_total",
+        "sockpulse_last_pong_age_seconds",
+        "sockpulse_last_message_age_seconds",
+        "sockpulse_connect_duration_seconds_bucket",
+        "sockpulse_build_info",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing");
+    }
+    let mut child = Command::new(promtool.unwrap())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

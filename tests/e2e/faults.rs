@@ -1,0 +1,173 @@
+//! Real faults on real peers: killed, hung, silent, absent, unresolvable.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+fn one_target(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "{}\n[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n",
+        fast_defaults()
+    )
+}
+
+#[test]
+fn killed_server_is_a_disconnect_and_the_session_comes_back_with_it() {
+    let Some((mut server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&one_target("py", &format!("ws://127.0.0.1:{port}/"), ""));
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    server.kill();
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 0.0);
+    let text = agent.scrape();
+    let by =
+        |r: &str| metric_value(&text, "sockpulse_disconnects_total", &[("target", "py"), ("reason", r)]).unwrap_or(0.0);
+    assert_eq!(by("eof") + by("reset"), 1.0, "one disconnect, by FIN or RST:\n{text}");
+    // While the server is down, attempts are refused and retried with backoff.
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "py"), ("reason", "refused")],
+        T,
+        |v| v >= 2.0,
+    );
+    let Some((_again, _)) = python_ws(port, &[]) else {
+        return;
+    };
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    agent.wait_metric("sockpulse_sessions_opened_total", &[("target", "py")], T, |v| v == 2.0);
+}
+
+#[test]
+fn stopped_server_is_a_pong_timeout_within_the_configured_bound_and_recovers() {
+    let Some((server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&one_target("hung", &format!("ws://127.0.0.1:{port}/"), ""));
+    agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "hung")], T, |v| {
+        v >= 2.0
+    });
+    server.signal("STOP");
+    let stopped = Instant::now();
+    agent.wait_metric(
+        "sockpulse_disconnects_total",
+        &[("target", "hung"), ("reason", "pong_timeout")],
+        T,
+        |v| v >= 1.0,
+    );
+    let detected = stopped.elapsed();
+    // ping_interval 500ms + pong_timeout 300ms, plus scrape polling slack.
+    assert!(
+        detected <= Duration::from_millis(800 + 700),
+        "pong timeout took {detected:?}"
+    );
+    assert_eq!(
+        agent.metric("sockpulse_pong_timeouts_total", &[("target", "hung")]),
+        Some(1.0)
+    );
+    // The kernel still accepts connections for the stopped process: the
+    // upgrade is never answered.
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "hung"), ("reason", "handshake_timeout")],
+        T,
+        |v| v >= 1.0,
+    );
+    server.signal("CONT");
+    agent.wait_metric("sockpulse_target_up", &[("target", "hung")], T, |v| v == 1.0);
+    let log = agent.proc.output_text();
+    assert!(log.contains("reason=pong_timeout"), "log names the reason:\n{log}");
+}
+
+#[test]
+fn idle_timeout_with_pings_disabled() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&one_target(
+        "quiet",
+        &format!("ws://127.0.0.1:{port}/"),
+        "ping_interval = \"off\"\nidle_timeout = \"700ms\"",
+    ));
+    agent.wait_metric(
+        "sockpulse_sessions",
+        &[("target", "quiet"), ("state", "open")],
+        T,
+        |v| v == 1.0,
+    );
+    // The session opened at most one polling step before this point.
+    let opened = Instant::now() - Duration::from_millis(100);
+    agent.wait_metric(
+        "sockpulse_disconnects_total",
+        &[("target", "quiet"), ("reason", "idle_timeout")],
+        T,
+        |v| v >= 1.0,
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_millis(700),
+        "idle timeout fired early: {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(
+        agent.metric("sockpulse_ping_rtt_seconds_count", &[("target", "quiet")]),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn refused_and_unresolvable_targets_are_classified() {
+    let closed = free_port();
+    let config = format!(
+        "{}\n[[target]]\nname = \"refused\"\nurl = \"ws://127.0.0.1:{closed}/\"\n[[target]]\nname = \"nxdomain\"\nurl = \"ws://no-such-host.invalid/\"\n",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "refused"), ("reason", "refused")],
+        T,
+        |v| v >= 2.0,
+    );
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "nxdomain"), ("reason", "dns")],
+        T,
+        |v| v >= 1.0,
+    );
+    let text = agent.scrape();
+    let attempts = metric_value(&text, "sockpulse_connect_attempts_total", &[("target", "refused")]).unwrap();
+    let failures = metric_value(
+        &text,
+        "sockpulse_connect_failures_total",
+        &[("target", "refused"), ("reason", "refused")],
+    )
+    .unwrap();
+    // The attempt in flight at scrape time may not have failed yet.
+    assert!(attempts - failures <= 1.0, "attempts {attempts}, failures {failures}");
+}
+
+#[test]
+fn sigterm_sends_going_away_close_frames_and_exits_promptly() {
+    let Some((server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let mut agent = Agent::start(&one_target("py", &format!("ws://127.0.0.1:{port}/"), "connections = 3"));
+    agent.wait_metric("sockpulse_sessions", &[("target", "py"), ("state", "open")], T, |v| {
+        v == 3.0
+    });
+    agent.proc.signal("TERM");
+    let code = agent.proc.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "agent log:\n{}", agent.proc.output_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .output()
+            .iter()
+            .filter(|l| *l == "CLOSED 1001")
+            .count()
+            == 3),
+        "server saw: {:?}",
+        server.output()
+    );
+}

@@ -1,0 +1,234 @@
+//! Healthy sessions against independent implementations.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+fn config_for(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "{}\n[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n",
+        fast_defaults()
+    )
+}
+
+/// Asserts a healthy target: up, pings answered with plausible RTTs, no failures.
+fn assert_healthy(agent: &Agent, name: &str) {
+    agent.wait_metric("sockpulse_target_up", &[("target", name)], T, |v| v == 1.0);
+    let pongs = agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", name)], T, |v| v >= 3.0);
+    let text = agent.scrape();
+    let sum = metric_value(&text, "sockpulse_ping_rtt_seconds_sum", &[("target", name)]).expect("rtt sum");
+    let mean = sum / pongs;
+    assert!(mean > 0.0 && mean < 0.25, "mean loopback RTT {mean}s is implausible");
+    assert_eq!(
+        metric_value(&text, "sockpulse_sessions", &[("target", name), ("state", "open")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&text, "sockpulse_pong_timeouts_total", &[("target", name)]),
+        Some(0.0)
+    );
+    let handshakes = metric_value(
+        &text,
+        "sockpulse_connect_duration_seconds_count",
+        &[("target", name), ("phase", "handshake")],
+    );
+    assert_eq!(handshakes, Some(1.0), "one handshake, no reconnects");
+}
+
+#[test]
+fn python_websockets_session_is_healthy_with_rtt_in_metrics() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&config_for("py", &format!("ws://127.0.0.1:{port}/"), ""));
+    assert_healthy(&agent, "py");
+}
+
+#[test]
+fn node_ws_session_is_healthy_and_on_open_messages_are_sent() {
+    let Some((_server, port)) = node_ws(0) else { return };
+    let agent = Agent::start(&config_for(
+        "node",
+        &format!("ws://localhost:{port}/"),
+        "on_open = ['{\"op\":\"subscribe\"}']",
+    ));
+    assert_healthy(&agent, "node");
+    // The echo of the subscription counts as a received message.
+    let age = agent.wait_metric("sockpulse_last_message_age_seconds", &[("target", "node")], T, |v| {
+        v >= 0.0
+    });
+    assert!(age < 60.0);
+}
+
+#[test]
+fn nginx_proxy_in_front_of_python_is_healthy_and_its_404_is_handshake_status() {
+    let Some((_backend, backend_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let Some((_nginx, port, _dir)) = nginx_ws_proxy(backend_port) else {
+        return;
+    };
+    let config = format!(
+        "{}\n[[target]]\nname = \"proxied\"\nurl = \"ws://127.0.0.1:{port}/ws\"\n\n[[target]]\nname = \"missing\"\nurl = \"ws://127.0.0.1:{port}/nope\"\n",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    assert_healthy(&agent, "proxied");
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "missing"), ("reason", "handshake_status")],
+        T,
+        |v| v >= 1.0,
+    );
+    assert_eq!(agent.metric("sockpulse_target_up", &[("target", "missing")]), Some(0.0));
+}
+
+#[test]
+fn redis_tcp_probe_measures_ping_pong_round_trips() {
+    let Some((_redis, port)) = redis() else { return };
+    let agent = Agent::start(&config_for(
+        "redis",
+        &format!("tcp://127.0.0.1:{port}"),
+        "probe = { send = \"PING\\r\\n\", expect = \"+PONG\" }",
+    ));
+    agent.wait_metric("sockpulse_target_up", &[("target", "redis")], T, |v| v == 1.0);
+    agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "redis")], T, |v| {
+        v >= 3.0
+    });
+    assert_eq!(
+        agent.metric("sockpulse_pong_timeouts_total", &[("target", "redis")]),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn redis_probe_with_wrong_expectation_times_out() {
+    let Some((_redis, port)) = redis() else { return };
+    let agent = Agent::start(&config_for(
+        "redis",
+        &format!("tcp://127.0.0.1:{port}"),
+        "probe = { send = \"PING\\r\\n\", expect = \"+PANG\" }",
+    ));
+    agent.wait_metric(
+        "sockpulse_disconnects_total",
+        &[("target", "redis"), ("reason", "pong_timeout")],
+        T,
+        |v| v >= 1.0,
+    );
+    assert_eq!(
+        agent.metric("sockpulse_ping_rtt_seconds_count", &[("target", "redis")]),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn wss_with_test_ca_reports_tls_timing_and_certificate_expiry() {
+    let Some(certs) = certs() else { return };
+    let dir = certs.path().display().to_string();
+    let Some((_server, port)) = python_ws(
+        0,
+        &[
+            "--cert",
+            &format!("{dir}/good.pem"),
+            "--key",
+            &format!("{dir}/good.key"),
+        ],
+    ) else {
+        return;
+    };
+    let agent = Agent::start(&config_for(
+        "secure",
+        &format!("wss://localhost:{port}/"),
+        &format!("tls = {{ ca_file = \"{dir}/ca.pem\" }}"),
+    ));
+    assert_healthy(&agent, "secure");
+    let text = agent.scrape();
+    let tls = metric_value(
+        &text,
+        "sockpulse_connect_duration_seconds_count",
+        &[("target", "secure"), ("phase", "tls")],
+    );
+    assert_eq!(tls, Some(1.0));
+    let expiry = metric_value(
+        &text,
+        "sockpulse_tls_cert_expiry_timestamp_seconds",
+        &[("target", "secure")],
+    )
+    .expect("expiry exported");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let days = (expiry - now) / 86_400.0;
+    assert!(
+        (19.0..=20.5).contains(&days),
+        "certificate made for 20 days, metric says {days}"
+    );
+}
+
+#[test]
+fn wss_expired_certificate_wrong_hostname_and_unknown_ca_fail_as_tls() {
+    let Some(certs) = certs() else { return };
+    let dir = certs.path().display().to_string();
+    let Some((_expired, expired_port)) = python_ws(
+        0,
+        &[
+            "--cert",
+            &format!("{dir}/expired.pem"),
+            "--key",
+            &format!("{dir}/expired.key"),
+        ],
+    ) else {
+        return;
+    };
+    let Some((_other, other_port)) = python_ws(
+        0,
+        &[
+            "--cert",
+            &format!("{dir}/other.pem"),
+            "--key",
+            &format!("{dir}/other.key"),
+        ],
+    ) else {
+        return;
+    };
+    let ca = format!("{dir}/ca.pem");
+    let config = format!(
+        "{}
+[[target]]
+name = \"expired\"
+url = \"wss://localhost:{expired_port}/\"
+tls = {{ ca_file = \"{ca}\" }}
+[[target]]
+name = \"wrong_host\"
+url = \"wss://localhost:{other_port}/\"
+tls = {{ ca_file = \"{ca}\" }}
+[[target]]
+name = \"system_roots\"
+url = \"wss://localhost:{other_port}/\"
+[[target]]
+name = \"overridden\"
+url = \"wss://127.0.0.1:{other_port}/\"
+tls = {{ ca_file = \"{ca}\", server_name = \"other.test\" }}
+",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    for name in ["expired", "wrong_host", "system_roots"] {
+        agent.wait_metric(
+            "sockpulse_connect_failures_total",
+            &[("target", name), ("reason", "tls")],
+            T,
+            |v| v >= 1.0,
+        );
+    }
+    // The server-name override makes the same certificate acceptable.
+    agent.wait_metric("sockpulse_target_up", &[("target", "overridden")], T, |v| v == 1.0);
+    let log = agent.proc.output_text();
+    assert!(
+        log.contains("target=expired") && log.to_lowercase().contains("expired"),
+        "{log}"
+    );
+}

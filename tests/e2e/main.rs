@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `sockpulse` binary against servers nobody
+//! here wrote (Python websockets, Node ws, nginx, Redis, promtool), plus a
+//! small hostile server for answers no sane server gives.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod faults;
+mod hostile;
+mod interop;

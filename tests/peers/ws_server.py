@@ -1,0 +1,63 @@
+"""WebSocket echo server on the Python `websockets` library, for sockpulse's tests.
+
+Prints `LISTENING <port>` once it accepts connections and `CLOSED <code>`
+when a client's connection ends, so tests can check close codes.
+"""
+import argparse
+import asyncio
+import ssl
+import sys
+
+from websockets.asyncio.server import serve
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--reject", type=int, help="answer the upgrade with this HTTP status")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--subprotocol", action="append", default=[])
+    args = p.parse_args()
+
+    async def handler(ws):
+        try:
+            async for msg in ws:
+                await ws.send(msg)
+        except Exception:
+            pass
+        finally:
+            print(f"CLOSED {ws.close_code}", flush=True)
+
+    def process_request(connection, request):
+        if args.reject:
+            return connection.respond(args.reject, "rejected by test server\n")
+        return None
+
+    ctx = None
+    if args.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+
+    async def run():
+        async with serve(
+            handler,
+            "127.0.0.1",
+            args.port,
+            ping_interval=None,
+            process_request=process_request,
+            ssl=ctx,
+            subprotocols=args.subprotocol or None,
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            print(f"LISTENING {port}", flush=True)
+            await asyncio.Future()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

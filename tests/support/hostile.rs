@@ -1,0 +1,108 @@
+//! A small scriptable hostile WebSocket server: each behaviour answers the
+//! upgrade (or doesn't) in one broken way.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// 101 with a wrong Sec-WebSocket-Accept.
+    BadAccept,
+    /// Bytes that are not HTTP at all.
+    Garbage,
+    /// 101 without the Upgrade header.
+    NoUpgradeHeader,
+    /// Reads the request and never answers.
+    Silent,
+    /// A valid handshake, then a frame announcing a 2^63-byte payload.
+    HugeFrame,
+    /// A valid handshake, then a masked frame (servers must not mask).
+    MaskedFrame,
+    /// A valid handshake, then an endless flood of pings.
+    PingFlood,
+}
+
+/// Serves `behaviour` on an ephemeral loopback port until the process ends.
+pub fn serve(behaviour: Behaviour) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || handle(stream, behaviour));
+        }
+    });
+    port
+}
+
+fn read_request(s: &mut TcpStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .map(|k| k.trim().to_string())
+}
+
+fn good_101(key: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        sockpulse::session::handshake::accept_key(key)
+    )
+}
+
+fn handle(mut s: TcpStream, behaviour: Behaviour) {
+    let Some(key) = read_request(&mut s) else { return };
+    let _ = match behaviour {
+        Behaviour::BadAccept => s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: dGhpcyBpcyB3cm9uZw==\r\n\r\n",
+        ),
+        Behaviour::Garbage => s.write_all(b"\x00\x01\x02 SSH-2.0-nonsense\r\n\r\n"),
+        Behaviour::NoUpgradeHeader => s.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                sockpulse::session::handshake::accept_key(&key)
+            )
+            .as_bytes(),
+        ),
+        Behaviour::Silent => {
+            thread::sleep(Duration::from_secs(30));
+            Ok(())
+        }
+        Behaviour::HugeFrame => {
+            let mut out = good_101(&key).into_bytes();
+            out.extend_from_slice(&[0x82, 127]);
+            out.extend_from_slice(&(1u64 << 63).to_be_bytes());
+            s.write_all(&out)
+        }
+        Behaviour::MaskedFrame => {
+            let mut out = good_101(&key).into_bytes();
+            out.extend_from_slice(&[0x81, 0x81, 1, 2, 3, 4, b'a' ^ 1]);
+            s.write_all(&out)
+        }
+        Behaviour::PingFlood => {
+            let _ = s.write_all(good_101(&key).as_bytes());
+            s.set_write_timeout(Some(Duration::from_secs(2))).ok();
+            // Bounded: about 8 MB of pings, or until the client goes away.
+            let ping = [0x89u8, 4, b'f', b'l', b'o', b'o'];
+            let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
+            for _ in 0..1400 {
+                if s.write_all(&burst).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    };
+    // Keep the connection open a while so the client sees the content, not an EOF.
+    thread::sleep(Duration::from_secs(3));
+}

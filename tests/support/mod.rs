@@ -1,0 +1,483 @@
+//! Helpers for end-to-end tests: real peer processes, the agent binary,
+//! metric scraping. Peers come from `scripts/install-peers.sh`; when one is
+//! missing a test prints why it skips, and under CI=true it fails instead.
+#![allow(dead_code)]
+
+pub mod hostile;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("SOCKPULSE_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".peers"))
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns whether a peer is there; prints why the test skips when it is
+/// not, and panics under CI, where a missing peer is a failure.
+pub fn require(peer: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    let msg = format!("peer {peer} is not installed (run scripts/install-peers.sh)");
+    if in_ci() {
+        panic!("{msg}; CI=true makes this a failure");
+    }
+    eprintln!("SKIP: {msg}");
+    false
+}
+
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+        .or_else(|| {
+            ["/usr/sbin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(cmd))
+                .find(|p| p.is_file())
+        })
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A child process whose output lines are collected; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = Arc::clone(&lines);
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn output_text(&self) -> String {
+        self.output().join("\n")
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.output().into_iter().find(|l| l.contains(needle));
+            found.is_some()
+        });
+        found
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Waits for exit; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut code = None;
+        wait_until(timeout, || match self.child.try_wait() {
+            Ok(Some(status)) => {
+                code = Some(status.code().unwrap_or(-1));
+                true
+            }
+            _ => false,
+        });
+        code
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGCONT first: a stopped process cannot die until continued.
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        self.kill();
+    }
+}
+
+fn listening_port(p: &Proc) -> u16 {
+    let line = p
+        .wait_line("LISTENING ", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{} did not start:\n{}", p.name, p.output_text()));
+    line.trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("port")
+}
+
+pub fn python() -> Option<PathBuf> {
+    let py = peers_dir().join("venv/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import websockets, cryptography"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require("python websockets", ok).then_some(py)
+}
+
+/// Python `websockets` echo server; `extra` are ws_server.py flags.
+pub fn python_ws(port: u16, extra: &[&str]) -> Option<(Proc, u16)> {
+    let py = python()?;
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("tests/peers/ws_server.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .args(extra);
+    let p = Proc::spawn("python websockets", &mut cmd);
+    let port = listening_port(&p);
+    Some((p, port))
+}
+
+pub fn node_ws(port: u16) -> Option<(Proc, u16)> {
+    let modules = peers_dir().join("node/node_modules");
+    if !require(
+        "node ws",
+        modules.join("ws/package.json").is_file() && which("node").is_some(),
+    ) {
+        return None;
+    }
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", &modules)
+        .arg(repo().join("tests/peers/ws_server.js"))
+        .arg(port.to_string());
+    let p = Proc::spawn("node ws", &mut cmd);
+    let port = listening_port(&p);
+    Some((p, port))
+}
+
+/// nginx proxying `/ws` to a WebSocket backend; every other path is a 404.
+pub fn nginx_ws_proxy(backend_port: u16) -> Option<(Proc, u16, tempfile_dir::TempDir)> {
+    let nginx = which("nginx");
+    if !require("nginx", nginx.is_some()) {
+        return None;
+    }
+    let dir = tempfile_dir::TempDir::new("nginx");
+    let port = free_port();
+    let prefix = dir.path().display().to_string();
+    let conf = format!(
+        r#"worker_processes 1;
+error_log {prefix}/error.log info;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location /ws {{
+      proxy_pass http://127.0.0.1:{backend_port};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 60s;
+    }}
+    location / {{ return 404; }}
+  }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let mut cmd = Command::new(nginx.expect("checked"));
+    cmd.arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"]);
+    let p = Proc::spawn("nginx", &mut cmd);
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "nginx did not start: {}",
+        p.output_text()
+    );
+    Some((p, port, dir))
+}
+
+pub fn redis() -> Option<(Proc, u16)> {
+    let bin = which("redis-server");
+    if !require("redis-server", bin.is_some()) {
+        return None;
+    }
+    let port = free_port();
+    let mut cmd = Command::new(bin.expect("checked"));
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    let p = Proc::spawn("redis", &mut cmd);
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "redis did not start: {}",
+        p.output_text()
+    );
+    Some((p, port))
+}
+
+/// Throwaway CA and certificates (see tests/peers/make_certs.py).
+pub fn certs() -> Option<tempfile_dir::TempDir> {
+    let py = python()?;
+    let dir = tempfile_dir::TempDir::new("certs");
+    let out = Command::new(py)
+        .arg(repo().join("tests/peers/make_certs.py"))
+        .arg(dir.path())
+        .output()
+        .expect("run make_certs");
+    assert!(
+        out.status.success(),
+        "make_certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(dir)
+}
+
+pub fn sockpulse_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sockpulse")
+}
+
+/// Runs a one-shot sockpulse command to completion.
+pub fn sockpulse(args: &[&str]) -> Output {
+    Command::new(sockpulse_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sockpulse")
+}
+
+/// A running `sockpulse run` with its HTTP address.
+pub struct Agent {
+    pub proc: Proc,
+    pub addr: String,
+    _dir: tempfile_dir::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent with `config` (TOML) on an ephemeral port.
+    pub fn start(config: &str) -> Agent {
+        Agent::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &str, extra: &[&str]) -> Agent {
+        let dir = tempfile_dir::TempDir::new("agent");
+        let path = dir.path().join("sockpulse.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(sockpulse_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&path)
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(extra);
+        cmd.env("RUST_LOG", "info");
+        let proc = Proc::spawn("sockpulse", &mut cmd);
+        let line = proc
+            .wait_line("listening on http://", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("agent did not start:\n{}", proc.output_text()));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("addr")
+            .to_string();
+        Agent { proc, addr, _dir: dir }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.addr, path)
+    }
+
+    pub fn scrape(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "scrape failed: {body}");
+        body
+    }
+
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_value(&self.scrape(), name, labels)
+    }
+
+    /// Polls until the metric satisfies `pred`; panics with the logs if not.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let mut last = None;
+        let ok = wait_until(timeout, || {
+            last = self.metric(name, labels);
+            last.is_some_and(&pred)
+        });
+        assert!(
+            ok,
+            "{name}{labels:?} never satisfied the condition (last {last:?}); agent log:\n{}",
+            self.proc.output_text()
+        );
+        last.expect("checked")
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to agent");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the series `name` whose labels include all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (n, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if all {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Short timings so faults show within a second or two.
+pub fn fast_defaults() -> &'static str {
+    r#"[defaults]
+ping_interval = "500ms"
+pong_timeout = "300ms"
+connect_timeout = "1s"
+handshake_timeout = "1s"
+close_timeout = "500ms"
+backoff = { min = "100ms", max = "500ms" }
+"#
+}
+
+pub mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A temporary directory removed on drop (no extra crate needed).
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "sockpulse-test-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).expect("mkdir temp");
+            TempDir(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
