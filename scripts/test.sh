@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 cargo build --release --locked --all-targets 2>&1 | tail -n 3
-cargo test --release --locked -- --test-threads 2
+cargo test --release --locked --lib --bins --tests -- --test-threads 2

@@ -32,3 +32,34 @@ pub fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::T
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::spec::Keepalive;
+    use std::time::Duration;
+
+    #[test]
+    fn keepalive_user_timeout_and_nodelay_are_set_on_the_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let opts = SocketOptions {
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(7),
+                interval: Duration::from_secs(3),
+                count: 4,
+            }),
+            user_timeout: Some(Duration::from_millis(12_000)),
+        };
+        let stream = connect(listener.local_addr().unwrap(), &opts).unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.tcp_nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_millis(12_000)));
+
+        let plain = connect(listener.local_addr().unwrap(), &SocketOptions::default()).unwrap();
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
+}

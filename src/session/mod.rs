@@ -360,7 +360,16 @@ impl Session {
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self, now: Instant, out: &mut Outbox) {
         let step = match self.phase {
-            Phase::Handshaking => Step::Fail(FailureReason::HandshakeEof, "connection closed during handshake".into()),
+            Phase::Handshaking => {
+                let after_tls = self.conn.as_ref().is_some_and(|c| c.tls_done_at.is_some());
+                let detail = if after_tls {
+                    "connection closed after the TLS handshake, before the upgrade answer \
+                     (servers that reject a missing or unknown client certificate do this)"
+                } else {
+                    "connection closed during handshake"
+                };
+                Step::Fail(FailureReason::HandshakeEof, detail.into())
+            }
             Phase::Open => {
                 // Let tungstenite see the EOF: a close frame may still be buffered.
                 if let Some(Proto::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.proto) {

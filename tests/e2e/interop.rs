@@ -232,3 +232,131 @@ tls = {{ ca_file = \"{ca}\", server_name = \"other.test\" }}
         "{log}"
     );
 }
+
+#[test]
+fn wss_client_certificate_is_presented_when_configured_and_required_by_the_server() {
+    let Some(certs) = certs() else { return };
+    let dir = certs.path().display().to_string();
+    let Some((_server, port)) = python_ws(
+        0,
+        &[
+            "--cert",
+            &format!("{dir}/good.pem"),
+            "--key",
+            &format!("{dir}/good.key"),
+            "--client-ca",
+            &format!("{dir}/ca.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let config = format!(
+        "{}
+[[target]]
+name = \"with_cert\"
+url = \"wss://localhost:{port}/\"
+tls = {{ ca_file = \"{dir}/ca.pem\", client_cert = \"{dir}/client.pem\", client_key = \"{dir}/client.key\" }}
+[[target]]
+name = \"without_cert\"
+url = \"wss://localhost:{port}/\"
+tls = {{ ca_file = \"{dir}/ca.pem\" }}
+",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    assert_healthy(&agent, "with_cert");
+    // Python's TLS server drops a client without a certificate without an
+    // alert, right after the client's Finished: the upgrade never gets an
+    // answer. Servers that send the alert first give `tls` instead.
+    let failed = wait_until(T, || {
+        let text = agent.scrape();
+        let by = |r: &str| {
+            metric_value(
+                &text,
+                "sockpulse_connect_failures_total",
+                &[("target", "without_cert"), ("reason", r)],
+            )
+            .unwrap_or(0.0)
+        };
+        by("handshake_eof") + by("tls") >= 2.0
+    });
+    assert!(failed, "{}", agent.proc.output_text());
+    assert_eq!(
+        agent.metric("sockpulse_sessions_opened_total", &[("target", "without_cert")]),
+        Some(0.0)
+    );
+    assert!(
+        agent.proc.output_text().contains("client certificate"),
+        "the log hints at the likely cause"
+    );
+}
+
+#[test]
+fn insecure_skip_verify_accepts_an_expired_certificate_and_says_so() {
+    let Some(certs) = certs() else { return };
+    let dir = certs.path().display().to_string();
+    let Some((_server, port)) = python_ws(
+        0,
+        &[
+            "--cert",
+            &format!("{dir}/expired.pem"),
+            "--key",
+            &format!("{dir}/expired.key"),
+        ],
+    ) else {
+        return;
+    };
+    let agent = Agent::start(&config_for(
+        "trusting",
+        &format!("wss://localhost:{port}/"),
+        "tls = { insecure_skip_verify = true }",
+    ));
+    assert_healthy(&agent, "trusting");
+    let log = agent.proc.output_text();
+    assert!(
+        log.contains("WARN") && log.contains("verification is DISABLED"),
+        "{log}"
+    );
+}
+
+#[test]
+fn subprotocol_negotiation_with_python_websockets() {
+    let Some((_chat, chat_port)) = python_ws(0, &["--subprotocol", "chat.v2"]) else {
+        return;
+    };
+    let Some((_plain, plain_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let config = format!(
+        "{}
+[[target]]
+name = \"agreed\"
+url = \"ws://127.0.0.1:{chat_port}/\"
+subprotocols = [\"chat.v1\", \"chat.v2\"]
+[[target]]
+name = \"server_refuses\"
+url = \"ws://127.0.0.1:{chat_port}/\"
+subprotocols = [\"chat.v9\"]
+[[target]]
+name = \"server_ignores\"
+url = \"ws://127.0.0.1:{plain_port}/\"
+subprotocols = [\"chat.v9\"]
+[[target]]
+name = \"optional\"
+url = \"ws://127.0.0.1:{plain_port}/\"
+subprotocols = [\"chat.v9\"]
+require_subprotocol = false
+",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    assert_healthy(&agent, "agreed");
+    assert_healthy(&agent, "optional");
+    // websockets answers 400 when none of the offered subprotocols is its own.
+    let refused = [("target", "server_refuses"), ("reason", "handshake_status")];
+    agent.wait_metric("sockpulse_connect_failures_total", &refused, T, |v| v >= 1.0);
+    // A server without subprotocols selects none: required, so it fails.
+    let ignored = [("target", "server_ignores"), ("reason", "protocol_error")];
+    agent.wait_metric("sockpulse_connect_failures_total", &ignored, T, |v| v >= 1.0);
+    assert!(agent.proc.output_text().contains("none of the requested subprotocols"));
+}

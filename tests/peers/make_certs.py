@@ -2,7 +2,7 @@
 
 ca.pem; good.pem/good.key (localhost, 127.0.0.1, ::1; valid);
 expired.pem/expired.key (expired yesterday); other.pem/other.key (valid, but
-for the name other.test only).
+for the name other.test only); client.pem/client.key (a client certificate).
 """
 import datetime
 import ipaddress
@@ -54,7 +54,7 @@ ca = (
 write("ca", ca, None)
 
 
-def leaf(name, sans, not_before, not_after):
+def leaf(name, sans, not_before, not_after, usage=x509.oid.ExtendedKeyUsageOID.SERVER_AUTH):
     k = key()
     cert = (
         x509.CertificateBuilder()
@@ -70,7 +70,7 @@ def leaf(name, sans, not_before, not_after):
             ),
             critical=False,
         )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     write(name, cert, k)
@@ -80,4 +80,5 @@ day = datetime.timedelta(days=1)
 leaf("good", ["localhost", "127.0.0.1", "::1"], now - day, now + 20 * day)
 leaf("expired", ["localhost", "127.0.0.1", "::1"], now - 10 * day, now - day)
 leaf("other", ["other.test"], now - day, now + 20 * day)
+leaf("client", ["sockpulse-client"], now - day, now + 20 * day, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
 print(f"certificates in {out}")

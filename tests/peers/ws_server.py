@@ -17,6 +17,7 @@ def main():
     p.add_argument("--reject", type=int, help="answer the upgrade with this HTTP status")
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--client-ca", help="require client certificates signed by this CA")
     p.add_argument("--subprotocol", action="append", default=[])
     args = p.parse_args()
 
@@ -38,6 +39,9 @@ def main():
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
+        if args.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.client_ca)
 
     async def run():
         async with serve(
