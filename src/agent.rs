@@ -1,5 +1,7 @@
 //! `sockpulse run`: sessions on the driver, reported to Prometheus metrics and logs.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,6 +13,9 @@ use crate::session::{DisconnectReason, Phase, Session, SessionEvent};
 pub struct MetricsObserver {
     metrics: Arc<Metrics>,
     targets: Vec<Arc<TargetSpec>>,
+    /// Every RTT sample as `unix_ms target rtt_us`, for offline analysis
+    /// (exact percentiles and maxima a histogram cannot give).
+    rtt_log: Option<BufWriter<File>>,
 }
 
 impl MetricsObserver {
@@ -18,7 +23,16 @@ impl MetricsObserver {
         for t in &targets {
             metrics.init_target(&t.name);
         }
-        MetricsObserver { metrics, targets }
+        MetricsObserver {
+            metrics,
+            targets,
+            rtt_log: None,
+        }
+    }
+
+    pub fn with_rtt_log(mut self, file: File) -> Self {
+        self.rtt_log = Some(BufWriter::with_capacity(64 * 1024, file));
+        self
     }
 }
 
@@ -89,6 +103,9 @@ impl Observer for MetricsObserver {
             SessionEvent::Pong { rtt } => {
                 m.ping_rtt.with_label_values(&[name]).observe(rtt.as_secs_f64());
                 log::trace!("target={name} session={ordinal} rtt={}", ms(*rtt));
+                if let Some(w) = self.rtt_log.as_mut() {
+                    let _ = writeln!(w, "{} {name} {}", unix_now_ms(), rtt.as_micros());
+                }
             }
             SessionEvent::PongTimeout => m.pong_timeouts.with_label_values(&[name]).inc(),
             SessionEvent::StrayPong => m.stray_pongs.with_label_values(&[name]).inc(),
@@ -103,6 +120,12 @@ impl Observer for MetricsObserver {
     }
 
     fn on_tick(&mut self, sessions: &[&Session], now: Instant) {
+        if let Some(w) = self.rtt_log.as_mut() {
+            if let Err(e) = w.flush() {
+                log::warn!("rtt log write failed, disabling it: {e}");
+                self.rtt_log = None;
+            }
+        }
         let n = self.targets.len();
         let mut up = vec![false; n];
         let mut pong_age: Vec<Option<f64>> = vec![None; n];
@@ -157,6 +180,13 @@ impl Observer for MetricsObserver {
             }
         }
     }
+}
+
+fn unix_now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 pub fn unix_now() -> i64 {

@@ -66,6 +66,9 @@ pub struct RunArgs {
     /// Path under which metrics are served.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
     pub telemetry_path: String,
+    /// Diagnostics: append every RTT sample to FILE as `unix_ms target rtt_us`.
+    #[arg(long = "rtt-log", value_name = "FILE")]
+    pub rtt_log: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -194,7 +197,16 @@ fn run(args: RunArgs) -> u8 {
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
 
-    let observer = MetricsObserver::new(metrics, cfg.targets.clone());
+    let mut observer = MetricsObserver::new(metrics, cfg.targets.clone());
+    if let Some(path) = &args.rtt_log {
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => observer = observer.with_rtt_log(f),
+            Err(e) => {
+                eprintln!("cannot open --rtt-log {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        }
+    }
     let mut driver = match Driver::new(&cfg.targets, Mode::Persistent, observer) {
         Ok(d) => d,
         Err(e) => {

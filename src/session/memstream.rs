@@ -25,15 +25,12 @@ impl MemStream {
         self.eof = true;
     }
 
-    /// Drops consumed input and any oversized spare capacity: idle sessions
-    /// should not keep the buffer of their largest read.
+    /// Frees fully consumed input: idle sessions far outnumber busy ones,
+    /// so none should keep the buffer of its last read.
     pub fn compact(&mut self) {
         if self.input_pos == self.input.len() {
-            self.input.clear();
+            self.input = Vec::new();
             self.input_pos = 0;
-            if self.input.capacity() > 4096 {
-                self.input = Vec::new();
-            }
         }
     }
 }

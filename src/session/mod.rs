@@ -138,6 +138,8 @@ const PING_ID_LEN: usize = 8;
 /// Unsent output beyond this means the peer stopped reading: a probe
 /// monitor never has this much to say.
 pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+/// tungstenite's read buffer: reserved per session, so kept to a probe's size.
+const WS_READ_CHUNK: usize = 256;
 /// Bytes kept while searching a TCP probe's answer for its pattern.
 const PROBE_WINDOW: usize = 4096;
 
@@ -224,7 +226,8 @@ impl Session {
     pub fn consume_output(&mut self, n: usize) {
         if let Some(c) = self.conn.as_mut() {
             c.wire_out.drain(..n.min(c.wire_out.len()));
-            if c.wire_out.is_empty() && c.wire_out.capacity() > 4096 {
+            if c.wire_out.is_empty() {
+                // Idle sessions far outnumber busy ones: hold no spare capacity.
                 c.wire_out = Vec::new();
             }
         }
@@ -530,6 +533,7 @@ impl Session {
             None
         };
         self.phase_deadline = None;
+        self.addrs = Vec::new();
         self.stats.opened_at = Some(now);
         self.stats.last_rx = Some(now);
         self.set_phase(Phase::Open, out);
@@ -641,8 +645,10 @@ impl Session {
                     Ok(Progress::NeedMore) => Step::Continue,
                     Err(rejected) => Step::Fail(rejected.reason, rejected.detail),
                     Ok(Progress::Done(accepted)) => {
+                        // The core already holds received bytes; tungstenite only
+                        // stages them, so its eagerly reserved buffer stays small.
                         let config = WebSocketConfig::default()
-                            .read_buffer_size(1024)
+                            .read_buffer_size(WS_READ_CHUNK)
                             .write_buffer_size(0)
                             .max_message_size(Some(spec.ws.max_message_size))
                             .max_frame_size(Some(spec.ws.max_frame_size));
@@ -815,15 +821,26 @@ impl Session {
     }
 
     fn send_probe(&mut self, now: Instant) -> Step {
-        let interval = self.spec.timing.ping_interval;
         let spec = Arc::clone(&self.spec);
+        let first = self.conn.as_ref().is_some_and(|c| c.ping_seq == 0);
+        let next = spec.timing.ping_interval.map(|interval| {
+            if first && self.mode == Mode::Persistent {
+                // Sessions opened together would otherwise ping together
+                // forever: shift each one's phase by up to half an interval
+                // (earlier, never later, so the detection bound holds).
+                let half = interval.as_micros() as u64 / 2;
+                now + Duration::from_micros(half + self.rng.below_inclusive(half))
+            } else {
+                now + interval
+            }
+        });
         let Some(conn) = self.conn.as_mut() else {
             return Step::Continue;
         };
         conn.ping_seq = conn.ping_seq.wrapping_add(1);
         let id = conn.ping_seq;
         conn.outstanding = Some((id, now));
-        conn.next_ping = interval.map(|i| now + i);
+        conn.next_ping = next;
         match &mut conn.proto {
             Proto::Ws(ws) => {
                 let r = ws

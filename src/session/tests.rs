@@ -265,14 +265,51 @@ fn ping_pong_matching_measures_rtt_and_ignores_stray_pongs() {
             rtt: Duration::from_millis(7)
         }]
     );
-    // Next ping exactly one interval after the first, not before.
-    h.advance(Duration::from_secs(10) - Duration::from_millis(8));
+    // The second ping comes 5-10 s after the first (phase spread), then
+    // every interval exactly, never before.
+    let first = h.now - Duration::from_millis(7);
+    let second_at = h.s.poll_timeout().unwrap();
+    let gap = second_at - first;
+    assert!(
+        gap >= Duration::from_secs(5) && gap <= Duration::from_secs(10),
+        "{gap:?}"
+    );
+    h.now = second_at - MS;
     h.tick();
     assert!(h.take_wire().is_empty());
     h.advance(MS);
     h.tick();
     let second = sent_ping_payload(&mut h);
     assert_ne!(second, payload, "each ping carries its own id");
+    h.input(&frame(true, 0xA, &second));
+    h.take_events();
+    h.advance(Duration::from_secs(10) - MS);
+    h.tick();
+    assert!(h.take_wire().is_empty());
+    h.advance(MS);
+    h.tick();
+    let _third = sent_ping_payload(&mut h);
+}
+
+#[test]
+fn sessions_opened_together_spread_their_ping_phase() {
+    let mut seconds = Vec::new();
+    for seed in 0..20 {
+        let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+        h.s.rng = Rng::new(seed);
+        h.open_ws();
+        let opened = h.now;
+        h.tick();
+        let payload = sent_ping_payload(&mut h);
+        h.input(&frame(true, 0xA, &payload)); // answered: the next deadline is the ping
+        seconds.push(h.s.poll_timeout().unwrap() - opened);
+    }
+    seconds.sort();
+    seconds.dedup();
+    assert!(seconds.len() >= 18, "second pings clustered: {seconds:?}");
+    assert!(seconds
+        .iter()
+        .all(|d| *d >= Duration::from_secs(5) && *d <= Duration::from_secs(10)));
 }
 
 #[test]

@@ -145,11 +145,29 @@ fn check_config_lists_every_problem_with_its_field() {
 
 #[test]
 fn out_of_the_box_the_agent_monitors_its_own_echo_endpoint() {
-    let agent = Agent::start_with("", &[]);
+    let dir = tempfile_dir::TempDir::new("rttlog");
+    let rtt_log = dir.path().join("rtt.log");
+    let agent = Agent::start_with("", &["--rtt-log", rtt_log.to_str().unwrap()]);
     agent.wait_metric("sockpulse_target_up", &[("target", "self")], T, |v| v == 1.0);
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "self")], T, |v| {
         v >= 1.0
     });
+    // The RTT log is flushed by the once-a-second tick: `unix_ms target rtt_us`.
+    let mut line = String::new();
+    assert!(wait_until(T, || {
+        line = std::fs::read_to_string(&rtt_log)
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        !line.is_empty()
+    }));
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields.len(), 3, "{line}");
+    assert_eq!(fields[1], "self");
+    let rtt_us: u64 = fields[2].parse().expect("rtt in µs");
+    assert!(rtt_us > 0 && rtt_us < 250_000, "{line}");
     let (status, page) = agent.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("/metrics") && page.contains("self"));

@@ -1,0 +1,249 @@
+"""sockpulse vs an idiomatic Python asyncio monitor, in one run on the same servers.
+
+For each session count: open N WebSocket sessions against Node `ws` echo
+servers (separate processes), ping each every 10 s with a 5 s pong deadline,
+and measure for both monitors: RSS per session (against a 1-session run of
+the same monitor), CPU share of one core over a steady window, time to open
+every session, and ping RTT p50/p99/max over that window. The loopback
+1-byte TCP round trip is measured in the same run as the floor.
+
+usage: bench.py [--sessions 1000,9000] [--window 30] [--servers 2] [--out FILE]
+Run through scripts/bench.sh, which builds and installs what this needs.
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = Path(os.environ.get("SOCKPULSE_PEERS_DIR", ROOT / ".peers"))
+SOCKPULSE = ROOT / "target/release/sockpulse"
+PYTHON = PEERS / "venv/bin/python"
+INTERVAL, PONG_TIMEOUT = 10, 5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def start_servers(n):
+    procs, ports = [], []
+    env = dict(os.environ, NODE_PATH=str(PEERS / "node/node_modules"))
+    for _ in range(n):
+        p = subprocess.Popen(
+            ["node", str(ROOT / "tests/peers/ws_server.js"), "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+        line = p.stdout.readline()
+        m = re.match(r"LISTENING (\d+)", line)
+        if not m:
+            raise RuntimeError(f"node server did not start: {line!r}")
+        procs.append(p)
+        ports.append(int(m.group(1)))
+        # Keep draining its output so the pipe never blocks it.
+        subprocess.Popen(["cat"], stdin=p.stdout, stdout=subprocess.DEVNULL)
+    return procs, ports
+
+
+def split(n, ports):
+    base, extra = divmod(n, len(ports))
+    return [(port, base + (1 if i < extra else 0)) for i, port in enumerate(ports)]
+
+
+def http_get(addr, path):
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode(errors="replace")
+
+
+class SockpulseRun:
+    name = "sockpulse"
+
+    def __init__(self, n, ports, tmp):
+        self.n = n
+        cfg = Path(tmp) / f"sockpulse-{n}.toml"
+        text = f'[defaults]\nping_interval = "{INTERVAL}s"\npong_timeout = "{PONG_TIMEOUT}s"\n'
+        for i, (port, count) in enumerate(split(n, ports)):
+            if count:
+                text += f'[[target]]\nname = "s{i}"\nurl = "ws://127.0.0.1:{port}/"\nconnections = {count}\n'
+        cfg.write_text(text)
+        self.rtt_file = Path(tmp) / f"sockpulse-{n}.rtt"
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [str(SOCKPULSE), "run", "--config", str(cfg), "--web.listen-address", "127.0.0.1:0",
+             "--rtt-log", str(self.rtt_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="info"),
+        )
+        line = wait_for(lambda: self.proc.stderr.readline(), 10, "sockpulse start")
+        while "listening on http://" not in line:
+            line = self.proc.stderr.readline()
+        self.addr = line.split("http://")[1].split()[0]
+        subprocess.Popen(["cat"], stdin=self.proc.stderr, stdout=subprocess.DEVNULL)
+
+    def open_sessions(self):
+        text = http_get(self.addr, "/metrics")
+        return sum(float(m) for m in re.findall(r'^sockpulse_sessions\{state="open",target="[^"]+"\} (\S+)', text, re.M))
+
+    def wait_all_open(self):
+        wait_for(lambda: self.open_sessions() >= self.n, 300, f"{self.n} sockpulse sessions")
+        return time.monotonic() - self.started
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        return [tuple(map(int, (l.split()[0], l.split()[2]))) for l in self.rtt_file.read_text().splitlines()]
+
+
+class PythonRun:
+    name = "python asyncio + websockets"
+
+    def __init__(self, n, ports, tmp):
+        self.n = n
+        self.rtt_file = Path(tmp) / f"py-{n}.rtt"
+        specs = [f"ws://127.0.0.1:{port}/:{count}" for port, count in split(n, ports) if count]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [str(PYTHON), str(ROOT / "benches/py_monitor.py"), str(self.rtt_file), str(INTERVAL), str(PONG_TIMEOUT), *specs],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+    def wait_all_open(self):
+        line = wait_for(lambda: self.proc.stdout.readline(), 300, f"{self.n} python sessions")
+        if not line.startswith("ALL_OPEN"):
+            raise RuntimeError(f"python monitor: {line!r}")
+        return time.monotonic() - self.started
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        return [tuple(map(int, l.split())) for l in self.rtt_file.read_text().splitlines()]
+
+
+def percentile(sorted_vals, p):
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(p * (len(sorted_vals) - 1) + 0.5))]
+
+
+def measure(cls, n, ports, tmp, window):
+    """Returns (rss_kib, time_to_open, cpu_share, rtts_in_window_us)."""
+    run = cls(n, ports, tmp)
+    t_open = run.wait_all_open()
+    # Let the connect storm's first pings finish before the steady window.
+    time.sleep(INTERVAL + 2)
+    cpu0, w0 = cpu_seconds(run.proc.pid), time.time()
+    time.sleep(window)
+    cpu1, w1 = cpu_seconds(run.proc.pid), time.time()
+    rss = rss_kib(run.proc.pid)
+    samples = run.stop()
+    rtts = sorted(rtt for ts, rtt in samples if w0 * 1000 <= ts <= w1 * 1000)
+    return rss, t_open, (cpu1 - cpu0) / (w1 - w0), rtts
+
+
+def loopback_floor():
+    out = {}
+    for label, prefix in (("same CPU", ["taskset", "-c", "0"]), ("across CPUs", [])):
+        r = subprocess.run(prefix + ["cargo", "bench", "-q", "--bench", "loopback"], cwd=ROOT,
+                           capture_output=True, text=True, check=True)
+        out[label] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sessions", default="1000,9000")
+    ap.add_argument("--window", type=int, default=30)
+    ap.add_argument("--servers", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
+    args = ap.parse_args()
+    counts = [int(x) for x in args.sessions.split(",")]
+
+    floor = loopback_floor()
+    log(f"loopback floor: {floor}")
+    servers, ports = start_servers(args.servers)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for cls in (SockpulseRun, PythonRun):
+                base = measure(cls, 1, ports, tmp, 3)[0]
+                log(f"{cls.name}: 1-session RSS {base} KiB")
+                for n in counts:
+                    rss, t_open, cpu, rtts = measure(cls, n, ports, tmp, args.window)
+                    row = {
+                        "monitor": cls.name, "sessions": n,
+                        "rss_per_session_kib": (rss - base) / (n - 1),
+                        "cpu_share": cpu, "open_s": t_open, "samples": len(rtts),
+                        "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
+                        "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3,
+                    }
+                    log(json.dumps(row))
+                    rows.append(row)
+    finally:
+        for s in servers:
+            s.terminate()
+
+    lines = [
+        f"Loopback 1-byte TCP round trip (floor): same CPU p50 {floor['same CPU']['p50_us']} µs, "
+        f"across CPUs p50 {floor['across CPUs']['p50_us']} µs.",
+        "",
+        "| monitor | sessions | RSS/session | CPU (one core) | time to open all | RTT p50 | RTT p99 | RTT max | samples |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['monitor']} | {r['sessions']} | {r['rss_per_session_kib']:.2f} KiB | {100 * r['cpu_share']:.2f}% | "
+            f"{r['open_s']:.2f} s | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms | {r['samples']} |"
+        )
+    lines.append("")
+    for n in counts:
+        sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n)
+        py = next(r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n)
+        lines.append(
+            f"At {n} sessions sockpulse uses {py['rss_per_session_kib'] / sp['rss_per_session_kib']:.1f}x less memory per session "
+            f"and {py['cpu_share'] / max(sp['cpu_share'], 1e-9):.1f}x less CPU than the Python monitor; "
+            f"RTT max {sp['max_ms']:.2f} ms vs {py['max_ms']:.2f} ms."
+        )
+    report = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
