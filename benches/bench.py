@@ -191,6 +191,7 @@ def main():
     ap.add_argument("--window", type=int, default=30)
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
+    ap.add_argument("--only", choices=["sockpulse", "python"], help="run one monitor (for quick iteration)")
     args = ap.parse_args()
     counts = [int(x) for x in args.sessions.split(",")]
 
@@ -200,7 +201,8 @@ def main():
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for cls in (SockpulseRun, PythonRun):
+            monitors = {"sockpulse": [SockpulseRun], "python": [PythonRun]}.get(args.only, [SockpulseRun, PythonRun])
+            for cls in monitors:
                 base = measure(cls, 1, ports, tmp, 3)[0]
                 log(f"{cls.name}: 1-session RSS {base} KiB")
                 for n in counts:
@@ -231,7 +233,7 @@ def main():
             f"{r['open_s']:.2f} s | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms | {r['samples']} |"
         )
     lines.append("")
-    for n in counts:
+    for n in counts if not args.only else []:
         sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n)
         py = next(r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n)
         lines.append(

@@ -360,3 +360,39 @@ require_subprotocol = false
     agent.wait_metric("sockpulse_connect_failures_total", &ignored, T, |v| v >= 1.0);
     assert!(agent.proc.output_text().contains("none of the requested subprotocols"));
 }
+
+#[test]
+fn custom_headers_and_origin_reach_the_server_and_secrets_stay_out_of_logs() {
+    let Some((server, port)) = python_ws(
+        0,
+        &[
+            "--show-header",
+            "Authorization",
+            "--show-header",
+            "Origin",
+            "--show-header",
+            "X-Team",
+        ],
+    ) else {
+        return;
+    };
+    let config = config_for(
+        "auth",
+        &format!("ws://127.0.0.1:{port}/"),
+        "headers = { Authorization = \"Bearer ${SOCKPULSE_TEST_TOKEN}\", X-Team = \"sre\" }\norigin = \"https://example.net\"",
+    );
+    let agent = Agent::start_env(&config, &[("SOCKPULSE_TEST_TOKEN", "tok-5ecr3t")], &[]);
+    assert_healthy(&agent, "auth");
+    let seen = server.output();
+    for expected in [
+        "HEADER Authorization: Bearer tok-5ecr3t",
+        "HEADER Origin: https://example.net",
+        "HEADER X-Team: sre",
+    ] {
+        assert!(seen.iter().any(|l| l == expected), "server saw {seen:?}");
+    }
+    assert!(
+        !agent.proc.output_text().contains("tok-5ecr3t"),
+        "the secret leaked into the log"
+    );
+}

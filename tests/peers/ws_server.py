@@ -19,6 +19,7 @@ def main():
     p.add_argument("--key")
     p.add_argument("--client-ca", help="require client certificates signed by this CA")
     p.add_argument("--subprotocol", action="append", default=[])
+    p.add_argument("--show-header", action="append", default=[], help="print this request header as HEADER name: value")
     args = p.parse_args()
 
     async def handler(ws):
@@ -31,6 +32,8 @@ def main():
             print(f"CLOSED {ws.close_code}", flush=True)
 
     def process_request(connection, request):
+        for name in args.show_header:
+            print(f"HEADER {name}: {request.headers.get(name)}", flush=True)
         if args.reject:
             return connection.respond(args.reject, "rejected by test server\n")
         return None

@@ -344,6 +344,10 @@ impl Agent {
     }
 
     pub fn start_with(config: &str, extra: &[&str]) -> Agent {
+        Agent::start_env(config, &[], extra)
+    }
+
+    pub fn start_env(config: &str, env: &[(&str, &str)], extra: &[&str]) -> Agent {
         let dir = tempfile_dir::TempDir::new("agent");
         let path = dir.path().join("sockpulse.toml");
         std::fs::write(&path, config).expect("write config");
@@ -353,7 +357,7 @@ impl Agent {
             .arg(&path)
             .args(["--web.listen-address", "127.0.0.1:0"])
             .args(extra);
-        cmd.env("RUST_LOG", "info");
+        cmd.env("RUST_LOG", "info").envs(env.iter().copied());
         let proc = Proc::spawn("sockpulse", &mut cmd);
         let line = proc
             .wait_line("listening on http://", Duration::from_secs(10))
