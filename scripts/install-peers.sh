@@ -12,6 +12,7 @@ command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2

@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::driver::Observer;
+use crate::driver::{EventContext, KernelEvidence, Observer};
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, Session, SessionEvent};
@@ -36,17 +36,34 @@ impl MetricsObserver {
     }
 }
 
+/// ` diagnosis=… [kernel: …]` for log lines, empty without evidence.
+fn kernel_note(kernel: Option<&KernelEvidence>) -> String {
+    match kernel {
+        Some(k) => format!(
+            " diagnosis={} [{}]",
+            k.diagnosis.map(|d| d.as_str()).unwrap_or("unclear"),
+            k.snapshot.summary()
+        ),
+        None => String::new(),
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}ms", d.as_secs_f64() * 1e3)
 }
 
 impl Observer for MetricsObserver {
-    fn on_event(&mut self, target: usize, ordinal: u32, _session: &Session, event: &SessionEvent, _now: Instant) {
-        let Some(spec) = self.targets.get(target) else {
+    fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
+        let Some(spec) = self.targets.get(ctx.target) else {
             return;
         };
         let name = spec.name.as_str();
+        let ordinal = ctx.ordinal;
         let m = &self.metrics;
+        let kernel = kernel_note(ctx.kernel);
+        if let Some(d) = ctx.kernel.and_then(|k| k.diagnosis) {
+            m.diagnoses.with_label_values(&[name, d.as_str()]).inc();
+        }
         match event {
             SessionEvent::PhaseChanged { from, to } => {
                 if Phase::EXPORTED.contains(from) {
@@ -80,7 +97,7 @@ impl Observer for MetricsObserver {
             }
             SessionEvent::ConnectFailed { reason, detail } => {
                 m.connect_failures.with_label_values(&[name, reason.as_str()]).inc();
-                log::warn!("target={name} session={ordinal} connect failed: reason={reason} ({detail})");
+                log::warn!("target={name} session={ordinal} connect failed: reason={reason}{kernel} ({detail})");
             }
             SessionEvent::Disconnected {
                 reason,
@@ -91,7 +108,7 @@ impl Observer for MetricsObserver {
                 m.disconnects.with_label_values(&[name, reason.as_str()]).inc();
                 let code = close_code.map(|c| format!(" close_code={c}")).unwrap_or_default();
                 let line = format!(
-                    "target={name} session={ordinal} disconnected: reason={reason}{code} after {} ({detail})",
+                    "target={name} session={ordinal} disconnected: reason={reason}{code}{kernel} after {} ({detail})",
                     humantime::format_duration(Duration::from_secs(open_for.as_secs()))
                 );
                 if *reason == DisconnectReason::LocalClose {

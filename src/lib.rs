@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod kernel;
 pub mod metrics;
 pub mod session;
 pub mod status;

@@ -6,6 +6,7 @@ use prometheus::{
     histogram_opts, opts, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
+use crate::kernel::Diagnosis;
 use crate::session::{DisconnectReason, FailureReason, Phase};
 
 pub const TARGET_UP: &str = "sockpulse_target_up";
@@ -22,6 +23,7 @@ pub const LAST_MESSAGE_AGE: &str = "sockpulse_last_message_age_seconds";
 pub const CONNECT_DURATION: &str = "sockpulse_connect_duration_seconds";
 pub const TLS_CERT_EXPIRY: &str = "sockpulse_tls_cert_expiry_timestamp_seconds";
 pub const BUILD_INFO: &str = "sockpulse_build_info";
+pub const DIAGNOSES: &str = "sockpulse_diagnoses_total";
 
 /// RTT buckets from 100 µs (loopback) to 10 s (a dying path).
 pub const RTT_BUCKETS: &[f64] = &[
@@ -48,6 +50,7 @@ pub struct Metrics {
     pub last_message_age: GaugeVec,
     pub connect_duration: HistogramVec,
     pub tls_cert_expiry: GaugeVec,
+    pub diagnoses: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -171,6 +174,17 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            diagnoses: register(
+                r,
+                IntCounterVec::new(
+                    opts!(
+                        DIAGNOSES,
+                        "Failed sessions by what the kernel's TCP state says caused it"
+                    ),
+                    &["target", "diagnosis"],
+                )
+                .expect("valid"),
+            ),
             registry,
         };
         let build = register(
@@ -206,6 +220,9 @@ impl Metrics {
         self.ping_rtt.with_label_values(&[target]);
         self.pong_timeouts.with_label_values(&[target]);
         self.stray_pongs.with_label_values(&[target]);
+        for d in Diagnosis::ALL {
+            self.diagnoses.with_label_values(&[target, d.as_str()]);
+        }
     }
 
     /// The text exposition format.

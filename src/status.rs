@@ -3,13 +3,13 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::driver::Observer;
+use crate::driver::{EventContext, Observer};
 use crate::session::spec::TargetSpec;
-use crate::session::{DisconnectReason, Session, SessionEvent};
+use crate::session::{DisconnectReason, SessionEvent};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TargetReport {
@@ -19,6 +19,10 @@ pub struct TargetReport {
     /// A failure or disconnect reason from the closed sets, or `incomplete`.
     pub reason: Option<String>,
     pub detail: Option<String>,
+    /// What the kernel's TCP state says caused the failure, when it can tell.
+    pub diagnosis: Option<String>,
+    /// The kernel's account of the socket when it failed.
+    pub kernel: Option<String>,
     pub tcp_connect_ms: Option<f64>,
     pub tls_ms: Option<f64>,
     pub handshake_ms: Option<f64>,
@@ -52,6 +56,8 @@ impl StatusObserver {
                 healthy: false,
                 reason: None,
                 detail: None,
+                diagnosis: None,
+                kernel: None,
                 tcp_connect_ms: None,
                 tls_ms: None,
                 handshake_ms: None,
@@ -91,10 +97,16 @@ impl StatusObserver {
 }
 
 impl Observer for StatusObserver {
-    fn on_event(&mut self, target: usize, _ordinal: u32, _s: &Session, event: &SessionEvent, _now: Instant) {
-        let Some(r) = self.reports.get_mut(target) else {
+    fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
+        let Some(r) = self.reports.get_mut(ctx.target) else {
             return;
         };
+        if r.diagnosis.is_none() && r.reason.is_none() {
+            if let Some(k) = ctx.kernel {
+                r.diagnosis = k.diagnosis.map(|d| d.as_str().to_string());
+                r.kernel = Some(k.snapshot.summary());
+            }
+        }
         match event {
             SessionEvent::Opened { tcp, tls, handshake } => {
                 r.opened = true;
@@ -125,10 +137,11 @@ fn opt_ms(v: Option<f64>) -> String {
 }
 
 pub fn render_table(reports: &[TargetReport], now_unix: i64) -> String {
-    let mut rows = vec![[
+    let mut rows: Vec<[String; 9]> = vec![[
         "TARGET".to_string(),
         "VERDICT".into(),
         "REASON".into(),
+        "DIAGNOSIS".into(),
         "TCP ms".into(),
         "TLS ms".into(),
         "HANDSHAKE ms".into(),
@@ -148,6 +161,7 @@ pub fn render_table(reports: &[TargetReport], now_unix: i64) -> String {
             r.target.clone(),
             if r.healthy { "ok".into() } else { "FAIL".into() },
             r.reason.clone().unwrap_or_else(|| "-".into()),
+            r.diagnosis.clone().unwrap_or_else(|| "-".into()),
             opt_ms(r.tcp_connect_ms),
             opt_ms(r.tls_ms),
             opt_ms(r.handshake_ms),
@@ -155,7 +169,7 @@ pub fn render_table(reports: &[TargetReport], now_unix: i64) -> String {
             cert,
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -165,6 +179,9 @@ pub fn render_table(reports: &[TargetReport], now_unix: i64) -> String {
     }
     for r in reports.iter().filter(|r| !r.healthy) {
         let _ = writeln!(out, "{}: {}", r.target, r.detail.as_deref().unwrap_or(""));
+        if let Some(k) = &r.kernel {
+            let _ = writeln!(out, "  {k}");
+        }
     }
     out
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::kernel::{diagnose, tcpinfo, Diagnosis, TcpSnapshot};
 use crate::session::spec::TargetSpec;
 use crate::session::{IoRequest, Mode, Outbox, Phase, Session, SessionEvent};
 use resolver::Resolver;
@@ -29,10 +30,27 @@ const DNS_THREADS: usize = 4;
 /// most this late; RTT is measured from the actual send, so it is unaffected.
 pub const TIMER_GRANULARITY: Duration = Duration::from_millis(10);
 
+/// What the kernel said about a session's socket when it failed.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelEvidence {
+    pub snapshot: TcpSnapshot,
+    pub diagnosis: Option<Diagnosis>,
+}
+
+/// Where an event comes from.
+pub struct EventContext<'a> {
+    pub target: usize,
+    /// Numbers the sessions of one target from 0, for log lines.
+    pub ordinal: u32,
+    pub session: &'a Session,
+    /// Set on failure events whose cause the TCP state can tell.
+    pub kernel: Option<&'a KernelEvidence>,
+    pub now: Instant,
+}
+
 /// Receives what sessions report. Runs on the loop thread: must not block.
 pub trait Observer {
-    /// `ordinal` numbers the sessions of one target from 0, for log lines.
-    fn on_event(&mut self, target: usize, ordinal: u32, session: &Session, event: &SessionEvent, now: Instant);
+    fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent);
     /// Called about once a second with every session, for gauges.
     fn on_tick(&mut self, _sessions: &[&Session], _now: Instant) {}
 }
@@ -64,6 +82,22 @@ pub struct Driver<O: Observer> {
     /// on every wake costs more than all the real work at 9k sessions.
     stopped: usize,
     stop: Arc<AtomicBool>,
+}
+
+fn wants_diagnosis(ev: &SessionEvent) -> bool {
+    match ev {
+        SessionEvent::ConnectFailed { reason, .. } => diagnose::failure_wants_diagnosis(*reason),
+        SessionEvent::Disconnected { reason, .. } => diagnose::disconnect_wants_diagnosis(*reason),
+        _ => false,
+    }
+}
+
+fn kernel_evidence(slot: &Slot) -> Option<KernelEvidence> {
+    let snapshot = tcpinfo::read(slot.socket.as_ref()?).ok()?;
+    Some(KernelEvidence {
+        snapshot,
+        diagnosis: diagnose::diagnose(&snapshot),
+    })
 }
 
 /// Rounds `t` up to the next `TIMER_GRANULARITY` boundary counted from `epoch`.
@@ -352,6 +386,13 @@ impl<O: Observer> Driver<O> {
                 break;
             }
             let slot = &self.slots[i];
+            // The socket is still open here (closing comes after the events),
+            // so the kernel can say what state the failed connection is in.
+            let evidence = events
+                .iter()
+                .any(wants_diagnosis)
+                .then(|| kernel_evidence(slot))
+                .flatten();
             for ev in &events {
                 if let SessionEvent::PhaseChanged { from, to } = ev {
                     if *to == Phase::Stopped {
@@ -360,8 +401,14 @@ impl<O: Observer> Driver<O> {
                         self.stopped -= 1;
                     }
                 }
-                self.observer
-                    .on_event(slot.target, slot.ordinal, &slot.session, ev, now);
+                let ctx = EventContext {
+                    target: slot.target,
+                    ordinal: slot.ordinal,
+                    session: &slot.session,
+                    kernel: if wants_diagnosis(ev) { evidence.as_ref() } else { None },
+                    now,
+                };
+                self.observer.on_event(&ctx, ev);
             }
             for req in io_requests {
                 self.do_io(i, req, now);

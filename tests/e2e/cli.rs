@@ -232,3 +232,29 @@ fn metrics_exposition_passes_promtool_and_has_the_catalogue() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn status_of_a_hung_server_names_the_kernel_diagnosis() {
+    let Some((server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    server.signal("STOP");
+    let url = format!("ws://127.0.0.1:{port}/");
+    let dir = tempfile_dir::TempDir::new("hung");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[defaults]\nhandshake_timeout = \"500ms\"\n").unwrap();
+    let out = sockpulse(&["status", "--json", "--config", cfg.to_str().unwrap(), "-t", &url]);
+    server.signal("CONT");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v[0]["reason"], "handshake_timeout");
+    // The kernel accepted the connection and ACKed the upgrade request for
+    // the stopped process: its application is what does not answer.
+    assert_eq!(v[0]["diagnosis"], "peer_unresponsive", "{v}");
+    assert!(
+        v[0]["kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("kernel: established unacked=0")),
+        "{v}"
+    );
+}

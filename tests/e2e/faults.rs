@@ -26,6 +26,17 @@ fn killed_server_is_a_disconnect_and_the_session_comes_back_with_it() {
     let by =
         |r: &str| metric_value(&text, "sockpulse_disconnects_total", &[("target", "py"), ("reason", r)]).unwrap_or(0.0);
     assert_eq!(by("eof") + by("reset"), 1.0, "one disconnect, by FIN or RST:\n{text}");
+    // The kernel agrees: after a FIN our socket sits in CLOSE_WAIT; after an RST it is gone.
+    let diag = |d: &str| {
+        metric_value(
+            &text,
+            "sockpulse_diagnoses_total",
+            &[("target", "py"), ("diagnosis", d)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(diag("peer_closed") + diag("socket_gone"), 1.0, "{text}");
+    assert_eq!(diag("peer_closed"), by("eof"), "FIN means peer_closed");
     // While the server is down, attempts are refused and retried with backoff.
     agent.wait_metric(
         "sockpulse_connect_failures_total",
@@ -79,6 +90,13 @@ fn stopped_server_is_a_pong_timeout_within_the_configured_bound_and_recovers() {
     agent.wait_metric("sockpulse_target_up", &[("target", "hung")], T, |v| v == 1.0);
     let log = agent.proc.output_text();
     assert!(log.contains("reason=pong_timeout"), "log names the reason:\n{log}");
+    // The stopped process's kernel still ACKs our pings: the application is hung.
+    assert!(
+        log.contains("reason=pong_timeout diagnosis=peer_unresponsive [kernel: established unacked=0"),
+        "{log}"
+    );
+    let unresponsive = [("target", "hung"), ("diagnosis", "peer_unresponsive")];
+    assert!(agent.metric("sockpulse_diagnoses_total", &unresponsive).unwrap_or(0.0) >= 1.0);
 }
 
 #[test]
@@ -170,4 +188,81 @@ fn sigterm_sends_going_away_close_frames_and_exits_promptly() {
         "server saw: {:?}",
         server.output()
     );
+}
+
+/// A Python websockets server inside a namespace; returns it and its port.
+fn server_in(ns: &netns::NetNs) -> Option<(Proc, u16)> {
+    let py = python()?;
+    let mut cmd = ns.command(py.to_str().expect("utf-8 path"));
+    cmd.arg(repo().join("tests/peers/ws_server.py"))
+        .args(["--host", &ns.peer_ip]);
+    let p = Proc::spawn("python websockets in netns", &mut cmd);
+    let line = p
+        .wait_line("LISTENING ", T)
+        .unwrap_or_else(|| panic!("server did not start: {}", p.output_text()));
+    let port = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("port");
+    Some((p, port))
+}
+
+#[test]
+fn dropped_path_is_diagnosed_path_dead_and_dropped_syn_syn_unanswered() {
+    let Some(ns) = netns::NetNs::create() else { return };
+    let Some((_server, port)) = server_in(&ns) else { return };
+    let config = format!(
+        "[defaults]
+ping_interval = \"2s\"
+pong_timeout = \"1s\"
+connect_timeout = \"1s\"
+handshake_timeout = \"1s\"
+backoff = {{ min = \"200ms\", max = \"1s\" }}
+[[target]]
+name = \"remote\"
+url = \"ws://{}:{port}/\"
+",
+        ns.peer_ip
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("sockpulse_target_up", &[("target", "remote")], T, |v| v == 1.0);
+    // The namespace goes dark: our ping is never ACKed and TCP retransmits it.
+    ns.drop_all_input();
+    let dead = [("target", "remote"), ("diagnosis", "path_dead")];
+    agent.wait_metric("sockpulse_diagnoses_total", &dead, T, |v| v >= 1.0);
+    assert_eq!(
+        agent.metric(
+            "sockpulse_disconnects_total",
+            &[("target", "remote"), ("reason", "pong_timeout")]
+        ),
+        Some(1.0)
+    );
+    // Reconnects now send SYNs into the void: connect_timeout, not refused.
+    let syn = [("target", "remote"), ("diagnosis", "syn_unanswered")];
+    agent.wait_metric("sockpulse_diagnoses_total", &syn, T, |v| v >= 1.0);
+    let timeouts = [("target", "remote"), ("reason", "connect_timeout")];
+    assert!(
+        agent
+            .metric("sockpulse_connect_failures_total", &timeouts)
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        agent.metric(
+            "sockpulse_connect_failures_total",
+            &[("target", "remote"), ("reason", "refused")]
+        ),
+        Some(0.0)
+    );
+    let log = agent.proc.output_text();
+    assert!(
+        log.contains("diagnosis=path_dead [kernel: established unacked="),
+        "{log}"
+    );
+    assert!(log.contains("diagnosis=syn_unanswered [kernel: syn_sent"), "{log}");
+    // The path comes back, and so does the session.
+    ns.allow_input();
+    agent.wait_metric("sockpulse_target_up", &[("target", "remote")], T, |v| v == 1.0);
 }

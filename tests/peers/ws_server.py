@@ -13,6 +13,7 @@ from websockets.asyncio.server import serve
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--reject", type=int, help="answer the upgrade with this HTTP status")
     p.add_argument("--cert")
@@ -49,7 +50,7 @@ def main():
     async def run():
         async with serve(
             handler,
-            "127.0.0.1",
+            args.host,
             args.port,
             ping_interval=None,
             process_request=process_request,

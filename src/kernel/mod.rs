@@ -1,0 +1,10 @@
+//! The kernel's view of TCP sockets: per-socket `TCP_INFO` snapshots, and
+//! the diagnosis they give when a session fails.
+
+pub mod diagnose;
+pub mod state;
+pub mod tcpinfo;
+
+pub use diagnose::{diagnose, Diagnosis};
+pub use state::TcpState;
+pub use tcpinfo::TcpSnapshot;
