@@ -18,6 +18,33 @@ use crate::metrics::Metrics;
 use crate::session::Mode;
 use crate::status::{self, StatusObserver};
 
+// Output that treats a closed pipe (`sockpulse … | head`) as the reader
+// being done rather than a reason to panic, as print! would.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! complain {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+macro_rules! complain_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_UNHEALTHY: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -39,6 +66,8 @@ pub enum Command {
     Run(RunArgs),
     /// Connect to each target once, probe, close and report; exit 1 if any is unhealthy.
     Status(StatusArgs),
+    /// One-shot host TCP report: states, watched ports, suspicious sockets; exit 1 when a threshold is crossed.
+    Sockets(SocketsArgs),
     /// Validate a config file and report every problem; exit 2 on error.
     CheckConfig {
         /// The TOML config file.
@@ -89,6 +118,28 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct SocketsArgs {
+    /// TOML config file (its [kernel] section).
+    #[arg(long, short = 'c', env = "SOCKPULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A local or remote port to break out; repeatable; added to kernel.watch_ports.
+    #[arg(long = "watch-port", value_name = "PORT")]
+    pub watch_ports: Vec<u16>,
+    /// Read the network namespace of this process instead of our own.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Scan twice this far apart: CLOSE_WAIT sockets present in both are reported as leak suspects.
+    #[arg(long = "close-wait-age", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub close_wait_age: Option<Duration>,
+    /// Exit 1 when TIME_WAIT sockets fill this share of the ephemeral port range.
+    #[arg(long = "max-time-wait-ratio", default_value_t = 0.8)]
+    pub max_time_wait_ratio: f64,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -106,6 +157,7 @@ pub fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Command::Run(args) => run(args),
         Command::Status(args) => run_status(args),
+        Command::Sockets(args) => run_sockets(args),
         Command::CheckConfig { file } => check_config(&file),
     })
 }
@@ -130,14 +182,14 @@ fn load(args: &TargetArgs) -> Result<Config, ConfigError> {
 fn check_config(file: &std::path::Path) -> u8 {
     match config::load_file(file) {
         Ok(cfg) => {
-            println!("{}: ok, {} target(s)", file.display(), cfg.targets.len());
+            say!("{}: ok, {} target(s)", file.display(), cfg.targets.len());
             for t in &cfg.targets {
-                println!("  {} ({} connection(s)) {}", t.name, t.connections, t.url);
+                say!("  {} ({} connection(s)) {}", t.name, t.connections, t.url);
             }
             EXIT_OK
         }
         Err(e) => {
-            eprint!("{e}");
+            complain_raw!("{e}");
             EXIT_USAGE
         }
     }
@@ -147,7 +199,7 @@ fn run(args: RunArgs) -> u8 {
     let mut cfg = match load(&args.targets) {
         Ok(c) => c,
         Err(e) => {
-            eprint!("{e}");
+            complain_raw!("{e}");
             return EXIT_USAGE;
         }
     };
@@ -158,14 +210,14 @@ fn run(args: RunArgs) -> u8 {
     let listener = match TcpListener::bind(&listen) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cannot listen on {listen}: {e}");
+            complain!("cannot listen on {listen}: {e}");
             return EXIT_USAGE;
         }
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     if cfg.targets.is_empty() {
         if !cfg.web.echo_endpoint {
-            eprintln!("no targets: give --target URL or a config with [[target]] entries");
+            complain!("no targets: give --target URL or a config with [[target]] entries");
             return EXIT_USAGE;
         }
         let url = self_url(&bound);
@@ -177,7 +229,7 @@ fn run(args: RunArgs) -> u8 {
                 cfg.targets.push(Arc::new(spec));
             }
             Err(e) => {
-                eprint!("{e}");
+                complain_raw!("{e}");
                 return EXIT_USAGE;
             }
         }
@@ -190,19 +242,24 @@ fn run(args: RunArgs) -> u8 {
         targets: cfg.targets.iter().map(|t| (t.name.clone(), t.url.clone())).collect(),
     });
     if let Err(e) = http::spawn(listener, state) {
-        eprintln!("cannot start the HTTP thread: {e}");
+        complain!("cannot start the HTTP thread: {e}");
         return EXIT_USAGE;
     }
     log::info!("listening on http://{bound} (metrics at {})", args.telemetry_path);
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
 
+    if let Some(interval) = cfg.kernel.scan_interval {
+        if let Err(e) = crate::kernel::watcher::spawn(&cfg.kernel, interval, Arc::clone(&metrics)) {
+            log::warn!("host TCP table scan disabled: cannot start its thread: {e}");
+        }
+    }
     let mut observer = MetricsObserver::new(metrics, cfg.targets.clone());
     if let Some(path) = &args.rtt_log {
         match std::fs::OpenOptions::new().create(true).append(true).open(path) {
             Ok(f) => observer = observer.with_rtt_log(f),
             Err(e) => {
-                eprintln!("cannot open --rtt-log {}: {e}", path.display());
+                complain!("cannot open --rtt-log {}: {e}", path.display());
                 return EXIT_USAGE;
             }
         }
@@ -210,7 +267,7 @@ fn run(args: RunArgs) -> u8 {
     let mut driver = match Driver::new(&cfg.targets, Mode::Persistent, observer) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("cannot start the event loop: {e}");
+            complain!("cannot start the event loop: {e}");
             return EXIT_USAGE;
         }
     };
@@ -231,6 +288,63 @@ fn run(args: RunArgs) -> u8 {
             log::error!("event loop failed: {e}");
             EXIT_UNHEALTHY
         }
+    }
+}
+
+fn run_sockets(args: SocketsArgs) -> u8 {
+    use crate::kernel::{host::CloseWaitTracker, watcher};
+    let mut kernel = match &args.config {
+        Some(path) => match config::load_file(path) {
+            Ok(c) => c.kernel,
+            Err(e) => {
+                complain_raw!("{e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => config::KernelConfig::default(),
+    };
+    kernel.watch_ports.extend(&args.watch_ports);
+    kernel.watch_ports.sort_unstable();
+    kernel.watch_ports.dedup();
+    if args.pid.is_some() {
+        kernel.netns_pid = args.pid;
+    }
+    let mut host_cfg = watcher::host_config(&kernel);
+    let ns = watcher::namespace(&kernel);
+    let mut tracker = CloseWaitTracker::default();
+    if let Some(age) = args.close_wait_age {
+        host_cfg.close_wait_age_alert = age;
+        if let Err(e) = watcher::scan(ns, &host_cfg, &mut tracker) {
+            complain!("cannot read the TCP table: {e}");
+            return EXIT_USAGE;
+        }
+        std::thread::sleep(age);
+    } else {
+        // A single scan cannot age anything: do not flag CLOSE_WAIT by age.
+        host_cfg.close_wait_age_alert = Duration::MAX;
+    }
+    let summary = match watcher::scan(ns, &host_cfg, &mut tracker) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            complain!("cannot read the TCP table: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(s) => say!("{s}"),
+            Err(e) => {
+                complain!("cannot encode JSON: {e}");
+                return EXIT_UNHEALTHY;
+            }
+        }
+    } else {
+        say_raw!("{}", crate::sockets::render(&summary));
+    }
+    if !summary.suspicious.is_empty() || summary.time_wait_port_ratio >= args.max_time_wait_ratio {
+        EXIT_UNHEALTHY
+    } else {
+        EXIT_OK
     }
 }
 
@@ -276,12 +390,12 @@ fn run_status(args: StatusArgs) -> u8 {
     let cfg = match load(&args.targets) {
         Ok(c) => c,
         Err(e) => {
-            eprint!("{e}");
+            complain_raw!("{e}");
             return EXIT_USAGE;
         }
     };
     if cfg.targets.is_empty() {
-        eprintln!("no targets: give --target URL or --config FILE");
+        complain!("no targets: give --target URL or --config FILE");
         return EXIT_USAGE;
     }
     // One session per target, probing at the status interval.
@@ -301,26 +415,26 @@ fn run_status(args: StatusArgs) -> u8 {
     let mut driver = match Driver::new(&targets, Mode::OneShot { pings: args.pings }, observer) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("cannot start the event loop: {e}");
+            complain!("cannot start the event loop: {e}");
             return EXIT_USAGE;
         }
     };
     install_signal_handlers(driver.stop_handle());
     if let Err(e) = driver.run(Some(Instant::now() + args.timeout), Duration::from_secs(1)) {
-        eprintln!("event loop failed: {e}");
+        complain!("event loop failed: {e}");
         return EXIT_UNHEALTHY;
     }
     let reports = driver.into_observer().finish();
     if args.json {
         match serde_json::to_string_pretty(&reports) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => say!("{s}"),
             Err(e) => {
-                eprintln!("cannot encode JSON: {e}");
+                complain!("cannot encode JSON: {e}");
                 return EXIT_UNHEALTHY;
             }
         }
     } else {
-        print!("{}", status::render_table(&reports, unix_now()));
+        say_raw!("{}", status::render_table(&reports, unix_now()));
     }
     if reports.iter().all(|r| r.healthy) {
         EXIT_OK

@@ -63,6 +63,31 @@ pub struct WebConfig {
 pub struct Config {
     pub targets: Vec<Arc<TargetSpec>>,
     pub web: WebConfig,
+    pub kernel: KernelConfig,
+}
+
+/// The `[kernel]` section: the host-wide TCP table scan.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// `None` turns the host scan off.
+    pub scan_interval: Option<Duration>,
+    pub watch_ports: Vec<u16>,
+    pub close_wait_age_alert: Duration,
+    pub stuck_send_queue_bytes: u32,
+    /// Read another process's network namespace instead of our own.
+    pub netns_pid: Option<u32>,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            scan_interval: Some(Duration::from_secs(5)),
+            watch_ports: Vec::new(),
+            close_wait_age_alert: Duration::from_secs(300),
+            stuck_send_queue_bytes: 64 * 1024,
+            netns_pid: None,
+        }
+    }
 }
 
 /// Settings that `[defaults]` provides and each target may override.
@@ -114,7 +139,7 @@ fn idle_default(scheme: Scheme, has_probe: bool) -> Option<Duration> {
     }
 }
 
-const TOP_KEYS: &[&str] = &["defaults", "target", "web"];
+const TOP_KEYS: &[&str] = &["defaults", "target", "web", "kernel"];
 const DEFAULT_KEYS: &[&str] = &[
     "connections",
     "ping_interval",
@@ -750,6 +775,51 @@ pub fn parse(
         }
     }
 
+    let mut kernel = KernelConfig::default();
+    if let Some(t) = w.table(&doc, "", "kernel") {
+        w.check_keys(
+            t,
+            "kernel",
+            &[&[
+                "scan_interval",
+                "watch_ports",
+                "close_wait_age_alert",
+                "stuck_send_queue_bytes",
+                "netns_pid",
+            ]],
+        );
+        if let Some(v) = w.optional_duration(t, "kernel", "scan_interval") {
+            kernel.scan_interval = v;
+        }
+        if let Some(v) = w.duration(t, "kernel", "close_wait_age_alert") {
+            kernel.close_wait_age_alert = v;
+        }
+        if let Some(n) = w.int(t, "kernel", "stuck_send_queue_bytes", 1, i64::from(u32::MAX)) {
+            kernel.stuck_send_queue_bytes = n as u32;
+        }
+        if let Some(n) = w.int(t, "kernel", "netns_pid", 1, i64::from(u32::MAX)) {
+            kernel.netns_pid = Some(n as u32);
+        }
+        match t.get("watch_ports") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_integer() {
+                        Some(p) if (1..=65535).contains(&p) => kernel.watch_ports.push(p as u16),
+                        _ => w.problem(format!("kernel.watch_ports[{i}]"), "expected a port number 1..=65535"),
+                    }
+                }
+                if kernel.watch_ports.len() > 64 {
+                    w.problem("kernel.watch_ports", "at most 64 ports (each is a label value)");
+                }
+            }
+            Some(other) => w.problem(
+                "kernel.watch_ports",
+                format!("expected an array of ports, found {}", other.type_str()),
+            ),
+        }
+    }
+
     let mut targets = Vec::new();
     match doc.get("target") {
         None => {}
@@ -801,6 +871,7 @@ pub fn parse(
         Ok(Config {
             targets: targets.into_iter().map(Arc::new).collect(),
             web,
+            kernel,
         })
     } else {
         Err(fail(w.problems))
@@ -988,6 +1059,30 @@ mod tests {
             "{text:?}"
         );
         assert!(text.iter().any(|t| t.starts_with("target[1].name")), "{text:?}");
+    }
+
+    #[test]
+    fn kernel_section_is_validated() {
+        let cfg =
+            parse_ok("[kernel]\nscan_interval = \"2s\"\nwatch_ports = [8080, 6379]\nclose_wait_age_alert = \"1m\"\n");
+        assert_eq!(cfg.kernel.scan_interval, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.kernel.watch_ports, vec![8080, 6379]);
+        assert_eq!(cfg.kernel.close_wait_age_alert, Duration::from_secs(60));
+        assert_eq!(
+            parse_ok("[kernel]\nscan_interval = \"off\"\n").kernel.scan_interval,
+            None
+        );
+        let f = fields("[kernel]\nwatch_ports = [0, 70000, \"x\"]\nnetns_pid = -1\nbogus = 1\n");
+        assert_eq!(
+            f,
+            vec![
+                "kernel.bogus",
+                "kernel.netns_pid",
+                "kernel.watch_ports[0]",
+                "kernel.watch_ports[1]",
+                "kernel.watch_ports[2]"
+            ]
+        );
     }
 
     #[test]

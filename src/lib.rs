@@ -8,5 +8,6 @@ pub mod http;
 pub mod kernel;
 pub mod metrics;
 pub mod session;
+pub mod sockets;
 pub mod status;
 pub mod tls;

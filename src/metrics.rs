@@ -24,6 +24,19 @@ pub const CONNECT_DURATION: &str = "sockpulse_connect_duration_seconds";
 pub const TLS_CERT_EXPIRY: &str = "sockpulse_tls_cert_expiry_timestamp_seconds";
 pub const BUILD_INFO: &str = "sockpulse_build_info";
 pub const DIAGNOSES: &str = "sockpulse_diagnoses_total";
+pub const TCP_SOCKETS: &str = "sockpulse_tcp_sockets";
+pub const TCP_QUEUE_BYTES: &str = "sockpulse_tcp_queue_bytes";
+pub const TCP_LISTEN_QUEUE: &str = "sockpulse_tcp_listen_queue";
+pub const TCP_CLOSE_WAIT_OLDEST_AGE: &str = "sockpulse_tcp_close_wait_oldest_age_seconds";
+pub const TCP_CLOSE_WAIT_OVER_AGE: &str = "sockpulse_tcp_close_wait_over_age";
+pub const TCP_TIME_WAIT_PORT_RATIO: &str = "sockpulse_tcp_time_wait_port_ratio";
+pub const KERNEL_SCAN_DURATION: &str = "sockpulse_kernel_scan_duration_seconds";
+pub const KERNEL_SCAN_ERRORS: &str = "sockpulse_kernel_scan_errors_total";
+
+/// Host scans take milliseconds to a second (100k sockets).
+pub const SCAN_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// RTT buckets from 100 µs (loopback) to 10 s (a dying path).
 pub const RTT_BUCKETS: &[f64] = &[
@@ -51,6 +64,14 @@ pub struct Metrics {
     pub connect_duration: HistogramVec,
     pub tls_cert_expiry: GaugeVec,
     pub diagnoses: IntCounterVec,
+    pub tcp_sockets: IntGaugeVec,
+    pub tcp_queue_bytes: IntGaugeVec,
+    pub tcp_listen_queue: IntGaugeVec,
+    pub tcp_close_wait_oldest_age: GaugeVec,
+    pub tcp_close_wait_over_age: IntGaugeVec,
+    pub tcp_time_wait_port_ratio: prometheus::Gauge,
+    pub kernel_scan_duration: HistogramVec,
+    pub kernel_scan_errors: prometheus::IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -184,6 +205,86 @@ impl Metrics {
                     &["target", "diagnosis"],
                 )
                 .expect("valid"),
+            ),
+            tcp_sockets: register(
+                r,
+                IntGaugeVec::new(
+                    opts!(
+                        TCP_SOCKETS,
+                        "Host TCP sockets (IPv4 and IPv6) by state and watched port (\"other\" for the rest)"
+                    ),
+                    &["state", "port"],
+                )
+                .expect("valid"),
+            ),
+            tcp_queue_bytes: register(
+                r,
+                IntGaugeVec::new(
+                    opts!(
+                        TCP_QUEUE_BYTES,
+                        "Bytes in send and receive queues, summed per watched port"
+                    ),
+                    &["port", "queue"],
+                )
+                .expect("valid"),
+            ),
+            tcp_listen_queue: register(
+                r,
+                IntGaugeVec::new(
+                    opts!(
+                        TCP_LISTEN_QUEUE,
+                        "Connections waiting in accept queues of LISTEN sockets, per watched port"
+                    ),
+                    &["port"],
+                )
+                .expect("valid"),
+            ),
+            tcp_close_wait_oldest_age: register(
+                r,
+                GaugeVec::new(
+                    opts!(
+                        TCP_CLOSE_WAIT_OLDEST_AGE,
+                        "Age of the oldest CLOSE_WAIT socket per watched port, tracked across scans"
+                    ),
+                    &["port"],
+                )
+                .expect("valid"),
+            ),
+            tcp_close_wait_over_age: register(
+                r,
+                IntGaugeVec::new(
+                    opts!(
+                        TCP_CLOSE_WAIT_OVER_AGE,
+                        "CLOSE_WAIT sockets older than kernel.close_wait_age_alert, per watched port"
+                    ),
+                    &["port"],
+                )
+                .expect("valid"),
+            ),
+            tcp_time_wait_port_ratio: register(
+                r,
+                prometheus::Gauge::with_opts(opts!(
+                    TCP_TIME_WAIT_PORT_RATIO,
+                    "TIME_WAIT sockets over the size of the ephemeral port range"
+                ))
+                .expect("valid"),
+            ),
+            kernel_scan_duration: register(
+                r,
+                HistogramVec::new(
+                    histogram_opts!(
+                        KERNEL_SCAN_DURATION,
+                        "Time to read and summarize the host TCP table",
+                        SCAN_BUCKETS.to_vec()
+                    ),
+                    &["method"],
+                )
+                .expect("valid"),
+            ),
+            kernel_scan_errors: register(
+                r,
+                prometheus::IntCounter::with_opts(opts!(KERNEL_SCAN_ERRORS, "Host TCP table scans that failed"))
+                    .expect("valid"),
             ),
             registry,
         };

@@ -2,8 +2,11 @@
 //! the diagnosis they give when a session fails.
 
 pub mod diagnose;
+pub mod host;
 pub mod state;
+pub mod table;
 pub mod tcpinfo;
+pub mod watcher;
 
 pub use diagnose::{diagnose, Diagnosis};
 pub use state::TcpState;

@@ -258,3 +258,26 @@ fn status_of_a_hung_server_names_the_kernel_diagnosis() {
         "{v}"
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_is_not_a_crash() {
+    // Regression: `sockpulse check-config … | head -1` panicked on EPIPE.
+    use std::process::Stdio;
+    let dir = tempfile_dir::TempDir::new("pipe");
+    let cfg = dir.path().join("c.toml");
+    let targets: String = (0..2000)
+        .map(|i| format!("[[target]]\nurl = \"ws://127.0.0.1:{}/\"\n", 1000 + i))
+        .collect();
+    std::fs::write(&cfg, targets).unwrap();
+    let mut child = Command::new(sockpulse_bin())
+        .args(["check-config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+}

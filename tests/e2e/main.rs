@@ -9,3 +9,4 @@ mod cli;
 mod faults;
 mod hostile;
 mod interop;
+mod kernel;

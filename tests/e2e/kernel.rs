@@ -1,0 +1,162 @@
+//! The host TCP table against real kernel states this test makes itself,
+//! cross-checked with `ss` for the same sockets.
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+/// Sockets on one listening port in known states. Dropping it closes them.
+struct States {
+    port: u16,
+    _keep: Vec<TcpStream>,
+    _listener: TcpListener,
+}
+
+/// ESTABLISHED pairs, one CLOSE_WAIT (peer closed, we never do), one
+/// TIME_WAIT (we closed first), two connections waiting in the accept queue.
+fn make_states() -> States {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut keep = Vec::new();
+    // ESTABLISHED on both ends.
+    let a = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (sa, _) = listener.accept().unwrap();
+    keep.extend([a, sa]);
+    // CLOSE_WAIT: the client closes, the server side never does.
+    let b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (sb, _) = listener.accept().unwrap();
+    drop(b);
+    keep.push(sb);
+    // TIME_WAIT: the client closes first, then the server.
+    // (No unread data anywhere: closing with unread data sends RST, not FIN.)
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (sc, _) = listener.accept().unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(sc);
+    // Two connections the application never accepts.
+    for _ in 0..2 {
+        keep.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    States {
+        port,
+        _keep: keep,
+        _listener: listener,
+    }
+}
+
+/// State counts `ss` reports for sockets whose local or remote port is `port`.
+fn ss_counts(port: u16) -> BTreeMap<String, u64> {
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = Command::new("ss")
+        .args(["-tanH", "state", "all", &filter])
+        .output()
+        .expect("run ss");
+    assert!(
+        out.status.success(),
+        "ss failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(state) = line.split_whitespace().next() else {
+            continue;
+        };
+        let ours = match state {
+            "ESTAB" => "established",
+            "LISTEN" => "listen",
+            "CLOSE-WAIT" => "close_wait",
+            "TIME-WAIT" => "time_wait",
+            "FIN-WAIT-1" => "fin_wait1",
+            "FIN-WAIT-2" => "fin_wait2",
+            "SYN-SENT" => "syn_sent",
+            "SYN-RECV" => "syn_recv",
+            "LAST-ACK" => "last_ack",
+            "CLOSING" => "closing",
+            other => panic!("unexpected ss state {other}"),
+        };
+        *counts.entry(ours.to_string()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn sockets_report_matches_ss_for_states_the_test_made() {
+    if !require("ss (iproute2)", which("ss").is_some()) {
+        return;
+    }
+    let s = make_states();
+    let port = s.port.to_string();
+    let out = sockpulse(&["sockets", "--json", "--watch-port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ours: BTreeMap<String, u64> = serde_json::from_value(v["ports"][&port]["by_state"].clone()).expect("by_state");
+    assert_eq!(ours, ss_counts(s.port), "sockpulse vs ss for port {port}");
+    // And the states are the ones the test made.
+    assert_eq!(ours.get("listen"), Some(&1));
+    assert_eq!(ours.get("close_wait"), Some(&1));
+    assert_eq!(ours.get("time_wait"), Some(&1));
+    assert!(ours.get("established").copied().unwrap_or(0) >= 4);
+    assert_eq!(v["ports"][&port]["listen_queue"], 2, "two connections never accepted");
+    assert!(v["total"].as_u64().unwrap() >= 7);
+}
+
+#[test]
+fn sockets_flags_a_close_wait_that_outlives_the_sampling_window() {
+    let s = make_states();
+    let port = s.port.to_string();
+    let out = sockpulse(&["sockets", "--watch-port", &port, "--close-wait-age", "300ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("Suspicious sockets:") && text.contains("close_wait: CLOSE_WAIT for"),
+        "{text}"
+    );
+    let bad_pid = sockpulse(&["sockets", "--pid", "4294967295"]);
+    assert_eq!(bad_pid.status.code(), Some(2));
+}
+
+#[test]
+fn the_agent_exports_host_states_and_ages_close_wait() {
+    let s = make_states();
+    let port = s.port.to_string();
+    let agent = Agent::start(&format!(
+        "[kernel]\nscan_interval = \"200ms\"\nwatch_ports = [{port}]\nclose_wait_age_alert = \"1s\"\n"
+    ));
+    let cw = [("state", "close_wait"), ("port", port.as_str())];
+    agent.wait_metric("sockpulse_tcp_sockets", &cw, T, |v| v == 1.0);
+    agent.wait_metric("sockpulse_tcp_listen_queue", &[("port", &port)], T, |v| v == 2.0);
+    let age = agent.wait_metric(
+        "sockpulse_tcp_close_wait_oldest_age_seconds",
+        &[("port", &port)],
+        T,
+        |v| v >= 1.0,
+    );
+    assert!(age < 10.0, "{age}");
+    agent.wait_metric("sockpulse_tcp_close_wait_over_age", &[("port", &port)], T, |v| v == 1.0);
+    let text = agent.scrape();
+    assert!(
+        metric_value(
+            &text,
+            "sockpulse_kernel_scan_duration_seconds_count",
+            &[("method", "procfs")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert_eq!(
+        metric_value(&text, "sockpulse_kernel_scan_errors_total", &[]),
+        Some(0.0)
+    );
+    assert!(metric_value(&text, "sockpulse_tcp_time_wait_port_ratio", &[]).is_some());
+    // The leak ends: the gauge follows.
+    drop(s);
+    agent.wait_metric("sockpulse_tcp_sockets", &cw, T, |v| v == 0.0);
+    agent.wait_metric("sockpulse_tcp_close_wait_over_age", &[("port", &port)], T, |v| v == 0.0);
+}
