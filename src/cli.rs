@@ -249,9 +249,16 @@ fn run(args: RunArgs) -> u8 {
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
 
+    let mut owned_registry = None;
     if let Some(interval) = cfg.kernel.scan_interval {
-        if let Err(e) = crate::kernel::watcher::spawn(&cfg.kernel, interval, Arc::clone(&metrics)) {
-            log::warn!("host TCP table scan disabled: cannot start its thread: {e}");
+        let registry = Arc::new(crate::kernel::owned::OwnedRegistry::default());
+        let src = crate::kernel::watcher::OwnedSource {
+            registry: Arc::clone(&registry),
+            targets: cfg.targets.iter().map(|t| t.name.clone()).collect(),
+        };
+        match crate::kernel::watcher::spawn(&cfg.kernel, interval, Arc::clone(&metrics), Some(src)) {
+            Ok(_) => owned_registry = Some(registry),
+            Err(e) => log::warn!("host TCP table scan disabled: cannot start its thread: {e}"),
         }
     }
     let mut observer = MetricsObserver::new(metrics, cfg.targets.clone());
@@ -265,7 +272,10 @@ fn run(args: RunArgs) -> u8 {
         }
     }
     let mut driver = match Driver::new(&cfg.targets, Mode::Persistent, observer) {
-        Ok(d) => d,
+        Ok(d) => match owned_registry {
+            Some(r) => d.with_owned_registry(r),
+            None => d,
+        },
         Err(e) => {
             complain!("cannot start the event loop: {e}");
             return EXIT_USAGE;

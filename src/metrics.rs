@@ -32,6 +32,8 @@ pub const TCP_CLOSE_WAIT_OVER_AGE: &str = "sockpulse_tcp_close_wait_over_age";
 pub const TCP_TIME_WAIT_PORT_RATIO: &str = "sockpulse_tcp_time_wait_port_ratio";
 pub const KERNEL_SCAN_DURATION: &str = "sockpulse_kernel_scan_duration_seconds";
 pub const KERNEL_SCAN_ERRORS: &str = "sockpulse_kernel_scan_errors_total";
+pub const SESSION_KERNEL_STATE: &str = "sockpulse_session_kernel_state";
+pub const KERNEL_MISMATCHES: &str = "sockpulse_kernel_mismatches_total";
 
 /// Host scans take milliseconds to a second (100k sockets).
 pub const SCAN_BUCKETS: &[f64] = &[
@@ -72,6 +74,8 @@ pub struct Metrics {
     pub tcp_time_wait_port_ratio: prometheus::Gauge,
     pub kernel_scan_duration: HistogramVec,
     pub kernel_scan_errors: prometheus::IntCounter,
+    pub session_kernel_state: IntGaugeVec,
+    pub kernel_mismatches: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -285,6 +289,28 @@ impl Metrics {
                 r,
                 prometheus::IntCounter::with_opts(opts!(KERNEL_SCAN_ERRORS, "Host TCP table scans that failed"))
                     .expect("valid"),
+            ),
+            session_kernel_state: register(
+                r,
+                IntGaugeVec::new(
+                    opts!(
+                        SESSION_KERNEL_STATE,
+                        "The agent's own sockets by the state the kernel's TCP table gives them"
+                    ),
+                    &["target", "state"],
+                )
+                .expect("valid"),
+            ),
+            kernel_mismatches: register(
+                r,
+                IntCounterVec::new(
+                    opts!(
+                        KERNEL_MISMATCHES,
+                        "Scans that found a session the agent thinks open in another kernel state, or gone"
+                    ),
+                    &["target", "kind"],
+                )
+                .expect("valid"),
             ),
             registry,
         };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::kernel::owned::{self, OwnedRegistry};
 use crate::kernel::{diagnose, tcpinfo, Diagnosis, TcpSnapshot};
 use crate::session::spec::TargetSpec;
 use crate::session::{IoRequest, Mode, Outbox, Phase, Session, SessionEvent};
@@ -65,6 +66,8 @@ struct Slot {
     connecting: bool,
     wants_write: bool,
     resolve_seq: u64,
+    /// The socket's inode, when the kernel view is on.
+    inode: Option<u64>,
 }
 
 pub struct Driver<O: Observer> {
@@ -81,6 +84,7 @@ pub struct Driver<O: Observer> {
     /// Sessions in `Phase::Stopped`: counted, because scanning every slot
     /// on every wake costs more than all the real work at 9k sessions.
     stopped: usize,
+    owned: Option<Arc<OwnedRegistry>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -137,6 +141,7 @@ impl<O: Observer> Driver<O> {
                     connecting: false,
                     wants_write: false,
                     resolve_seq: 0,
+                    inode: None,
                 });
             }
         }
@@ -152,11 +157,18 @@ impl<O: Observer> Driver<O> {
             scratch: vec![0; SCRATCH],
             unfinished_reads: Vec::new(),
             stopped: 0,
+            owned: None,
             stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Setting this flag (then waking) makes `run` close every session and return.
+    /// Registers every socket by inode so the kernel scan can find ours.
+    pub fn with_owned_registry(mut self, registry: Arc<OwnedRegistry>) -> Self {
+        self.owned = Some(registry);
+        self
+    }
+
     pub fn stop_handle(&self) -> (Arc<AtomicBool>, Arc<Waker>) {
         (Arc::clone(&self.stop), Arc::clone(&self.waker))
     }
@@ -395,6 +407,11 @@ impl<O: Observer> Driver<O> {
                 .flatten();
             for ev in &events {
                 if let SessionEvent::PhaseChanged { from, to } = ev {
+                    if let (Some(registry), Some(inode)) = (&self.owned, slot.inode) {
+                        if *to == Phase::Open || *from == Phase::Open {
+                            registry.set_open(inode, *to == Phase::Open);
+                        }
+                    }
                     if *to == Phase::Stopped {
                         self.stopped += 1;
                     } else if *from == Phase::Stopped {
@@ -441,6 +458,12 @@ impl<O: Observer> Driver<O> {
                 });
                 match result {
                     Ok(sock) => {
+                        if let Some(registry) = &self.owned {
+                            slot.inode = owned::socket_inode(&sock);
+                            if let Some(inode) = slot.inode {
+                                registry.insert(inode, slot.target);
+                            }
+                        }
                         slot.socket = Some(sock);
                         slot.connecting = true;
                         slot.wants_write = true;
@@ -462,6 +485,9 @@ impl<O: Observer> Driver<O> {
 
     fn close_socket(&mut self, i: usize, farewell: &[u8]) {
         let slot = &mut self.slots[i];
+        if let (Some(registry), Some(inode)) = (&self.owned, slot.inode.take()) {
+            registry.remove(inode);
+        }
         if let Some(mut sock) = slot.socket.take() {
             if !farewell.is_empty() && !slot.connecting {
                 let _ = sock.write(farewell); // best effort: a close frame

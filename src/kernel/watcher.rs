@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use super::host::{self, CloseWaitTracker, HostConfig, HostSummary};
-use super::table::{self, Namespace};
+use super::owned::{self, Mismatch, Owned, OwnedRegistry};
+use super::table::{self, Namespace, SocketEntry};
 use super::TcpState;
 use crate::config::KernelConfig;
 use crate::metrics::Metrics;
@@ -65,21 +68,75 @@ pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration) {
     m.tcp_time_wait_port_ratio.set(s.time_wait_port_ratio);
 }
 
+/// The agent's sockets and its target names, for the owned-socket view.
+pub struct OwnedSource {
+    pub registry: Arc<OwnedRegistry>,
+    pub targets: Vec<String>,
+}
+
+/// Joins the agent's sockets with the table and exports the result. Only
+/// counts a disagreement the registry still confirms after the table was
+/// read, so a session closing mid-scan is not mistaken for a lost socket.
+fn export_owned(m: &Metrics, src: &OwnedSource, before: &HashMap<u64, Owned>, table: &[SocketEntry]) {
+    let view = owned::join(before, table, src.targets.len());
+    for (name, states) in src.targets.iter().zip(&view.by_target) {
+        for state in TcpState::ALL {
+            let n = states.get(&state).copied().unwrap_or(0);
+            m.session_kernel_state
+                .with_label_values(&[name, state.as_str()])
+                .set(n as i64);
+        }
+    }
+    for (target, inode, kind) in view.mismatches {
+        if src.registry.get(inode).is_some_and(|o| o.open) {
+            let name = &src.targets[target];
+            m.kernel_mismatches.with_label_values(&[name, kind.as_str()]).inc();
+            log::warn!(
+                "target={name}: a session the agent thinks open is {} in the kernel (inode {inode})",
+                kind.as_str()
+            );
+        }
+    }
+}
+
 /// Scans every `interval` until the process ends.
-pub fn spawn(k: &KernelConfig, interval: Duration, metrics: Arc<Metrics>) -> std::io::Result<thread::JoinHandle<()>> {
+pub fn spawn(
+    k: &KernelConfig,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    owned_src: Option<OwnedSource>,
+) -> std::io::Result<thread::JoinHandle<()>> {
     let cfg = host_config(k);
     let ns = namespace(k);
+    if let Some(src) = &owned_src {
+        for name in &src.targets {
+            for kind in Mismatch::ALL {
+                metrics.kernel_mismatches.with_label_values(&[name, kind.as_str()]);
+            }
+        }
+    }
+    // Our own sockets live in our namespace; another one's table has none.
+    let owned_src = owned_src.filter(|_| ns == Namespace::Own);
     thread::Builder::new().name("sockpulse-kernel".into()).spawn(move || {
         let mut tracker = CloseWaitTracker::default();
         let mut failing = false;
         loop {
-            match scan(ns, &cfg, &mut tracker) {
-                Ok((summary, elapsed)) => {
+            let before = owned_src.as_ref().map(|s| s.registry.snapshot());
+            let started = Instant::now();
+            let result = table::read(ns).map(|entries| {
+                let summary = host::summarize(&entries, &cfg, &mut tracker, Instant::now());
+                (entries, summary)
+            });
+            match result {
+                Ok((entries, summary)) => {
                     if failing {
                         log::info!("host TCP table readable again");
                         failing = false;
                     }
-                    export(&metrics, &summary, elapsed);
+                    export(&metrics, &summary, started.elapsed());
+                    if let (Some(src), Some(before)) = (&owned_src, &before) {
+                        export_owned(&metrics, src, before, &entries);
+                    }
                 }
                 Err(e) => {
                     metrics.kernel_scan_errors.inc();

@@ -160,3 +160,34 @@ fn the_agent_exports_host_states_and_ages_close_wait() {
     agent.wait_metric("sockpulse_tcp_sockets", &cw, T, |v| v == 0.0);
     agent.wait_metric("sockpulse_tcp_close_wait_over_age", &[("port", &port)], T, |v| v == 0.0);
 }
+
+#[test]
+fn the_agent_sees_its_own_sockets_in_the_kernel_table_without_false_mismatches() {
+    let Some((mut server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&format!(
+        "{}\n[kernel]\nscan_interval = \"100ms\"\n[[target]]\nname = \"py\"\nurl = \"ws://127.0.0.1:{port}/\"\nconnections = 3\n",
+        fast_defaults()
+    ));
+    let est = [("target", "py"), ("state", "established")];
+    agent.wait_metric("sockpulse_session_kernel_state", &est, T, |v| v == 3.0);
+    // Churn: the server dies and comes back; sessions close and reconnect
+    // while scans run. None of that is a disagreement with the kernel.
+    server.kill();
+    agent.wait_metric("sockpulse_session_kernel_state", &est, T, |v| v == 0.0);
+    let Some((_again, _)) = python_ws(port, &[]) else {
+        return;
+    };
+    agent.wait_metric("sockpulse_session_kernel_state", &est, T, |v| v == 3.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let text = agent.scrape();
+    for kind in ["close_wait", "gone", "other_state"] {
+        let v = metric_value(
+            &text,
+            "sockpulse_kernel_mismatches_total",
+            &[("target", "py"), ("kind", kind)],
+        );
+        assert_eq!(v, Some(0.0), "false {kind} mismatch:\n{}", agent.proc.output_text());
+    }
+}

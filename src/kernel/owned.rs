@@ -1,0 +1,185 @@
+//! The agent's own sockets as the kernel sees them: the loop registers each
+//! socket by inode, the scan thread joins the registry with the table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+use super::table::SocketEntry;
+use super::TcpState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owned {
+    pub target: usize,
+    /// The agent believes the session is open.
+    pub open: bool,
+}
+
+/// Shared between the loop (writes on connect, open and close: never per
+/// ping) and the scan thread (reads once per scan).
+#[derive(Debug, Default)]
+pub struct OwnedRegistry {
+    inner: Mutex<HashMap<u64, Owned>>,
+}
+
+impl OwnedRegistry {
+    pub fn insert(&self, inode: u64, target: usize) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.insert(inode, Owned { target, open: false });
+        }
+    }
+
+    pub fn set_open(&self, inode: u64, open: bool) {
+        if let Ok(mut m) = self.inner.lock() {
+            if let Some(o) = m.get_mut(&inode) {
+                o.open = open;
+            }
+        }
+    }
+
+    pub fn remove(&self, inode: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.remove(&inode);
+        }
+    }
+
+    pub fn snapshot(&self) -> HashMap<u64, Owned> {
+        self.inner.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn get(&self, inode: u64) -> Option<Owned> {
+        self.inner.lock().ok()?.get(&inode).copied()
+    }
+}
+
+/// The inode of a socket (what `/proc/net/tcp` lists it under).
+pub fn socket_inode(socket: &impl AsRawFd) -> Option<u64> {
+    std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+        .ok()
+        .map(|m| m.ino())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mismatch {
+    /// The agent thinks the session is open; the peer closed it.
+    CloseWait,
+    /// The agent thinks the session is open; the kernel has no such socket.
+    Gone,
+    /// The agent thinks the session is open; the kernel says another state.
+    OtherState,
+}
+
+impl Mismatch {
+    pub const ALL: [Mismatch; 3] = [Self::CloseWait, Self::Gone, Self::OtherState];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CloseWait => "close_wait",
+            Self::Gone => "gone",
+            Self::OtherState => "other_state",
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct OwnedView {
+    /// Per target index: owned sockets by kernel state.
+    pub by_target: Vec<BTreeMap<TcpState, u64>>,
+    /// (target, inode, kind) for open sessions the kernel disagrees with.
+    pub mismatches: Vec<(usize, u64, Mismatch)>,
+}
+
+/// Joins what the agent owns with what the kernel lists.
+pub fn join(owned: &HashMap<u64, Owned>, table: &[SocketEntry], targets: usize) -> OwnedView {
+    let mut view = OwnedView {
+        by_target: vec![BTreeMap::new(); targets],
+        mismatches: Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for e in table {
+        let Some(o) = owned.get(&e.inode) else { continue };
+        if e.inode == 0 || o.target >= targets {
+            continue;
+        }
+        seen.insert(e.inode);
+        *view.by_target[o.target].entry(e.state).or_default() += 1;
+        if o.open {
+            match e.state {
+                TcpState::Established => {}
+                TcpState::CloseWait => view.mismatches.push((o.target, e.inode, Mismatch::CloseWait)),
+                _ => view.mismatches.push((o.target, e.inode, Mismatch::OtherState)),
+            }
+        }
+    }
+    for (inode, o) in owned {
+        if o.open && !seen.contains(inode) && o.target < targets {
+            view.mismatches.push((o.target, *inode, Mismatch::Gone));
+        }
+    }
+    view.mismatches.sort();
+    view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(state: TcpState, inode: u64) -> SocketEntry {
+        SocketEntry {
+            local: "127.0.0.1:40000".parse().unwrap(),
+            remote: "127.0.0.1:8080".parse().unwrap(),
+            state,
+            tx_queue: 0,
+            rx_queue: 0,
+            inode,
+        }
+    }
+
+    #[test]
+    fn joins_by_inode_and_finds_disagreements() {
+        let owned: HashMap<u64, Owned> = [
+            (10, Owned { target: 0, open: true }),
+            (11, Owned { target: 0, open: true }),
+            (12, Owned { target: 1, open: false }), // still connecting
+            (13, Owned { target: 1, open: true }),  // gone from the kernel
+            (14, Owned { target: 1, open: true }),
+        ]
+        .into_iter()
+        .collect();
+        let table = vec![
+            entry(TcpState::Established, 10),
+            entry(TcpState::CloseWait, 11),
+            entry(TcpState::SynSent, 12),
+            entry(TcpState::FinWait1, 14),
+            entry(TcpState::Established, 99), // not ours
+            entry(TcpState::TimeWait, 0),
+        ];
+        let v = join(&owned, &table, 2);
+        assert_eq!(v.by_target[0][&TcpState::Established], 1);
+        assert_eq!(v.by_target[0][&TcpState::CloseWait], 1);
+        assert_eq!(v.by_target[1][&TcpState::SynSent], 1);
+        assert_eq!(
+            v.mismatches,
+            vec![
+                (0, 11, Mismatch::CloseWait),
+                (1, 13, Mismatch::Gone),
+                (1, 14, Mismatch::OtherState)
+            ]
+        );
+    }
+
+    #[test]
+    fn registry_round_trip_and_real_inode() {
+        let r = OwnedRegistry::default();
+        r.insert(5, 1);
+        r.set_open(5, true);
+        assert_eq!(r.get(5), Some(Owned { target: 1, open: true }));
+        r.remove(5);
+        assert!(r.snapshot().is_empty());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = socket_inode(&l).expect("inode");
+        let table = super::super::table::read(super::super::table::Namespace::Own).unwrap();
+        assert!(table.iter().any(|e| e.inode == inode && e.state == TcpState::Listen));
+    }
+}
