@@ -126,9 +126,12 @@ pub struct SocketsArgs {
     /// A local or remote port to break out; repeatable; added to kernel.watch_ports.
     #[arg(long = "watch-port", value_name = "PORT")]
     pub watch_ports: Vec<u16>,
-    /// Read the network namespace of this process instead of our own.
+    /// Read the network namespace of this process instead of our own (via /proc).
     #[arg(long)]
     pub pid: Option<u32>,
+    /// How to read the table: netlink sock_diag (our namespace), /proc, or auto (netlink, else /proc).
+    #[arg(long, value_parser = ["auto", "netlink", "procfs"])]
+    pub method: Option<String>,
     /// Scan twice this far apart: CLOSE_WAIT sockets present in both are reported as leak suspects.
     #[arg(long = "close-wait-age", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub close_wait_age: Option<Duration>,
@@ -319,12 +322,18 @@ fn run_sockets(args: SocketsArgs) -> u8 {
     if args.pid.is_some() {
         kernel.netns_pid = args.pid;
     }
+    match args.method.as_deref() {
+        Some("netlink") => kernel.method = config::ScanMethod::Netlink,
+        Some("procfs") => kernel.method = config::ScanMethod::Procfs,
+        Some(_) => kernel.method = config::ScanMethod::Auto,
+        None => {}
+    }
     let mut host_cfg = watcher::host_config(&kernel);
     let ns = watcher::namespace(&kernel);
     let mut tracker = CloseWaitTracker::default();
     if let Some(age) = args.close_wait_age {
         host_cfg.close_wait_age_alert = age;
-        if let Err(e) = watcher::scan(ns, &host_cfg, &mut tracker) {
+        if let Err(e) = watcher::scan(kernel.method, ns, &host_cfg, &mut tracker) {
             complain!("cannot read the TCP table: {e}");
             return EXIT_USAGE;
         }
@@ -333,7 +342,7 @@ fn run_sockets(args: SocketsArgs) -> u8 {
         // A single scan cannot age anything: do not flag CLOSE_WAIT by age.
         host_cfg.close_wait_age_alert = Duration::MAX;
     }
-    let summary = match watcher::scan(ns, &host_cfg, &mut tracker) {
+    let summary = match watcher::scan(kernel.method, ns, &host_cfg, &mut tracker) {
         Ok((s, _)) => s,
         Err(e) => {
             complain!("cannot read the TCP table: {e}");

@@ -66,6 +66,15 @@ pub struct Config {
     pub kernel: KernelConfig,
 }
 
+/// How the host TCP table is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMethod {
+    /// Netlink for our own namespace, /proc when netlink fails or for another's.
+    Auto,
+    Netlink,
+    Procfs,
+}
+
 /// The `[kernel]` section: the host-wide TCP table scan.
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -76,6 +85,7 @@ pub struct KernelConfig {
     pub stuck_send_queue_bytes: u32,
     /// Read another process's network namespace instead of our own.
     pub netns_pid: Option<u32>,
+    pub method: ScanMethod,
 }
 
 impl Default for KernelConfig {
@@ -86,6 +96,7 @@ impl Default for KernelConfig {
             close_wait_age_alert: Duration::from_secs(300),
             stuck_send_queue_bytes: 64 * 1024,
             netns_pid: None,
+            method: ScanMethod::Auto,
         }
     }
 }
@@ -786,6 +797,7 @@ pub fn parse(
                 "close_wait_age_alert",
                 "stuck_send_queue_bytes",
                 "netns_pid",
+                "method",
             ]],
         );
         if let Some(v) = w.optional_duration(t, "kernel", "scan_interval") {
@@ -799,6 +811,22 @@ pub fn parse(
         }
         if let Some(n) = w.int(t, "kernel", "netns_pid", 1, i64::from(u32::MAX)) {
             kernel.netns_pid = Some(n as u32);
+        }
+        match w.str(t, "kernel", "method") {
+            None => {}
+            Some("auto") => kernel.method = ScanMethod::Auto,
+            Some("netlink") => kernel.method = ScanMethod::Netlink,
+            Some("procfs") => kernel.method = ScanMethod::Procfs,
+            Some(other) => w.problem(
+                "kernel.method",
+                format!("{other:?} is not one of auto, netlink, procfs"),
+            ),
+        }
+        if kernel.method == ScanMethod::Netlink && kernel.netns_pid.is_some() {
+            w.problem(
+                "kernel.method",
+                "netlink reads only our own namespace: use \"procfs\" or \"auto\" with netns_pid",
+            );
         }
         match t.get("watch_ports") {
             None => {}

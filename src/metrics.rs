@@ -27,6 +27,7 @@ pub const DIAGNOSES: &str = "sockpulse_diagnoses_total";
 pub const TCP_SOCKETS: &str = "sockpulse_tcp_sockets";
 pub const TCP_QUEUE_BYTES: &str = "sockpulse_tcp_queue_bytes";
 pub const TCP_LISTEN_QUEUE: &str = "sockpulse_tcp_listen_queue";
+pub const TCP_LISTEN_QUEUE_RATIO: &str = "sockpulse_tcp_listen_queue_ratio";
 pub const TCP_CLOSE_WAIT_OLDEST_AGE: &str = "sockpulse_tcp_close_wait_oldest_age_seconds";
 pub const TCP_CLOSE_WAIT_OVER_AGE: &str = "sockpulse_tcp_close_wait_over_age";
 pub const TCP_TIME_WAIT_PORT_RATIO: &str = "sockpulse_tcp_time_wait_port_ratio";
@@ -69,6 +70,7 @@ pub struct Metrics {
     pub tcp_sockets: IntGaugeVec,
     pub tcp_queue_bytes: IntGaugeVec,
     pub tcp_listen_queue: IntGaugeVec,
+    pub tcp_listen_queue_ratio: GaugeVec,
     pub tcp_close_wait_oldest_age: GaugeVec,
     pub tcp_close_wait_over_age: IntGaugeVec,
     pub tcp_time_wait_port_ratio: prometheus::Gauge,
@@ -238,6 +240,17 @@ impl Metrics {
                     opts!(
                         TCP_LISTEN_QUEUE,
                         "Connections waiting in accept queues of LISTEN sockets, per watched port"
+                    ),
+                    &["port"],
+                )
+                .expect("valid"),
+            ),
+            tcp_listen_queue_ratio: register(
+                r,
+                GaugeVec::new(
+                    opts!(
+                        TCP_LISTEN_QUEUE_RATIO,
+                        "Fullest accept queue per watched port against its backlog (netlink scans only)"
                     ),
                     &["port"],
                 )

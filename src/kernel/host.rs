@@ -35,6 +35,8 @@ pub struct PortSummary {
     pub close_wait_over_age: u64,
     /// Connections waiting in LISTEN sockets' accept queues on this port.
     pub listen_queue: u64,
+    /// The fullest accept queue on this port against its backlog (netlink only).
+    pub listen_queue_ratio: Option<f64>,
 }
 
 /// One socket worth a look, for reports.
@@ -149,7 +151,22 @@ pub fn summarize(
         *p.by_state.entry(e.state.as_str()).or_default() += 1;
         p.tx_queue_bytes += u64::from(e.tx_queue);
         match e.state {
-            TcpState::Listen => p.listen_queue += u64::from(e.rx_queue),
+            TcpState::Listen => {
+                p.listen_queue += u64::from(e.rx_queue);
+                if let Some(backlog) = e.listen_backlog.filter(|b| *b > 0) {
+                    let ratio = f64::from(e.rx_queue) / f64::from(backlog);
+                    p.listen_queue_ratio = Some(p.listen_queue_ratio.map_or(ratio, |r| r.max(ratio)));
+                    if ratio >= 0.9 {
+                        s.suspicious.push(suspect(
+                            e,
+                            format!(
+                                "accept queue {} of {backlog}: the application is not accepting",
+                                e.rx_queue
+                            ),
+                        ));
+                    }
+                }
+            }
             _ => p.rx_queue_bytes += u64::from(e.rx_queue),
         }
         match e.state {
@@ -212,6 +229,8 @@ mod tests {
             tx_queue: 0,
             rx_queue: 0,
             inode,
+            listen_backlog: None,
+            retransmits: None,
         }
     }
 
@@ -275,6 +294,18 @@ mod tests {
         summarize(&[], &cfg(), &mut tracker, t0 + Duration::from_secs(80));
         let s = summarize(&[leak], &cfg(), &mut tracker, t0 + Duration::from_secs(90));
         assert_eq!(s.ports["8080"].close_wait_oldest_seconds, 0.0);
+    }
+
+    #[test]
+    fn accept_queue_saturation_needs_the_backlog() {
+        let mut l = entry("0.0.0.0:8080", "0.0.0.0:0", TcpState::Listen, 1);
+        l.rx_queue = 120;
+        let s = summarize(&[l], &cfg(), &mut CloseWaitTracker::default(), Instant::now());
+        assert_eq!(s.ports["8080"].listen_queue_ratio, None, "/proc has no backlog");
+        l.listen_backlog = Some(128);
+        let s = summarize(&[l], &cfg(), &mut CloseWaitTracker::default(), Instant::now());
+        assert_eq!(s.ports["8080"].listen_queue_ratio, Some(120.0 / 128.0));
+        assert!(s.suspicious[0].why.contains("accept queue 120 of 128"));
     }
 
     #[test]

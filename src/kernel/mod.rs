@@ -3,6 +3,7 @@
 
 pub mod diagnose;
 pub mod host;
+pub mod netlink;
 pub mod owned;
 pub mod state;
 pub mod table;

@@ -133,6 +133,8 @@ mod tests {
             tx_queue: 0,
             rx_queue: 0,
             inode,
+            listen_backlog: None,
+            retransmits: None,
         }
     }
 

@@ -21,6 +21,10 @@ pub struct SocketEntry {
     /// Bytes received and not read (for LISTEN: the accept queue length).
     pub rx_queue: u32,
     pub inode: u64,
+    /// LISTEN sockets: the accept queue's limit (netlink only; `/proc` lacks it).
+    pub listen_backlog: Option<u32>,
+    /// Unrecovered retransmission timeouts (netlink only).
+    pub retransmits: Option<u8>,
 }
 
 /// Whose network namespace to read.
@@ -74,6 +78,8 @@ pub fn parse(text: &[u8]) -> io::Result<Vec<SocketEntry>> {
             tx_queue: e.tx_queue,
             rx_queue: e.rx_queue,
             inode: e.inode,
+            listen_backlog: None,
+            retransmits: None,
         })
         .collect())
 }

@@ -8,13 +8,35 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use super::host::{self, CloseWaitTracker, HostConfig, HostSummary};
+use super::netlink;
 use super::owned::{self, Mismatch, Owned, OwnedRegistry};
 use super::table::{self, Namespace, SocketEntry};
 use super::TcpState;
-use crate::config::KernelConfig;
+use crate::config::{KernelConfig, ScanMethod};
 use crate::metrics::Metrics;
 
 pub const METHOD_PROCFS: &str = "procfs";
+pub const METHOD_NETLINK: &str = "netlink";
+
+/// Reads the table by the configured method; returns which one answered.
+/// `Auto` prefers netlink (our own namespace only) and falls back to /proc.
+pub fn read_table(method: ScanMethod, ns: Namespace) -> std::io::Result<(Vec<SocketEntry>, &'static str)> {
+    match (method, ns) {
+        (ScanMethod::Procfs, _) | (ScanMethod::Auto, Namespace::OfPid(_)) => Ok((table::read(ns)?, METHOD_PROCFS)),
+        (ScanMethod::Netlink, Namespace::OfPid(_)) => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "netlink reads only our own network namespace; use method = \"procfs\" with netns_pid",
+        )),
+        (ScanMethod::Netlink, Namespace::Own) => Ok((netlink::read(netlink::ALL_STATES)?, METHOD_NETLINK)),
+        (ScanMethod::Auto, Namespace::Own) => match netlink::read(netlink::ALL_STATES) {
+            Ok(entries) => Ok((entries, METHOD_NETLINK)),
+            Err(e) => {
+                log::debug!("netlink sock_diag failed ({e}); reading /proc instead");
+                Ok((table::read(ns)?, METHOD_PROCFS))
+            }
+        },
+    }
+}
 
 pub fn host_config(k: &KernelConfig) -> HostConfig {
     HostConfig {
@@ -31,19 +53,20 @@ pub fn namespace(k: &KernelConfig) -> Namespace {
 
 /// One scan: read, summarize. Separate from the thread so `sockets` reuses it.
 pub fn scan(
+    method: ScanMethod,
     ns: Namespace,
     cfg: &HostConfig,
     tracker: &mut CloseWaitTracker,
 ) -> std::io::Result<(HostSummary, Duration)> {
     let started = Instant::now();
-    let entries = table::read(ns)?;
+    let (entries, _) = read_table(method, ns)?;
     let summary = host::summarize(&entries, cfg, tracker, Instant::now());
     Ok((summary, started.elapsed()))
 }
 
-pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration) {
+pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: &str) {
     m.kernel_scan_duration
-        .with_label_values(&[METHOD_PROCFS])
+        .with_label_values(&[method])
         .observe(elapsed.as_secs_f64());
     for (port, p) in &s.ports {
         // Every state, so a state that emptied reads 0 rather than its last value.
@@ -58,6 +81,12 @@ pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration) {
             .with_label_values(&[port, "receive"])
             .set(p.rx_queue_bytes as i64);
         m.tcp_listen_queue.with_label_values(&[port]).set(p.listen_queue as i64);
+        match p.listen_queue_ratio {
+            Some(r) => m.tcp_listen_queue_ratio.with_label_values(&[port]).set(r),
+            None => {
+                let _ = m.tcp_listen_queue_ratio.remove_label_values(&[port]);
+            }
+        }
         m.tcp_close_wait_oldest_age
             .with_label_values(&[port])
             .set(p.close_wait_oldest_seconds);
@@ -108,6 +137,7 @@ pub fn spawn(
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let cfg = host_config(k);
     let ns = namespace(k);
+    let method = k.method;
     if let Some(src) = &owned_src {
         for name in &src.targets {
             for kind in Mismatch::ALL {
@@ -123,17 +153,17 @@ pub fn spawn(
         loop {
             let before = owned_src.as_ref().map(|s| s.registry.snapshot());
             let started = Instant::now();
-            let result = table::read(ns).map(|entries| {
+            let result = read_table(method, ns).map(|(entries, used)| {
                 let summary = host::summarize(&entries, &cfg, &mut tracker, Instant::now());
-                (entries, summary)
+                (entries, summary, used)
             });
             match result {
-                Ok((entries, summary)) => {
+                Ok((entries, summary, used)) => {
                     if failing {
                         log::info!("host TCP table readable again");
                         failing = false;
                     }
-                    export(&metrics, &summary, started.elapsed());
+                    export(&metrics, &summary, started.elapsed(), used);
                     if let (Some(src), Some(before)) = (&owned_src, &before) {
                         export_owned(&metrics, src, before, &entries);
                     }

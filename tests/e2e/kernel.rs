@@ -93,18 +93,27 @@ fn sockets_report_matches_ss_for_states_the_test_made() {
     }
     let s = make_states();
     let port = s.port.to_string();
-    let out = sockpulse(&["sockets", "--json", "--watch-port", &port]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let ours: BTreeMap<String, u64> = serde_json::from_value(v["ports"][&port]["by_state"].clone()).expect("by_state");
-    assert_eq!(ours, ss_counts(s.port), "sockpulse vs ss for port {port}");
-    // And the states are the ones the test made.
-    assert_eq!(ours.get("listen"), Some(&1));
-    assert_eq!(ours.get("close_wait"), Some(&1));
-    assert_eq!(ours.get("time_wait"), Some(&1));
-    assert!(ours.get("established").copied().unwrap_or(0) >= 4);
-    assert_eq!(v["ports"][&port]["listen_queue"], 2, "two connections never accepted");
-    assert!(v["total"].as_u64().unwrap() >= 7);
+    for method in ["netlink", "procfs"] {
+        let out = sockpulse(&["sockets", "--json", "--method", method, "--watch-port", &port]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let ours: BTreeMap<String, u64> =
+            serde_json::from_value(v["ports"][&port]["by_state"].clone()).expect("by_state");
+        assert_eq!(ours, ss_counts(s.port), "sockpulse ({method}) vs ss for port {port}");
+        // And the states are the ones the test made.
+        assert_eq!(ours.get("listen"), Some(&1));
+        assert_eq!(ours.get("close_wait"), Some(&1));
+        assert_eq!(ours.get("time_wait"), Some(&1));
+        assert!(ours.get("established").copied().unwrap_or(0) >= 4);
+        assert_eq!(v["ports"][&port]["listen_queue"], 2, "two connections never accepted");
+        assert!(v["total"].as_u64().unwrap() >= 7);
+        // Only netlink knows the backlog (std listens with 128).
+        let ratio = &v["ports"][&port]["listen_queue_ratio"];
+        match method {
+            "netlink" => assert_eq!(ratio.as_f64(), Some(2.0 / 128.0)),
+            _ => assert!(ratio.is_null(), "{ratio}"),
+        }
+    }
 }
 
 #[test]
@@ -141,14 +150,16 @@ fn the_agent_exports_host_states_and_ages_close_wait() {
     assert!(age < 10.0, "{age}");
     agent.wait_metric("sockpulse_tcp_close_wait_over_age", &[("port", &port)], T, |v| v == 1.0);
     let text = agent.scrape();
-    assert!(
-        metric_value(
-            &text,
-            "sockpulse_kernel_scan_duration_seconds_count",
-            &[("method", "procfs")]
-        )
-        .unwrap()
-            >= 2.0
+    // auto prefers netlink in our own namespace
+    let scans = metric_value(
+        &text,
+        "sockpulse_kernel_scan_duration_seconds_count",
+        &[("method", "netlink")],
+    );
+    assert!(scans.unwrap_or(0.0) >= 2.0, "{text}");
+    assert_eq!(
+        metric_value(&text, "sockpulse_tcp_listen_queue_ratio", &[("port", &port)]),
+        Some(2.0 / 128.0)
     );
     assert_eq!(
         metric_value(&text, "sockpulse_kernel_scan_errors_total", &[]),

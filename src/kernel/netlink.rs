@@ -1,0 +1,272 @@
+//! The host's TCP table through netlink `sock_diag` (what `ss` uses): the
+//! kernel fills binary records, so nothing formats or parses hex text,
+//! and a state mask filters in the kernel. Our own network namespace only;
+//! `/proc` serves the others and cross-checks this path in tests.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::table::SocketEntry;
+use super::TcpState;
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDR: usize = 16;
+const INET_DIAG_MSG: usize = 72;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// Every TCP state: bit n is state n.
+pub const ALL_STATES: u32 = 0xfff << 1;
+
+/// One `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family`.
+fn request(family: u8, states: u32, seq: u32) -> Vec<u8> {
+    let mut req = Vec::with_capacity(NLMSG_HDR + 56);
+    req.extend_from_slice(&((NLMSG_HDR + 56) as u32).to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+                                                // struct inet_diag_req_v2
+    req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    req.extend_from_slice(&states.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: no filter
+    req
+}
+
+fn u16_ne(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn u32_ne(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn addr(family: u8, raw: &[u8], port_be: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_be_bytes([port_be[0], port_be[1]]);
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+        AF_INET6 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&raw[..16]);
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// What one datagram of the dump held.
+#[derive(Debug, PartialEq)]
+pub enum Chunk {
+    More,
+    Done,
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Parses one datagram of netlink messages into `out`. Never panics on
+/// malformed input: every length is checked before it is used.
+pub fn parse_datagram(buf: &[u8], out: &mut Vec<SocketEntry>) -> io::Result<Chunk> {
+    let mut off = 0;
+    while off + NLMSG_HDR <= buf.len() {
+        let len = u32_ne(buf, off) as usize;
+        let kind = u16_ne(buf, off + 4);
+        if len < NLMSG_HDR || off + len > buf.len() {
+            return Err(invalid(format!(
+                "netlink message length {len} at offset {off} is out of bounds"
+            )));
+        }
+        let body = &buf[off + NLMSG_HDR..off + len];
+        match kind {
+            NLMSG_DONE => return Ok(Chunk::Done),
+            NLMSG_ERROR => {
+                let errno = if body.len() >= 4 { -(u32_ne(body, 0) as i32) } else { 0 };
+                return Err(io::Error::from_raw_os_error(errno.max(1)));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if body.len() < INET_DIAG_MSG {
+                    return Err(invalid("short inet_diag_msg"));
+                }
+                let family = body[0];
+                let state =
+                    TcpState::from_kernel(body[1]).ok_or_else(|| invalid(format!("unknown TCP state {}", body[1])))?;
+                let local = addr(family, &body[8..24], &body[4..6]).ok_or_else(|| invalid("unknown family"))?;
+                let remote = addr(family, &body[24..40], &body[6..8]).ok_or_else(|| invalid("unknown family"))?;
+                let rqueue = u32_ne(body, 56);
+                let wqueue = u32_ne(body, 60);
+                out.push(SocketEntry {
+                    local,
+                    remote,
+                    state,
+                    // For LISTEN sockets the kernel reports the accept
+                    // queue as rqueue and its limit (backlog) as wqueue.
+                    tx_queue: if state == TcpState::Listen { 0 } else { wqueue },
+                    rx_queue: rqueue,
+                    inode: u64::from(u32_ne(body, 68)),
+                    listen_backlog: (state == TcpState::Listen).then_some(wqueue),
+                    retransmits: Some(body[3]),
+                });
+            }
+            _ => {} // NLMSG_NOOP and friends
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(Chunk::More)
+}
+
+fn dump(socket: &Socket, family: u8, states: u32, buf: &mut [u8], out: &mut Vec<SocketEntry>) -> io::Result<()> {
+    socket.send(&request(family, states, u32::from(family)))?;
+    loop {
+        let n = match (&*socket).read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Err(invalid("netlink socket closed mid-dump"));
+        }
+        if parse_datagram(&buf[..n], out)? == Chunk::Done {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads every TCP socket (IPv4 and IPv6) in `states` of our namespace.
+pub fn read(states: u32) -> io::Result<Vec<SocketEntry>> {
+    let socket = Socket::new(
+        Domain::from(libc::AF_NETLINK),
+        Type::DGRAM,
+        Some(Protocol::from(NETLINK_SOCK_DIAG)),
+    )?;
+    // A dump never takes this long; a hang would be a kernel bug, not a wait.
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    dump(&socket, AF_INET, states, &mut buf, &mut out)?;
+    dump(&socket, AF_INET6, states, &mut buf, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic SOCK_DIAG_BY_FAMILY record, as the kernel lays it out.
+    fn record(family: u8, state: u8, sport: u16, dport: u16, rq: u32, wq: u32, inode: u32) -> Vec<u8> {
+        let mut body = vec![family, state, 0, 2];
+        body.extend_from_slice(&sport.to_be_bytes());
+        body.extend_from_slice(&dport.to_be_bytes());
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&[127, 0, 0, 1]);
+        dst[..4].copy_from_slice(&[10, 0, 0, 9]);
+        body.extend_from_slice(&src);
+        body.extend_from_slice(&dst);
+        body.extend_from_slice(&[0u8; 12]); // interface, cookie
+        for v in [0u32, rq, wq, 0, inode] {
+            body.extend_from_slice(&v.to_ne_bytes());
+        }
+        let mut msg = ((NLMSG_HDR + body.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        msg.extend_from_slice(&[0u8; 10]);
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    fn done() -> Vec<u8> {
+        let mut m = (NLMSG_HDR as u32 + 4).to_ne_bytes().to_vec();
+        m.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 14]);
+        m
+    }
+
+    #[test]
+    fn parses_records_listen_backlog_and_done() {
+        let mut dgram = record(AF_INET, 10, 8080, 0, 3, 128, 77);
+        dgram.extend(record(AF_INET, 1, 8080, 5000, 10, 20, 78));
+        let mut out = Vec::new();
+        assert_eq!(parse_datagram(&dgram, &mut out).unwrap(), Chunk::More);
+        assert_eq!(parse_datagram(&done(), &mut out).unwrap(), Chunk::Done);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].state, TcpState::Listen);
+        assert_eq!(out[0].local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((out[0].rx_queue, out[0].listen_backlog), (3, Some(128)));
+        assert_eq!(out[1].remote, "10.0.0.9:5000".parse().unwrap());
+        assert_eq!((out[1].rx_queue, out[1].tx_queue, out[1].inode), (10, 20, 78));
+        assert_eq!(out[1].retransmits, Some(2));
+    }
+
+    #[test]
+    fn malformed_datagrams_are_errors_not_panics() {
+        let good = record(AF_INET, 1, 1, 2, 0, 0, 1);
+        for cut in 0..good.len() {
+            let mut out = Vec::new();
+            let _ = parse_datagram(&good[..cut], &mut out); // must not panic
+        }
+        let mut bad_len = good.clone();
+        bad_len[..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(parse_datagram(&bad_len, &mut Vec::new()).is_err());
+        let mut tiny = good.clone();
+        tiny[..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert!(parse_datagram(&tiny, &mut Vec::new()).is_err());
+        let mut bad_state = good.clone();
+        bad_state[NLMSG_HDR + 1] = 99;
+        assert!(parse_datagram(&bad_state, &mut Vec::new()).is_err());
+        let mut err = (NLMSG_HDR as u32 + 4).to_ne_bytes().to_vec();
+        err.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err.extend_from_slice(&[0u8; 10]);
+        err.extend_from_slice(&(-13i32).to_ne_bytes());
+        assert_eq!(
+            parse_datagram(&err, &mut Vec::new()).unwrap_err().raw_os_error(),
+            Some(13)
+        );
+    }
+
+    #[test]
+    fn live_dump_agrees_with_proc_for_sockets_we_made() {
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _s = l.accept().unwrap();
+        let l6 = TcpListener::bind("[::1]:0").ok();
+        let ours = |t: &[SocketEntry]| {
+            let mut v: Vec<(u64, TcpState, SocketAddr, SocketAddr, u32)> = t
+                .iter()
+                .filter(|e| {
+                    e.local.port() == port
+                        || e.remote.port() == port
+                        || l6
+                            .as_ref()
+                            .is_some_and(|l| l.local_addr().is_ok_and(|a| a.port() == e.local.port()))
+                })
+                .map(|e| (e.inode, e.state, e.local, e.remote, e.rx_queue))
+                .collect();
+            v.sort();
+            v
+        };
+        let via_netlink = read(ALL_STATES).unwrap();
+        let via_proc = super::super::table::read(super::super::table::Namespace::Own).unwrap();
+        let a = ours(&via_netlink);
+        assert_eq!(a.len(), 3 + usize::from(l6.is_some()), "{a:?}");
+        assert_eq!(a, ours(&via_proc));
+        let listener = via_netlink
+            .iter()
+            .find(|e| e.state == TcpState::Listen && e.local.port() == port)
+            .unwrap();
+        assert_eq!(listener.listen_backlog, Some(128), "std's listen backlog");
+        // The in-kernel state filter.
+        let only_listen = read(1 << 10).unwrap();
+        assert!(only_listen.iter().all(|e| e.state == TcpState::Listen));
+        assert!(only_listen.iter().any(|e| e.local.port() == port));
+    }
+}
