@@ -13,6 +13,8 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2
@@ -23,7 +25,7 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   # Debian's packages start their daemons; the tests start their own.
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  for svc in nginx prometheus redis-server; do
+  for svc in nginx prometheus prometheus-node-exporter redis-server; do
     command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1 || true
   done
 fi

@@ -202,3 +202,116 @@ fn the_agent_sees_its_own_sockets_in_the_kernel_table_without_false_mismatches()
         assert_eq!(v, Some(0.0), "false {kind} mismatch:\n{}", agent.proc.output_text());
     }
 }
+
+/// Host-wide counts by state from node_exporter's tcpstat text.
+fn node_exporter_states(text: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("node_tcp_connection_states{")) {
+        let state = line
+            .split("state=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("");
+        let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        if v > 0.0 {
+            m.insert(state.to_string(), v as u64);
+        }
+    }
+    m
+}
+
+#[test]
+fn in_a_quiet_namespace_counts_equal_ss_and_node_exporter() {
+    let exporter = which("prometheus-node-exporter");
+    if !require("prometheus-node-exporter", exporter.is_some()) {
+        return;
+    }
+    let Some(ns) = netns::NetNs::create() else { return };
+    let Some(py) = python() else { return };
+    let port = 7700u16;
+    let mut helper = ns.command(py.to_str().unwrap());
+    helper
+        .arg(repo().join("tests/peers/tcp_states.py"))
+        .arg("127.0.0.1")
+        .arg(port.to_string());
+    let helper = Proc::spawn("tcp_states", &mut helper);
+    helper
+        .wait_line("READY", T)
+        .unwrap_or_else(|| panic!("helper: {}", helper.output_text()));
+    let mut ne = ns.command(exporter.unwrap().to_str().unwrap());
+    ne.args([
+        &format!("--web.listen-address={}:9100", ns.peer_ip),
+        "--collector.disable-defaults",
+        "--collector.tcpstat",
+    ]);
+    let _ne = Proc::spawn("node_exporter", &mut ne);
+    let addr = format!("{}:9100", ns.peer_ip);
+    assert!(
+        wait_until(T, || TcpStream::connect(&addr).is_ok()),
+        "node_exporter did not start"
+    );
+
+    for method in ["netlink", "procfs"] {
+        let out = ns
+            .command(sockpulse_bin())
+            .args([
+                "sockets",
+                "--json",
+                "--method",
+                method,
+                "--watch-port",
+                &port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let ours: BTreeMap<String, u64> = serde_json::from_value(v["by_state"].clone()).unwrap();
+        // node_exporter's own sockets (its listener, our scrape) live on
+        // port 9100: compare the test's port with ss, the rest with it.
+        let per_port: BTreeMap<String, u64> =
+            serde_json::from_value(v["ports"][&port.to_string()]["by_state"].clone()).unwrap();
+        let ss = ns
+            .command("ss")
+            .args([
+                "-tanH",
+                "state",
+                "all",
+                &format!("( sport = :{port} or dport = :{port} )"),
+            ])
+            .output()
+            .unwrap();
+        let ss_n = String::from_utf8_lossy(&ss.stdout).lines().count() as u64;
+        assert_eq!(per_port.values().sum::<u64>(), ss_n, "{method}: {per_port:?}");
+        assert_eq!(
+            per_port.get("syn_sent"),
+            Some(&2),
+            "{method}: SYNs dropped by the full accept queue: {per_port:?}"
+        );
+        assert_eq!(per_port.get("close_wait"), Some(&1));
+        assert_eq!(per_port.get("time_wait"), Some(&1));
+        assert_eq!(per_port.get("listen"), Some(&1));
+        assert_eq!(v["ports"][&port.to_string()]["listen_queue"], 2, "backlog 1 admits 2");
+        if method == "netlink" {
+            let ratio = v["ports"][&port.to_string()]["listen_queue_ratio"].as_f64().unwrap();
+            assert!(ratio >= 1.0, "a full accept queue: {ratio}");
+            assert!(v["suspicious"].to_string().contains("the application is not accepting"));
+        }
+        // Host-wide against node_exporter: its scrape connection is the
+        // only socket that differs between the two readings.
+        let (_, text) = http_get(&addr, "/metrics");
+        let theirs = node_exporter_states(&text);
+        let mut theirs = theirs;
+        // Not states: node_exporter files its queue sums under the same name.
+        theirs.remove("rx_queued_bytes");
+        theirs.remove("tx_queued_bytes");
+        // The scrape being answered is one more ESTABLISHED socket on its side.
+        let est = theirs.get("established").copied().unwrap_or(0);
+        assert_eq!(
+            est,
+            ours.get("established").copied().unwrap_or(0) + 1,
+            "{method}: {ours:?} vs {theirs:?}"
+        );
+        theirs.insert("established".into(), est - 1);
+        assert_eq!(ours, theirs, "{method}: sockpulse vs node_exporter");
+    }
+}
