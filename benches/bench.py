@@ -94,11 +94,12 @@ def http_get(addr, path):
 
 class SockpulseRun:
     name = "sockpulse"
+    extra_config = '[kernel]\nscan_interval = "off"\n'
 
     def __init__(self, n, ports, tmp):
         self.n = n
         cfg = Path(tmp) / f"sockpulse-{n}.toml"
-        text = f'[defaults]\nping_interval = "{INTERVAL}s"\npong_timeout = "{PONG_TIMEOUT}s"\n'
+        text = f'[defaults]\nping_interval = "{INTERVAL}s"\npong_timeout = "{PONG_TIMEOUT}s"\n' + self.extra_config
         for i, (port, count) in enumerate(split(n, ports)):
             if count:
                 text += f'[[target]]\nname = "s{i}"\nurl = "ws://127.0.0.1:{port}/"\nconnections = {count}\n'
@@ -155,6 +156,48 @@ class PythonRun:
         return [tuple(map(int, l.split())) for l in self.rtt_file.read_text().splitlines()]
 
 
+def fill_table(sockets):
+    """Helper processes holding `sockets` loopback sockets in the table."""
+    procs, left = [], sockets // 2
+    while left > 0:
+        pairs = min(left, 9000)
+        p = subprocess.Popen([str(PYTHON), str(ROOT / "benches/fill_table.py"), str(pairs)],
+                             stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline().strip() != "READY":
+            raise RuntimeError("fill_table helper failed (raise ulimit -n?)")
+        procs.append(p)
+        left -= pairs
+    return procs
+
+
+def scan_impact(ports, tmp, n, window, table):
+    """Sockpulse RTT with the host scan off, then scanning a big table every second."""
+    fillers = fill_table(table)
+    rows = []
+    try:
+        for label, extra in (
+            ("scan off", '[kernel]\nscan_interval = "off"\n'),
+            ("netlink scan every 1 s", '[kernel]\nscan_interval = "1s"\nmethod = "netlink"\n'),
+            ("/proc scan every 1 s", '[kernel]\nscan_interval = "1s"\nmethod = "procfs"\n'),
+        ):
+            cls = type("Run", (SockpulseRun,), {"extra_config": extra})
+            rss, t_open, cpu, rtts = measure(cls, n, ports, tmp, window)
+            row = {"mode": label, "cpu_share": cpu, "samples": len(rtts),
+                   "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
+                   "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3}
+            log(json.dumps(row))
+            rows.append(row)
+    finally:
+        for f in fillers:
+            f.terminate()
+    lines = [f"{n} sessions, ~{table} extra sockets in the host table:", "",
+             "| host scan | sockpulse CPU | RTT p50 | RTT p99 | RTT max | samples |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {100 * r['cpu_share']:.2f}% | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | "
+                     f"{r['max_ms']:.3f} ms | {r['samples']} |")
+    return "\n".join(lines) + "\n"
+
+
 def percentile(sorted_vals, p):
     if not sorted_vals:
         return float("nan")
@@ -192,7 +235,19 @@ def main():
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
     ap.add_argument("--only", choices=["sockpulse", "python"], help="run one monitor (for quick iteration)")
+    ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
+                    help="instead: sockpulse RTT with the host scan off vs on over a table of this many sockets")
     args = ap.parse_args()
+    if args.scan_impact:
+        servers, ports = start_servers(args.servers)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                report = scan_impact(ports, tmp, int(args.sessions.split(",")[0]), args.window, args.scan_impact)
+        finally:
+            for s in servers:
+                s.terminate()
+        print(report)
+        return
     counts = [int(x) for x in args.sessions.split(",")]
 
     floor = loopback_floor()
