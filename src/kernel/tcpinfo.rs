@@ -105,6 +105,32 @@ mod tests {
     }
 
     #[test]
+    fn tcp_info_agrees_with_the_proc_table_for_the_same_socket() {
+        use crate::kernel::owned::socket_inode;
+        use crate::kernel::table::{self, Namespace};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        drop(server);
+        std::thread::sleep(Duration::from_millis(50));
+        let inode = socket_inode(&client).unwrap();
+        let row = table::read(Namespace::Own)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.inode == inode)
+            .expect("in /proc");
+        assert_eq!(read(&client).unwrap().state, row.state);
+        assert_eq!(row.state, TcpState::CloseWait);
+        let l_inode = socket_inode(&listener).unwrap();
+        let l_row = table::read(Namespace::Own)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.inode == l_inode)
+            .unwrap();
+        assert_eq!(read(&listener).unwrap().state, l_row.state);
+    }
+
+    #[test]
     fn a_non_tcp_fd_is_an_error_not_a_panic() {
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         assert!(read(&file).is_err());

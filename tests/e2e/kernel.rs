@@ -250,6 +250,18 @@ fn in_a_quiet_namespace_counts_equal_ss_and_node_exporter() {
         wait_until(T, || TcpStream::connect(&addr).is_ok()),
         "node_exporter did not start"
     );
+    // From outside, --pid reads the namespace of a process inside it.
+    let out = sockpulse(&[
+        "sockets",
+        "--json",
+        "--pid",
+        &helper.pid().to_string(),
+        "--watch-port",
+        &port.to_string(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ports"][&port.to_string()]["by_state"]["syn_sent"], 2, "{v}");
+    assert_eq!(v["ports"][&port.to_string()]["by_state"]["close_wait"], 1, "{v}");
 
     for method in ["netlink", "procfs"] {
         let out = ns
