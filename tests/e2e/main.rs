@@ -10,3 +10,4 @@ mod faults;
 mod hostile;
 mod interop;
 mod kernel;
+mod observability;

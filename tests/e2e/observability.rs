@@ -1,0 +1,272 @@
+//! Dashboards and alert rules, proven with the real tools: promtool checks
+//! and unit-tests every rule; a real Prometheus scrapes a running agent and
+//! answers every dashboard query and evaluates every rule.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn rules_dir() -> std::path::PathBuf {
+    repo().join("packaging/prometheus")
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_every_alert() {
+    let Some(promtool) = which("promtool") else {
+        require("promtool", false);
+        return;
+    };
+    for args in [
+        vec!["check", "rules", "sockpulse-rules.yml"],
+        vec!["test", "rules", "sockpulse-rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(rules_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert in the rules file has a unit test.
+    let rules = std::fs::read_to_string(rules_dir().join("sockpulse-rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(rules_dir().join("sockpulse-rules.test.yml")).unwrap();
+    for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "no promtool test for {alert}"
+        );
+    }
+}
+
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("dashboards/sockpulse.json")).unwrap()).unwrap()
+}
+
+/// Every PromQL expression in the dashboard, with Grafana's variables filled in.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in dashboard()["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$target", ".*")
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "5m");
+            out.push((p["title"].as_str().unwrap().to_string(), expr));
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboard_json_is_structurally_sound() {
+    let d = dashboard();
+    assert!(d["schemaVersion"].as_u64().unwrap() >= 36);
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "instance", "target"]);
+    let mut ids = std::collections::HashSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id {}", p["id"]);
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            p["datasource"]["uid"], "${datasource}",
+            "panel {} must use the datasource variable",
+            p["title"]
+        );
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}");
+            assert!(t["expr"].as_str().is_some_and(|e| e.contains("sockpulse_")));
+        }
+        let g = &p["gridPos"];
+        assert!(
+            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+            "panel {} overflows the grid",
+            p["title"]
+        );
+    }
+    // The committed file is what the generator writes.
+    let regenerated = Command::new("python3")
+        .arg(repo().join("scripts/gen-dashboard.py"))
+        .output()
+        .unwrap();
+    assert!(regenerated.status.success());
+    assert_eq!(
+        dashboard(),
+        d,
+        "dashboards/sockpulse.json is stale: run scripts/gen-dashboard.py"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn prom_query(addr: &str, expr: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, &format!("/api/v1/query?query={}", urlencode(expr)));
+    assert_eq!(status, 200, "query {expr}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("query {expr}: {e}: {body}"))
+}
+
+#[test]
+fn real_prometheus_scrapes_the_agent_answers_every_panel_and_evaluates_every_rule() {
+    let Some(prometheus) = which("prometheus") else {
+        require("prometheus", false);
+        return;
+    };
+    let Some((_server, ws_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let Some(certs) = certs() else { return };
+    let dir = certs.path().display().to_string();
+    let Some((_tls, tls_port)) = python_ws(
+        0,
+        &[
+            "--cert",
+            &format!("{dir}/good.pem"),
+            "--key",
+            &format!("{dir}/good.key"),
+        ],
+    ) else {
+        return;
+    };
+    let closed = free_port();
+    let agent = Agent::start(&format!(
+        "{}
+[kernel]
+scan_interval = \"500ms\"
+watch_ports = [{ws_port}]
+[[target]]
+name = \"py\"
+url = \"ws://127.0.0.1:{ws_port}/\"
+connections = 2
+[[target]]
+name = \"secure\"
+url = \"wss://localhost:{tls_port}/\"
+tls = {{ ca_file = \"{dir}/ca.pem\" }}
+[[target]]
+name = \"down\"
+url = \"ws://127.0.0.1:{closed}/\"
+",
+        fast_defaults()
+    ));
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+
+    let work = tempfile_dir::TempDir::new("prometheus");
+    std::fs::copy(
+        rules_dir().join("sockpulse-rules.yml"),
+        work.path().join("sockpulse-rules.yml"),
+    )
+    .unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [sockpulse-rules.yml]\nscrape_configs:\n  - job_name: sockpulse\n    static_configs:\n      - targets: ['{}']\n",
+        agent.addr
+    );
+    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
+    let prom_port = free_port();
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!(
+        "--config.file={}",
+        work.path().join("prometheus.yml").display()
+    ))
+    .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
+    .arg(format!("--web.listen-address={prom_addr}"));
+    let prom = Proc::spawn("prometheus", &mut cmd);
+    assert!(
+        wait_until(T, || std::net::TcpStream::connect(&prom_addr).is_ok()
+            && http_get(&prom_addr, "/-/ready").0 == 200),
+        "prometheus not ready:\n{}",
+        prom.output_text()
+    );
+    // Enough scrapes for rate() over 1m windows to have two points.
+    assert!(
+        wait_until(T, || {
+            prom_query(&prom_addr, "count_over_time(sockpulse_build_info[1m]) >= 4")["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        }),
+        "prometheus never collected enough samples:\n{}",
+        prom.output_text()
+    );
+
+    // Panels that must show data for this setup (a healthy, a TLS and a down
+    // target, a watched port); the others must at least be valid queries.
+    let must_have_data = [
+        "Targets up",
+        "Sessions by state",
+        "Ping RTT p50 / p99",
+        "Ping RTT distribution",
+        "Seconds since last pong (worst session)",
+        "Connect failures by reason",
+        "Connect phase p99",
+        "TLS certificate days left",
+        "Own sockets by kernel state",
+        "Host TCP sockets by state",
+        "TIME_WAIT / ephemeral ports",
+        "Host scan duration p99",
+    ];
+    let mut empty = Vec::new();
+    for (title, expr) in dashboard_queries() {
+        let v = prom_query(&prom_addr, &expr);
+        assert_eq!(v["status"], "success", "panel {title}: {expr}: {v}");
+        let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        if must_have_data.contains(&title.as_str()) && result.is_empty() {
+            empty.push(format!("{title}: {expr}"));
+        }
+    }
+    assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
+    let days = prom_query(
+        &prom_addr,
+        "(sockpulse_tls_cert_expiry_timestamp_seconds{target=\"secure\"} - time()) / 86400",
+    );
+    let days: f64 = days["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((19.0..=20.5).contains(&days), "{days}");
+
+    // Every rule evaluates without error, and the firing ones are the right ones.
+    assert!(wait_until(T, || {
+        let (_, body) = http_get(&prom_addr, "/api/v1/rules");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let rules: Vec<serde_json::Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        rules.len() == 13 && rules.iter().all(|r| r["health"] == "ok")
+    }));
+    let p99 = prom_query(&prom_addr, "target:sockpulse_ping_rtt_seconds:p99_5m{target=\"py\"}");
+    assert_eq!(p99["data"]["result"].as_array().map(|r| r.len()), Some(1), "{p99}");
+    let (_, alerts) = http_get(&prom_addr, "/api/v1/alerts");
+    assert!(
+        alerts.contains("SockpulseTargetDown") && alerts.contains("\"target\":\"down\""),
+        "{alerts}"
+    );
+    assert!(
+        !alerts.contains("\"target\":\"py\""),
+        "the healthy target raised an alert: {alerts}"
+    );
+}
