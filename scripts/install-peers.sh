@@ -31,10 +31,10 @@ if ((${#need_apt[@]})); then
 fi
 
 venv="$peers/venv"
-if ! "$venv/bin/python" -c 'import websockets, cryptography' >/dev/null 2>&1; then
-  echo "install-peers: pip install websockets cryptography into $venv"
+if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml' >/dev/null 2>&1; then
+  echo "install-peers: pip install websockets cryptography pyyaml into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography
+  "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography pyyaml
 fi
 
 node_dir="$peers/node"

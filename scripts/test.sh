@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 cargo build --release --locked --all-targets 2>&1 | tail -n 3
+# The packaging test installs this .deb with dpkg.
+bash scripts/build-deb.sh
 cargo test --release --locked --lib --bins --tests -- --test-threads 2

@@ -73,6 +73,10 @@ pub enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +166,27 @@ pub fn main() -> ExitCode {
         Command::Status(args) => run_status(args),
         Command::Sockets(args) => run_sockets(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sockpulse", &mut buf);
+            say_raw!("{}", String::from_utf8_lossy(&buf));
+            EXIT_OK
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut buf) {
+                Ok(()) => {
+                    say_raw!("{}", String::from_utf8_lossy(&buf));
+                    EXIT_OK
+                }
+                Err(e) => {
+                    complain!("cannot render the man page: {e}");
+                    EXIT_UNHEALTHY
+                }
+            }
+        }
     })
 }
 

@@ -11,3 +11,4 @@ mod hostile;
 mod interop;
 mod kernel;
 mod observability;
+mod packaging;

@@ -1,0 +1,196 @@
+//! Packaging: the .deb installs with dpkg and works; man page and
+//! completions come from the CLI; the Containerfile and Kubernetes
+//! manifests agree with the agent's defaults.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+const DEFAULT_PORT: u16 = 9747;
+
+fn built_deb() -> Option<PathBuf> {
+    std::fs::read_dir(repo().join("target/debian"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("sockpulse_") && n.ends_with(".deb"))
+        })
+}
+
+fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+#[test]
+fn the_deb_installs_with_dpkg_and_its_files_work() {
+    let root = run("id", &["-u"]).stdout.starts_with(b"0");
+    let deb = built_deb();
+    if !require(
+        "a .deb from scripts/build-deb.sh, dpkg and root",
+        deb.is_some() && which("dpkg").is_some() && root,
+    ) {
+        return;
+    }
+    let deb = deb.unwrap();
+    let install = run("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert!(
+        install.status.success(),
+        "dpkg -i: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let result = std::panic::catch_unwind(|| {
+        let version = run("/usr/bin/sockpulse", &["--version"]);
+        assert!(version.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&version.stdout).trim(),
+            format!("sockpulse {}", env!("CARGO_PKG_VERSION"))
+        );
+        let check = run("/usr/bin/sockpulse", &["check-config", "/etc/sockpulse/sockpulse.toml"]);
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        for f in [
+            "/usr/share/man/man1/sockpulse.1.gz",
+            "/usr/share/bash-completion/completions/sockpulse",
+            "/usr/share/zsh/vendor-completions/_sockpulse",
+            "/usr/share/fish/vendor_completions.d/sockpulse.fish",
+            "/usr/share/sockpulse/dashboards/sockpulse.json",
+            "/usr/share/sockpulse/prometheus/sockpulse-rules.yml",
+        ] {
+            assert!(Path::new(f).is_file(), "{f} not installed");
+        }
+        let unit = std::fs::read_to_string("/lib/systemd/system/sockpulse.service").unwrap();
+        for line in [
+            "ExecStart=/usr/bin/sockpulse run --config /etc/sockpulse/sockpulse.toml",
+            "DynamicUser=yes",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "CapabilityBoundingSet=",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
+        }
+        let conf = run("dpkg-query", &["-W", "-f=${Conffiles}", "sockpulse"]);
+        assert!(
+            String::from_utf8_lossy(&conf.stdout).contains("/etc/sockpulse/sockpulse.toml"),
+            "config is a conffile"
+        );
+    });
+    let purge = run("dpkg", &["-P", "sockpulse"]);
+    assert!(
+        purge.status.success(),
+        "dpkg -P: {}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    assert!(!Path::new("/usr/bin/sockpulse").exists());
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn man_page_and_completions_cover_every_command() {
+    let man = sockpulse(&["man"]);
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(man.status.success() && text.contains(".TH sockpulse 1"), "{text}");
+    for cmd in ["run", "status", "sockets", "check\\-config", "completions"] {
+        assert!(text.contains(cmd), "man page lacks {cmd}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sockpulse(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        for word in ["check-config", "web.listen-address", "close-wait-age"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    assert_eq!(sockpulse(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn containerfile_and_kubernetes_manifests_match_the_agent() {
+    let cf = std::fs::read_to_string(repo().join("packaging/Containerfile")).unwrap();
+    assert_eq!(cf.lines().filter(|l| l.starts_with("FROM ")).count(), 2, "multi-stage");
+    assert!(cf.lines().any(|l| l == "USER nonroot"));
+    assert!(cf.lines().any(|l| l == format!("EXPOSE {DEFAULT_PORT}")));
+    for copied in cf.lines().filter_map(|l| l.strip_prefix("COPY packaging/")) {
+        let path = copied.split_whitespace().next().unwrap();
+        assert!(
+            repo().join("packaging").join(path).is_file(),
+            "Containerfile copies missing {path}"
+        );
+    }
+    assert!(sockpulse(&[
+        "check-config",
+        repo().join("packaging/sockpulse.toml").to_str().unwrap()
+    ])
+    .status
+    .success());
+    assert!(
+        sockpulse::config::DEFAULT_LISTEN_ADDRESS.ends_with(&format!(":{DEFAULT_PORT}")),
+        "README, Containerfile and manifests say {DEFAULT_PORT}"
+    );
+
+    // Parse the YAML with PyYAML and check what matters for scraping.
+    let Some(py) = python() else { return };
+    let checker = r#"
+import sys, yaml, json
+out = []
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        out.append(doc)
+print(json.dumps(out))
+"#;
+    let files = [
+        "packaging/kubernetes/sidecar.yaml",
+        "packaging/kubernetes/daemonset.yaml",
+    ];
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(checker)
+        .args(files.iter().map(|f| repo().join(f)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["ConfigMap", "Deployment", "DaemonSet", "Service", "ServiceMonitor"]
+    );
+    let mut sockpulse_containers = 0;
+    for d in &docs {
+        let spec = &d["spec"]["template"]["spec"];
+        for c in spec["containers"].as_array().into_iter().flatten() {
+            if c["name"] != "sockpulse" {
+                continue;
+            }
+            sockpulse_containers += 1;
+            assert_eq!(c["ports"][0]["containerPort"], DEFAULT_PORT, "{}", d["kind"]);
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/healthz");
+            assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+            assert_eq!(c["args"][0], "run");
+        }
+        if d["kind"] == "DaemonSet" {
+            assert_eq!(spec["hostNetwork"], true);
+        }
+        if d["kind"] == "Deployment" {
+            assert_eq!(
+                d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"],
+                DEFAULT_PORT.to_string()
+            );
+        }
+    }
+    assert_eq!(sockpulse_containers, 2);
+    // The sidecar's embedded config is valid.
+    let cm = docs[0]["data"]["sockpulse.toml"].as_str().unwrap();
+    let dir = tempfile_dir::TempDir::new("cm");
+    std::fs::write(dir.path().join("c.toml"), cm).unwrap();
+    let check = sockpulse(&["check-config", dir.path().join("c.toml").to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
