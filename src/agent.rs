@@ -5,14 +5,15 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::driver::{EventContext, KernelEvidence, Observer};
+use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary};
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, Session, SessionEvent};
 
 pub struct MetricsObserver {
     metrics: Arc<Metrics>,
-    targets: Vec<Arc<TargetSpec>>,
+    /// By target index; `None` once a reload removed the target.
+    targets: Vec<Option<Arc<TargetSpec>>>,
     /// Every RTT sample as `unix_ms target rtt_us`, for offline analysis
     /// (exact percentiles and maxima a histogram cannot give).
     rtt_log: Option<BufWriter<File>>,
@@ -23,9 +24,11 @@ impl MetricsObserver {
         for t in &targets {
             metrics.init_target(&t.name);
         }
+        metrics.config_reload_successful.set(1);
+        metrics.config_reload_timestamp.set(unix_now() as f64);
         MetricsObserver {
             metrics,
-            targets,
+            targets: targets.into_iter().map(Some).collect(),
             rtt_log: None,
         }
     }
@@ -54,7 +57,7 @@ fn ms(d: Duration) -> String {
 
 impl Observer for MetricsObserver {
     fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
-        let Some(spec) = self.targets.get(ctx.target) else {
+        let Some(Some(spec)) = self.targets.get(ctx.target) else {
             return;
         };
         let name = spec.name.as_str();
@@ -136,6 +139,48 @@ impl Observer for MetricsObserver {
         }
     }
 
+    fn on_target_added(&mut self, index: usize, spec: &Arc<TargetSpec>) {
+        if self.targets.len() <= index {
+            self.targets.resize(index + 1, None);
+        }
+        self.targets[index] = Some(Arc::clone(spec));
+        self.metrics.init_target(&spec.name);
+        log::info!(
+            "target={} added ({} connection(s)) {}",
+            spec.name,
+            spec.connections,
+            spec.url
+        );
+    }
+
+    fn on_target_removed(&mut self, index: usize, spec: &Arc<TargetSpec>) {
+        if let Some(slot) = self.targets.get_mut(index) {
+            *slot = None;
+        }
+        // A removed target's series go with it, as Prometheus expects.
+        self.metrics.remove_target(&spec.name);
+        log::info!("target={} removed: closing its sessions", spec.name);
+    }
+
+    fn on_reload(&mut self, result: Result<&ReloadSummary, &str>) {
+        match result {
+            Ok(s) => {
+                self.metrics.config_reload_successful.set(1);
+                self.metrics.config_reload_timestamp.set(unix_now() as f64);
+                log::info!(
+                    "configuration reloaded: {} target(s) kept, {} added, {} removed",
+                    s.kept,
+                    s.added,
+                    s.removed
+                );
+            }
+            Err(e) => {
+                self.metrics.config_reload_successful.set(0);
+                log::error!("configuration reload failed, keeping the running one: {e}");
+            }
+        }
+    }
+
     fn on_tick(&mut self, sessions: &[&Session], now: Instant) {
         if let Some(w) = self.rtt_log.as_mut() {
             if let Err(e) = w.flush() {
@@ -151,7 +196,7 @@ impl Observer for MetricsObserver {
             .targets
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
+            .filter_map(|(i, t)| Some((t.as_ref()?.name.as_str(), i)))
             .collect();
         for s in sessions {
             if s.phase() != Phase::Open {
@@ -180,6 +225,7 @@ impl Observer for MetricsObserver {
             }
         }
         for (i, t) in self.targets.iter().enumerate() {
+            let Some(t) = t else { continue };
             let name = t.name.as_str();
             self.metrics.target_up.with_label_values(&[name]).set(up[i] as i64);
             // No open session: no age to report rather than a stale one.

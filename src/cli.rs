@@ -79,7 +79,7 @@ pub enum Command {
     Man,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
     /// TOML config file.
     #[arg(long, short = 'c', env = "SOCKPULSE_CONFIG")]
@@ -99,6 +99,9 @@ pub struct RunArgs {
     /// Path under which metrics are served.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
     pub telemetry_path: String,
+    /// Accept POST /-/reload (like Prometheus's --web.enable-lifecycle); SIGHUP always reloads.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
     /// Diagnostics: append every RTT sample to FILE as `unix_ms target rtt_us`.
     #[arg(long = "rtt-log", value_name = "FILE")]
     pub rtt_log: Option<PathBuf>,
@@ -223,6 +226,22 @@ fn check_config(file: &std::path::Path) -> u8 {
     }
 }
 
+/// With no targets, the agent monitors its own echo endpoint.
+fn add_self_target(cfg: &mut Config, bound: &str) -> Result<(), String> {
+    if !cfg.targets.is_empty() {
+        return Ok(());
+    }
+    if !cfg.web.echo_endpoint {
+        return Err("no targets: give --target URL or a config with [[target]] entries".into());
+    }
+    let url = self_url(bound);
+    let mut c = config::parse("", "built-in", std::slice::from_ref(&url), &|_| None).map_err(|e| e.to_string())?;
+    let mut spec = (*c.targets.remove(0)).clone();
+    spec.name = "self".into();
+    cfg.targets.push(Arc::new(spec));
+    Ok(())
+}
+
 fn run(args: RunArgs) -> u8 {
     let mut cfg = match load(&args.targets) {
         Ok(c) => c,
@@ -243,53 +262,19 @@ fn run(args: RunArgs) -> u8 {
         }
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-    if cfg.targets.is_empty() {
-        if !cfg.web.echo_endpoint {
-            complain!("no targets: give --target URL or a config with [[target]] entries");
-            return EXIT_USAGE;
-        }
-        let url = self_url(&bound);
-        log::info!("no targets configured: monitoring the built-in echo endpoint {url}");
-        match config::parse("", "built-in", std::slice::from_ref(&url), &|_| None) {
-            Ok(mut c) => {
-                let mut spec = (*c.targets.remove(0)).clone();
-                spec.name = "self".into();
-                cfg.targets.push(Arc::new(spec));
-            }
-            Err(e) => {
-                complain_raw!("{e}");
-                return EXIT_USAGE;
-            }
-        }
-    }
-    let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(HttpState {
-        metrics: Arc::clone(&metrics),
-        telemetry_path: args.telemetry_path.clone(),
-        echo_endpoint: cfg.web.echo_endpoint,
-        targets: cfg.targets.iter().map(|t| (t.name.clone(), t.url.clone())).collect(),
-    });
-    if let Err(e) = http::spawn(listener, state) {
-        complain!("cannot start the HTTP thread: {e}");
+    let self_target = cfg.targets.is_empty();
+    if let Err(e) = add_self_target(&mut cfg, &bound) {
+        complain!("{e}");
         return EXIT_USAGE;
     }
-    log::info!("listening on http://{bound} (metrics at {})", args.telemetry_path);
-    let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
-    log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
-
-    let mut owned_registry = None;
-    if let Some(interval) = cfg.kernel.scan_interval {
-        let registry = Arc::new(crate::kernel::owned::OwnedRegistry::default());
-        let src = crate::kernel::watcher::OwnedSource {
-            registry: Arc::clone(&registry),
-            targets: cfg.targets.iter().map(|t| t.name.clone()).collect(),
-        };
-        match crate::kernel::watcher::spawn(&cfg.kernel, interval, Arc::clone(&metrics), Some(src)) {
-            Ok(_) => owned_registry = Some(registry),
-            Err(e) => log::warn!("host TCP table scan disabled: cannot start its thread: {e}"),
-        }
+    if self_target {
+        log::info!(
+            "no targets configured: monitoring the built-in echo endpoint {}",
+            cfg.targets[0].url
+        );
     }
-    let mut observer = MetricsObserver::new(metrics, cfg.targets.clone());
+    let metrics = Arc::new(Metrics::new());
+    let mut observer = MetricsObserver::new(Arc::clone(&metrics), cfg.targets.clone());
     if let Some(path) = &args.rtt_log {
         match std::fs::OpenOptions::new().create(true).append(true).open(path) {
             Ok(f) => observer = observer.with_rtt_log(f),
@@ -299,17 +284,42 @@ fn run(args: RunArgs) -> u8 {
             }
         }
     }
+    // Reloads read the same sources again; [web] and [kernel] changes need a restart.
+    let sources = args.targets.clone();
+    let reload_bound = bound.clone();
+    let reloader: crate::driver::Reloader = Box::new(move || {
+        let mut cfg = load(&sources).map_err(|e| e.to_string().trim_end().replace('\n', "; "))?;
+        add_self_target(&mut cfg, &reload_bound)?;
+        Ok(cfg.targets)
+    });
     let mut driver = match Driver::new(&cfg.targets, Mode::Persistent, observer) {
-        Ok(d) => match owned_registry {
-            Some(r) => d.with_owned_registry(r),
-            None => d,
-        },
+        Ok(d) => d.with_reloader(reloader),
         Err(e) => {
             complain!("cannot start the event loop: {e}");
             return EXIT_USAGE;
         }
     };
-    install_signal_handlers(driver.stop_handle());
+    let state = Arc::new(HttpState {
+        metrics: Arc::clone(&metrics),
+        telemetry_path: args.telemetry_path.clone(),
+        echo_endpoint: cfg.web.echo_endpoint,
+        lifecycle: args.enable_lifecycle.then(|| driver.reload_handle()),
+    });
+    if let Err(e) = http::spawn(listener, state) {
+        complain!("cannot start the HTTP thread: {e}");
+        return EXIT_USAGE;
+    }
+    log::info!("listening on http://{bound} (metrics at {})", args.telemetry_path);
+    let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
+    log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
+    if let Some(interval) = cfg.kernel.scan_interval {
+        let registry = Arc::new(crate::kernel::owned::OwnedRegistry::default());
+        match crate::kernel::watcher::spawn(&cfg.kernel, interval, Arc::clone(&metrics), Some(Arc::clone(&registry))) {
+            Ok(_) => driver = driver.with_owned_registry(registry),
+            Err(e) => log::warn!("host TCP table scan disabled: cannot start its thread: {e}"),
+        }
+    }
+    install_signal_handlers(driver.stop_handle(), Some(driver.reload_handle()));
     let grace = cfg
         .targets
         .iter()
@@ -404,9 +414,18 @@ fn self_url(bound: &str) -> String {
     }
 }
 
-fn install_signal_handlers((stop, waker): (Arc<std::sync::atomic::AtomicBool>, Arc<mio::Waker>)) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+type Handle = (Arc<std::sync::atomic::AtomicBool>, Arc<mio::Waker>);
+
+/// SIGINT/SIGTERM close sessions and exit (a second one exits at once);
+/// SIGHUP reloads the configuration when `reload` is given.
+fn install_signal_handlers((stop, waker): Handle, reload: Option<Handle>) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let wanted: &[i32] = if reload.is_some() {
+        &[SIGINT, SIGTERM, SIGHUP]
+    } else {
+        &[SIGINT, SIGTERM]
+    };
+    let mut signals = match signal_hook::iterator::Signals::new(wanted) {
         Ok(s) => s,
         Err(e) => {
             log::warn!("cannot install signal handlers: {e}");
@@ -417,6 +436,12 @@ fn install_signal_handlers((stop, waker): (Arc<std::sync::atomic::AtomicBool>, A
         .name("sockpulse-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if let (SIGHUP, Some((flag, waker))) = (sig, &reload) {
+                    log::info!("SIGHUP: reloading the configuration");
+                    flag.store(true, Ordering::SeqCst);
+                    let _ = waker.wake();
+                    continue;
+                }
                 if stop.swap(true, Ordering::SeqCst) {
                     log::warn!("second signal: exiting now");
                     std::process::exit(128 + sig);
@@ -463,7 +488,7 @@ fn run_status(args: StatusArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    install_signal_handlers(driver.stop_handle());
+    install_signal_handlers(driver.stop_handle(), None);
     if let Err(e) = driver.run(Some(Instant::now() + args.timeout), Duration::from_secs(1)) {
         complain!("event loop failed: {e}");
         return EXIT_UNHEALTHY;

@@ -606,6 +606,12 @@ impl Walker<'_> {
 
         let has_probe = probe.is_some();
         let idle_timeout = d.idle_timeout.unwrap_or_else(|| idle_default(parsed.scheme, has_probe));
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (table.to_string(), &name, &url, format!("{d:?}"), &headers).hash(&mut h);
+            h.finish()
+        };
         Some(TargetSpec {
             name,
             url,
@@ -639,6 +645,7 @@ impl Walker<'_> {
                 keepalive: d.keepalive,
                 user_timeout: d.user_timeout,
             },
+            fingerprint,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -23,8 +23,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub telemetry_path: String,
     pub echo_endpoint: bool,
-    /// (name, url) of every target, for the landing page.
-    pub targets: Vec<(String, String)>,
+    /// The reload flag and the loop's waker, when POST /-/reload is enabled.
+    pub lifecycle: Option<(Arc<AtomicBool>, Arc<mio::Waker>)>,
 }
 
 pub fn spawn(listener: TcpListener, state: Arc<HttpState>) -> io::Result<thread::JoinHandle<()>> {
@@ -122,6 +122,21 @@ fn serve(mut stream: TcpStream, state: &HttpState) -> io::Result<()> {
         return respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n");
     };
     let path = req.path.split('?').next().unwrap_or("/");
+    if path == "/-/reload" && req.method == "POST" {
+        return match &state.lifecycle {
+            Some((flag, waker)) => {
+                flag.store(true, Ordering::SeqCst);
+                let _ = waker.wake();
+                respond(&mut stream, "202 Accepted", "text/plain", b"reload requested\n")
+            }
+            None => respond(
+                &mut stream,
+                "403 Forbidden",
+                "text/plain",
+                b"lifecycle API is not enabled (--web.enable-lifecycle)\n",
+            ),
+        };
+    }
     if req.method != "GET" {
         return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"only GET\n");
     }
@@ -181,15 +196,28 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Lists the live targets from the metrics registry, so it follows reloads.
 fn landing_page(state: &HttpState) -> String {
-    let rows: String = state
-        .targets
+    use prometheus::core::Collector;
+    let mut targets: Vec<(String, f64)> = state
+        .metrics
+        .target_up
+        .collect()
         .iter()
-        .map(|(name, url)| {
+        .flat_map(|family| family.get_metric().iter())
+        .filter_map(|m| {
+            let name = m.get_label().iter().find(|l| l.name() == "target")?.value().to_string();
+            Some((name, m.get_gauge().value()))
+        })
+        .collect();
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: String = targets
+        .iter()
+        .map(|(name, up)| {
             format!(
                 "<li><code>{}</code> &mdash; {}</li>",
                 html_escape(name),
-                html_escape(url)
+                if *up == 1.0 { "up" } else { "down" }
             )
         })
         .collect();

@@ -6,7 +6,8 @@ use prometheus::{
     histogram_opts, opts, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
 };
 
-use crate::kernel::Diagnosis;
+use crate::kernel::owned::Mismatch;
+use crate::kernel::{Diagnosis, TcpState};
 use crate::session::{DisconnectReason, FailureReason, Phase};
 
 pub const TARGET_UP: &str = "sockpulse_target_up";
@@ -35,6 +36,8 @@ pub const KERNEL_SCAN_DURATION: &str = "sockpulse_kernel_scan_duration_seconds";
 pub const KERNEL_SCAN_ERRORS: &str = "sockpulse_kernel_scan_errors_total";
 pub const SESSION_KERNEL_STATE: &str = "sockpulse_session_kernel_state";
 pub const KERNEL_MISMATCHES: &str = "sockpulse_kernel_mismatches_total";
+pub const CONFIG_RELOAD_SUCCESSFUL: &str = "sockpulse_config_last_reload_successful";
+pub const CONFIG_RELOAD_TIMESTAMP: &str = "sockpulse_config_last_reload_success_timestamp_seconds";
 
 /// Host scans take milliseconds to a second (100k sockets).
 pub const SCAN_BUCKETS: &[f64] = &[
@@ -78,6 +81,8 @@ pub struct Metrics {
     pub kernel_scan_errors: prometheus::IntCounter,
     pub session_kernel_state: IntGaugeVec,
     pub kernel_mismatches: IntCounterVec,
+    pub config_reload_successful: prometheus::IntGauge,
+    pub config_reload_timestamp: prometheus::Gauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -325,6 +330,22 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            config_reload_successful: register(
+                r,
+                prometheus::IntGauge::with_opts(opts!(
+                    CONFIG_RELOAD_SUCCESSFUL,
+                    "1 if the last configuration load succeeded"
+                ))
+                .expect("valid"),
+            ),
+            config_reload_timestamp: register(
+                r,
+                prometheus::Gauge::with_opts(opts!(
+                    CONFIG_RELOAD_TIMESTAMP,
+                    "When the configuration was last loaded successfully, Unix seconds"
+                ))
+                .expect("valid"),
+            ),
             registry,
         };
         let build = register(
@@ -363,6 +384,44 @@ impl Metrics {
         for d in Diagnosis::ALL {
             self.diagnoses.with_label_values(&[target, d.as_str()]);
         }
+        for kind in Mismatch::ALL {
+            self.kernel_mismatches.with_label_values(&[target, kind.as_str()]);
+        }
+    }
+
+    /// Drops every series of a target (after a reload removed it).
+    pub fn remove_target(&self, target: &str) {
+        let one = [target];
+        let _ = self.target_up.remove_label_values(&one);
+        let _ = self.connect_attempts.remove_label_values(&one);
+        let _ = self.sessions_opened.remove_label_values(&one);
+        let _ = self.ping_rtt.remove_label_values(&one);
+        let _ = self.pong_timeouts.remove_label_values(&one);
+        let _ = self.stray_pongs.remove_label_values(&one);
+        let _ = self.last_pong_age.remove_label_values(&one);
+        let _ = self.last_message_age.remove_label_values(&one);
+        let _ = self.tls_cert_expiry.remove_label_values(&one);
+        for phase in Phase::EXPORTED {
+            let _ = self.sessions.remove_label_values(&[target, phase.as_str()]);
+        }
+        for r in FailureReason::ALL {
+            let _ = self.connect_failures.remove_label_values(&[target, r.as_str()]);
+        }
+        for r in DisconnectReason::ALL {
+            let _ = self.disconnects.remove_label_values(&[target, r.as_str()]);
+        }
+        for phase in [PHASE_TCP, PHASE_TLS, PHASE_HANDSHAKE] {
+            let _ = self.connect_duration.remove_label_values(&[target, phase]);
+        }
+        for d in Diagnosis::ALL {
+            let _ = self.diagnoses.remove_label_values(&[target, d.as_str()]);
+        }
+        for state in TcpState::ALL {
+            let _ = self.session_kernel_state.remove_label_values(&[target, state.as_str()]);
+        }
+        for kind in Mismatch::ALL {
+            let _ = self.kernel_mismatches.remove_label_values(&[target, kind.as_str()]);
+        }
     }
 
     /// The text exposition format.
@@ -384,6 +443,31 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_a_target_removes_every_series_it_had() {
+        let m = Metrics::new();
+        m.init_target("gone");
+        m.init_target("kept");
+        m.ping_rtt.with_label_values(&["gone"]).observe(0.001);
+        m.connect_duration.with_label_values(&["gone", PHASE_TLS]).observe(0.01);
+        m.last_pong_age.with_label_values(&["gone"]).set(1.0);
+        m.tls_cert_expiry.with_label_values(&["gone"]).set(1.0);
+        m.session_kernel_state
+            .with_label_values(&["gone", "established"])
+            .set(2);
+        m.remove_target("gone");
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(
+            !text.contains("target=\"gone\""),
+            "left behind:\n{}",
+            text.lines()
+                .filter(|l| l.contains("\"gone\""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(text.contains("sockpulse_target_up{target=\"kept\"} 0"));
+    }
 
     #[test]
     fn every_series_of_a_target_exists_after_init() {

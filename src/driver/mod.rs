@@ -54,7 +54,24 @@ pub trait Observer {
     fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent);
     /// Called about once a second with every session, for gauges.
     fn on_tick(&mut self, _sessions: &[&Session], _now: Instant) {}
+    /// A reload added a target under this index (indices are never reused).
+    fn on_target_added(&mut self, _index: usize, _spec: &Arc<TargetSpec>) {}
+    /// A reload removed a target; its sessions are closing.
+    fn on_target_removed(&mut self, _index: usize, _spec: &Arc<TargetSpec>) {}
+    /// A reload was attempted: the change it made, or why it was refused.
+    fn on_reload(&mut self, _result: Result<&ReloadSummary, &str>) {}
 }
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Produces the new target list on reload, or says why it cannot.
+pub type Reloader = Box<dyn FnMut() -> Result<Vec<Arc<TargetSpec>>, String> + Send>;
 
 struct Slot {
     session: Session,
@@ -68,6 +85,9 @@ struct Slot {
     resolve_seq: u64,
     /// The socket's inode, when the kernel view is on.
     inode: Option<u64>,
+    /// Its target was removed by a reload: the session is closing or
+    /// stopped, and the slot may be reused.
+    retired: bool,
 }
 
 pub struct Driver<O: Observer> {
@@ -81,6 +101,12 @@ pub struct Driver<O: Observer> {
     scratch: Vec<u8>,
     /// Sockets that still had data when their read budget ran out.
     unfinished_reads: Vec<usize>,
+    /// Every target ever configured, by index; `None` once a reload removed it.
+    targets: Vec<Option<Arc<TargetSpec>>>,
+    mode: Mode,
+    seed: u64,
+    reload: Arc<AtomicBool>,
+    reloader: Option<Reloader>,
     /// Sessions in `Phase::Stopped`: counted, because scanning every slot
     /// on every wake costs more than all the real work at 9k sessions.
     stopped: usize,
@@ -128,29 +154,16 @@ impl<O: Observer> Driver<O> {
         let mut seed_bytes = [0u8; 8];
         getrandom::getrandom(&mut seed_bytes).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
         let seed = u64::from_le_bytes(seed_bytes);
-        let mut slots = Vec::new();
-        for (ti, spec) in targets.iter().enumerate() {
-            for ordinal in 0..spec.connections {
-                let n = slots.len() as u64;
-                slots.push(Slot {
-                    session: Session::new(Arc::clone(spec), mode, seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                    target: ti,
-                    ordinal,
-                    socket: None,
-                    generation: 0,
-                    connecting: false,
-                    wants_write: false,
-                    resolve_seq: 0,
-                    inode: None,
-                });
-            }
-        }
-        let timers = TimerQueue::with_slots(slots.len());
-        Ok(Driver {
+        let mut driver = Driver {
             poll,
             waker,
-            slots,
-            timers,
+            slots: Vec::new(),
+            timers: TimerQueue::with_slots(0),
+            targets: Vec::new(),
+            mode,
+            seed,
+            reload: Arc::new(AtomicBool::new(false)),
+            reloader: None,
             resolver,
             out: Outbox::default(),
             observer,
@@ -159,16 +172,124 @@ impl<O: Observer> Driver<O> {
             stopped: 0,
             owned: None,
             stop: Arc::new(AtomicBool::new(false)),
-        })
+        };
+        for spec in targets {
+            driver.add_target(spec);
+        }
+        Ok(driver)
     }
 
-    /// Setting this flag (then waking) makes `run` close every session and return.
+    /// Adds a target and its sessions (not yet started); returns its index.
+    fn add_target(&mut self, spec: &Arc<TargetSpec>) -> usize {
+        let index = self.targets.len();
+        self.targets.push(Some(Arc::clone(spec)));
+        if let Some(r) = &self.owned {
+            r.set_target_name(index, Some(spec.name.clone()));
+        }
+        let mut reusable = (0..self.slots.len())
+            .filter(|&i| self.slots[i].retired && self.slots[i].session.phase() == Phase::Stopped)
+            .collect::<Vec<_>>()
+            .into_iter();
+        for ordinal in 0..spec.connections {
+            let n = ((index as u64) << 20) ^ (self.slots.len() as u64 + u64::from(ordinal));
+            let session = Session::new(
+                Arc::clone(spec),
+                self.mode,
+                self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            match reusable.next() {
+                Some(i) => {
+                    let slot = &mut self.slots[i];
+                    slot.session = session;
+                    slot.target = index;
+                    slot.ordinal = ordinal;
+                    slot.retired = false;
+                    self.stopped -= 1;
+                }
+                None => self.slots.push(Slot {
+                    session,
+                    target: index,
+                    ordinal,
+                    socket: None,
+                    generation: 0,
+                    connecting: false,
+                    wants_write: false,
+                    resolve_seq: 0,
+                    inode: None,
+                    retired: false,
+                }),
+            }
+        }
+        self.timers.ensure_slots(self.slots.len());
+        index
+    }
+
+    /// Applies a new target list: targets with an unchanged fingerprint keep
+    /// their sessions; removed or changed ones close theirs; new ones start.
+    pub fn reconcile(&mut self, new: &[Arc<TargetSpec>], now: Instant) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let mut kept = std::collections::HashSet::new();
+        for index in 0..self.targets.len() {
+            let Some(spec) = self.targets[index].clone() else {
+                continue;
+            };
+            if new
+                .iter()
+                .any(|n| n.name == spec.name && n.fingerprint == spec.fingerprint)
+            {
+                kept.insert(spec.name.clone());
+                summary.kept += 1;
+                continue;
+            }
+            summary.removed += 1;
+            self.targets[index] = None;
+            if let Some(r) = &self.owned {
+                r.set_target_name(index, None);
+            }
+            self.observer.on_target_removed(index, &spec);
+            for i in 0..self.slots.len() {
+                if self.slots[i].target == index && !self.slots[i].retired {
+                    self.slots[i].retired = true;
+                    self.slots[i].session.stop(now, &mut self.out);
+                    self.after_session_call(i, now);
+                }
+            }
+        }
+        for spec in new.iter().filter(|s| !kept.contains(&s.name)) {
+            summary.added += 1;
+            let index = self.add_target(spec);
+            self.observer.on_target_added(index, spec);
+            for i in 0..self.slots.len() {
+                if self.slots[i].target == index && !self.slots[i].retired {
+                    self.slots[i].session.start(now, &mut self.out);
+                    self.after_session_call(i, now);
+                }
+            }
+        }
+        summary
+    }
+
+    /// Where reloads get their new targets from; a reload runs when the
+    /// flag of `reload_handle` is set and the loop is woken.
+    pub fn with_reloader(mut self, reloader: Reloader) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    pub fn reload_handle(&self) -> (Arc<AtomicBool>, Arc<Waker>) {
+        (Arc::clone(&self.reload), Arc::clone(&self.waker))
+    }
+
     /// Registers every socket by inode so the kernel scan can find ours.
     pub fn with_owned_registry(mut self, registry: Arc<OwnedRegistry>) -> Self {
+        for (index, spec) in self.targets.iter().enumerate() {
+            registry.set_target_name(index, spec.as_ref().map(|s| s.name.clone()));
+        }
         self.owned = Some(registry);
         self
     }
 
+    /// Setting this flag (then waking) makes `run` close every session and return.
     pub fn stop_handle(&self) -> (Arc<AtomicBool>, Arc<Waker>) {
         (Arc::clone(&self.stop), Arc::clone(&self.waker))
     }
@@ -208,8 +329,23 @@ impl<O: Observer> Driver<O> {
                 self.observer.on_tick(&sessions, now);
                 next_tick = now + Duration::from_secs(1);
             }
-            if self.stopped == self.slots.len() {
+            // One-shot runs end when every session is done; persistent ones
+            // only when stopping (a reload may leave no sessions at all).
+            let one_shot = matches!(self.mode, Mode::OneShot { .. });
+            if self.stopped == self.slots.len() && (one_shot || stopping_since.is_some()) {
                 return Ok(());
+            }
+            if stopping_since.is_none() && self.reload.swap(false, Ordering::SeqCst) {
+                if let Some(mut reloader) = self.reloader.take() {
+                    match reloader() {
+                        Ok(targets) => {
+                            let summary = self.reconcile(&targets, now);
+                            self.observer.on_reload(Ok(&summary));
+                        }
+                        Err(e) => self.observer.on_reload(Err(&e)),
+                    }
+                    self.reloader = Some(reloader);
+                }
             }
             if stopping_since.is_some_and(|t| now >= t + grace) {
                 log::warn!("shutdown grace period over; dropping remaining connections");

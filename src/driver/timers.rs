@@ -20,6 +20,13 @@ impl TimerQueue {
         }
     }
 
+    /// Makes room for slots added since creation.
+    pub fn ensure_slots(&mut self, n: usize) {
+        if self.armed.len() < n {
+            self.armed.resize(n, None);
+        }
+    }
+
     /// Records the slot's wanted deadline; a no-op when unchanged.
     pub fn arm(&mut self, slot: usize, at: Option<Instant>) {
         if self.armed[slot] == at {

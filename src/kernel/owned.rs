@@ -21,9 +21,24 @@ pub struct Owned {
 #[derive(Debug, Default)]
 pub struct OwnedRegistry {
     inner: Mutex<HashMap<u64, Owned>>,
+    /// Target names by index; `None` for targets a reload removed.
+    names: Mutex<Vec<Option<String>>>,
 }
 
 impl OwnedRegistry {
+    pub fn set_target_name(&self, index: usize, name: Option<String>) {
+        if let Ok(mut names) = self.names.lock() {
+            if names.len() <= index {
+                names.resize(index + 1, None);
+            }
+            names[index] = name;
+        }
+    }
+
+    pub fn target_names(&self) -> Vec<Option<String>> {
+        self.names.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
     pub fn insert(&self, inode: u64, target: usize) {
         if let Ok(mut m) = self.inner.lock() {
             m.insert(inode, Owned { target, open: false });

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::host::{self, CloseWaitTracker, HostConfig, HostSummary};
 use super::netlink;
-use super::owned::{self, Mismatch, Owned, OwnedRegistry};
+use super::owned::{self, Owned, OwnedRegistry};
 use super::table::{self, Namespace, SocketEntry};
 use super::TcpState;
 use crate::config::{KernelConfig, ScanMethod};
@@ -97,18 +97,14 @@ pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: &str) {
     m.tcp_time_wait_port_ratio.set(s.time_wait_port_ratio);
 }
 
-/// The agent's sockets and its target names, for the owned-socket view.
-pub struct OwnedSource {
-    pub registry: Arc<OwnedRegistry>,
-    pub targets: Vec<String>,
-}
-
 /// Joins the agent's sockets with the table and exports the result. Only
 /// counts a disagreement the registry still confirms after the table was
 /// read, so a session closing mid-scan is not mistaken for a lost socket.
-fn export_owned(m: &Metrics, src: &OwnedSource, before: &HashMap<u64, Owned>, table: &[SocketEntry]) {
-    let view = owned::join(before, table, src.targets.len());
-    for (name, states) in src.targets.iter().zip(&view.by_target) {
+fn export_owned(m: &Metrics, registry: &OwnedRegistry, before: &HashMap<u64, Owned>, table: &[SocketEntry]) {
+    let names = registry.target_names();
+    let view = owned::join(before, table, names.len());
+    for (name, states) in names.iter().zip(&view.by_target) {
+        let Some(name) = name else { continue };
         for state in TcpState::ALL {
             let n = states.get(&state).copied().unwrap_or(0);
             m.session_kernel_state
@@ -117,8 +113,8 @@ fn export_owned(m: &Metrics, src: &OwnedSource, before: &HashMap<u64, Owned>, ta
         }
     }
     for (target, inode, kind) in view.mismatches {
-        if src.registry.get(inode).is_some_and(|o| o.open) {
-            let name = &src.targets[target];
+        let Some(Some(name)) = names.get(target) else { continue };
+        if registry.get(inode).is_some_and(|o| o.open) {
             m.kernel_mismatches.with_label_values(&[name, kind.as_str()]).inc();
             log::warn!(
                 "target={name}: a session the agent thinks open is {} in the kernel (inode {inode})",
@@ -133,25 +129,18 @@ pub fn spawn(
     k: &KernelConfig,
     interval: Duration,
     metrics: Arc<Metrics>,
-    owned_src: Option<OwnedSource>,
+    owned_src: Option<Arc<OwnedRegistry>>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let cfg = host_config(k);
     let ns = namespace(k);
     let method = k.method;
-    if let Some(src) = &owned_src {
-        for name in &src.targets {
-            for kind in Mismatch::ALL {
-                metrics.kernel_mismatches.with_label_values(&[name, kind.as_str()]);
-            }
-        }
-    }
     // Our own sockets live in our namespace; another one's table has none.
     let owned_src = owned_src.filter(|_| ns == Namespace::Own);
     thread::Builder::new().name("sockpulse-kernel".into()).spawn(move || {
         let mut tracker = CloseWaitTracker::default();
         let mut failing = false;
         loop {
-            let before = owned_src.as_ref().map(|s| s.registry.snapshot());
+            let before = owned_src.as_ref().map(|r| r.snapshot());
             let started = Instant::now();
             let result = read_table(method, ns).map(|(entries, used)| {
                 let summary = host::summarize(&entries, &cfg, &mut tracker, Instant::now());

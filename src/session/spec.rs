@@ -107,4 +107,7 @@ pub struct TargetSpec {
     pub tls: Option<TlsSpec>,
     pub probe: Option<Probe>,
     pub socket: SocketOptions,
+    /// Changes when anything that configures this target changes: a reload
+    /// keeps the sessions of targets whose fingerprint is unchanged.
+    pub fingerprint: u64,
 }

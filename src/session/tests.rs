@@ -41,6 +41,7 @@ fn spec(scheme: Scheme) -> TargetSpec {
         tls: None,
         probe: None,
         socket: SocketOptions::default(),
+        fingerprint: 0,
     }
 }
 

@@ -12,3 +12,4 @@ mod interop;
 mod kernel;
 mod observability;
 mod packaging;
+mod reload;

@@ -1,0 +1,132 @@
+//! Live reload: SIGHUP and POST /-/reload apply a new config without
+//! touching unchanged targets; a broken config keeps the running one.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+fn targets(port: u16, names: &[(&str, u32)]) -> String {
+    let mut c = fast_defaults().to_string();
+    for (name, n) in names {
+        c.push_str(&format!(
+            "[[target]]\nname = \"{name}\"\nurl = \"ws://127.0.0.1:{port}/\"\nconnections = {n}\n"
+        ));
+    }
+    c
+}
+
+fn config_path(agent: &Agent) -> std::path::PathBuf {
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", agent.proc.pid())).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).to_string())
+        .collect();
+    let i = args.iter().position(|a| a == "--config").unwrap();
+    Path::new(&args[i + 1]).to_path_buf()
+}
+
+fn post(addr: &str, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn series_of(agent: &Agent, target: &str) -> usize {
+    agent
+        .scrape()
+        .lines()
+        .filter(|l| l.contains(&format!("target=\"{target}\"")))
+        .count()
+}
+
+#[test]
+fn sighup_keeps_unchanged_targets_adds_and_removes_the_rest() {
+    let Some((server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&targets(port, &[("keep", 2), ("drop", 1)]));
+    agent.wait_metric("sockpulse_sessions", &[("target", "keep"), ("state", "open")], T, |v| {
+        v == 2.0
+    });
+    agent.wait_metric("sockpulse_target_up", &[("target", "drop")], T, |v| v == 1.0);
+
+    std::fs::write(config_path(&agent), targets(port, &[("keep", 2), ("add", 1)])).unwrap();
+    agent.proc.signal("HUP");
+    agent.wait_metric("sockpulse_target_up", &[("target", "add")], T, |v| v == 1.0);
+    assert!(
+        wait_until(T, || series_of(&agent, "drop") == 0),
+        "the removed target's series stay"
+    );
+    // The unchanged target never reconnected.
+    assert_eq!(
+        agent.metric("sockpulse_sessions_opened_total", &[("target", "keep")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        agent.metric(
+            "sockpulse_disconnects_total",
+            &[("target", "keep"), ("reason", "local_close")]
+        ),
+        Some(0.0)
+    );
+    // The removed one closed cleanly: the server saw a going-away close frame.
+    assert!(
+        wait_until(T, || server.output().iter().any(|l| l == "CLOSED 1001")),
+        "{:?}",
+        server.output()
+    );
+    assert_eq!(agent.metric("sockpulse_config_last_reload_successful", &[]), Some(1.0));
+
+    // A broken config is refused and the running one stays.
+    std::fs::write(config_path(&agent), "[[target]]\nurl = \"ftp://nope/\"\n").unwrap();
+    agent.proc.signal("HUP");
+    agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == 0.0);
+    assert_eq!(agent.metric("sockpulse_target_up", &[("target", "keep")]), Some(1.0));
+    assert_eq!(agent.metric("sockpulse_target_up", &[("target", "add")]), Some(1.0));
+    let log = agent.proc.output_text();
+    assert!(
+        log.contains("configuration reload failed, keeping the running one") && log.contains("target[0].url"),
+        "{log}"
+    );
+
+    // A changed target (same name, new settings) restarts its sessions.
+    std::fs::write(config_path(&agent), targets(port, &[("keep", 3), ("add", 1)])).unwrap();
+    agent.proc.signal("HUP");
+    agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == 1.0);
+    agent.wait_metric("sockpulse_sessions", &[("target", "keep"), ("state", "open")], T, |v| {
+        v == 3.0
+    });
+    assert_eq!(
+        agent.metric("sockpulse_sessions_opened_total", &[("target", "add")]),
+        Some(1.0),
+        "add untouched"
+    );
+}
+
+#[test]
+fn post_reload_needs_the_lifecycle_flag() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let closed = Agent::start(&targets(port, &[("a", 1)]));
+    assert_eq!(post(&closed.addr, "/-/reload"), 403);
+
+    let agent = Agent::start_with(&targets(port, &[("a", 1)]), &["--web.enable-lifecycle"]);
+    agent.wait_metric("sockpulse_target_up", &[("target", "a")], T, |v| v == 1.0);
+    std::fs::write(config_path(&agent), targets(port, &[("b", 1)])).unwrap();
+    assert_eq!(post(&agent.addr, "/-/reload"), 202);
+    agent.wait_metric("sockpulse_target_up", &[("target", "b")], T, |v| v == 1.0);
+    assert!(wait_until(T, || series_of(&agent, "a") == 0));
+    let (_, page) = agent.get("/");
+    assert!(
+        page.contains("<code>b</code>") && !page.contains("<code>a</code>"),
+        "landing page follows reloads: {page}"
+    );
+}
