@@ -2,13 +2,14 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary};
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, Session, SessionEvent};
+use crate::status::TargetReport;
 
 pub struct MetricsObserver {
     metrics: Arc<Metrics>,
@@ -17,7 +18,15 @@ pub struct MetricsObserver {
     /// Every RTT sample as `unix_ms target rtt_us`, for offline analysis
     /// (exact percentiles and maxima a histogram cannot give).
     rtt_log: Option<BufWriter<File>>,
+    /// Live per-target state for `status --agent`, by target index.
+    live: Vec<Option<TargetReport>>,
+    /// What the HTTP thread serves: a snapshot taken once a second, so
+    /// pongs never take a lock.
+    published: Arc<Mutex<Vec<TargetReport>>>,
 }
+
+/// RTT samples kept per target for the live status.
+const LIVE_RTT_SAMPLES: usize = 64;
 
 impl MetricsObserver {
     pub fn new(metrics: Arc<Metrics>, targets: Vec<Arc<TargetSpec>>) -> Self {
@@ -28,9 +37,16 @@ impl MetricsObserver {
         metrics.config_reload_timestamp.set(unix_now() as f64);
         MetricsObserver {
             metrics,
+            live: targets.iter().map(|t| Some(TargetReport::new(t, 0))).collect(),
             targets: targets.into_iter().map(Some).collect(),
             rtt_log: None,
+            published: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// The live status snapshot the HTTP thread serves at /api/v1/status.
+    pub fn status_handle(&self) -> Arc<Mutex<Vec<TargetReport>>> {
+        Arc::clone(&self.published)
     }
 
     pub fn with_rtt_log(mut self, file: File) -> Self {
@@ -62,6 +78,10 @@ impl Observer for MetricsObserver {
         };
         let name = spec.name.as_str();
         let ordinal = ctx.ordinal;
+        if let Some(Some(r)) = self.live.get_mut(ctx.target) {
+            r.record(ctx, event);
+            r.trim_rtts(LIVE_RTT_SAMPLES);
+        }
         let m = &self.metrics;
         let kernel = kernel_note(ctx.kernel);
         if let Some(d) = ctx.kernel.and_then(|k| k.diagnosis) {
@@ -144,6 +164,10 @@ impl Observer for MetricsObserver {
             self.targets.resize(index + 1, None);
         }
         self.targets[index] = Some(Arc::clone(spec));
+        if self.live.len() <= index {
+            self.live.resize(index + 1, None);
+        }
+        self.live[index] = Some(TargetReport::new(spec, 0));
         self.metrics.init_target(&spec.name);
         log::info!(
             "target={} added ({} connection(s)) {}",
@@ -155,6 +179,9 @@ impl Observer for MetricsObserver {
 
     fn on_target_removed(&mut self, index: usize, spec: &Arc<TargetSpec>) {
         if let Some(slot) = self.targets.get_mut(index) {
+            *slot = None;
+        }
+        if let Some(slot) = self.live.get_mut(index) {
             *slot = None;
         }
         // A removed target's series go with it, as Prometheus expects.
@@ -223,6 +250,17 @@ impl Observer for MetricsObserver {
             if let Some(age) = since(last) {
                 msg_age[ti] = Some(msg_age[ti].map_or(age, |a| a.max(age)));
             }
+        }
+        for (i, r) in self.live.iter_mut().enumerate() {
+            let Some(r) = r else { continue };
+            r.healthy = up.get(i).copied().unwrap_or(false);
+            if r.healthy {
+                r.clear_failure();
+            }
+            r.summarize_rtts();
+        }
+        if let Ok(mut p) = self.published.lock() {
+            *p = self.live.iter().flatten().cloned().collect();
         }
         for (i, t) in self.targets.iter().enumerate() {
             let Some(t) = t else { continue };

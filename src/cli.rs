@@ -123,6 +123,9 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Ask a running agent (http://HOST:PORT) what it sees instead of opening sessions.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "targets"])]
+    pub agent: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +295,7 @@ fn run(args: RunArgs) -> u8 {
         add_self_target(&mut cfg, &reload_bound)?;
         Ok(cfg.targets)
     });
+    let status_handle = observer.status_handle();
     let mut driver = match Driver::new(&cfg.targets, Mode::Persistent, observer) {
         Ok(d) => d.with_reloader(reloader),
         Err(e) => {
@@ -304,6 +308,7 @@ fn run(args: RunArgs) -> u8 {
         telemetry_path: args.telemetry_path.clone(),
         echo_endpoint: cfg.web.echo_endpoint,
         lifecycle: args.enable_lifecycle.then(|| driver.reload_handle()),
+        status: status_handle,
     });
     if let Err(e) = http::spawn(listener, state) {
         complain!("cannot start the HTTP thread: {e}");
@@ -455,7 +460,39 @@ fn install_signal_handlers((stop, waker): Handle, reload: Option<Handle>) {
     }
 }
 
+fn print_reports(reports: &[status::TargetReport], json: bool) -> u8 {
+    if json {
+        match serde_json::to_string_pretty(reports) {
+            Ok(s) => say!("{s}"),
+            Err(e) => {
+                complain!("cannot encode JSON: {e}");
+                return EXIT_UNHEALTHY;
+            }
+        }
+    } else {
+        say_raw!("{}", status::render_table(reports, unix_now()));
+    }
+    if reports.iter().all(|r| r.healthy) {
+        EXIT_OK
+    } else {
+        EXIT_UNHEALTHY
+    }
+}
+
 fn run_status(args: StatusArgs) -> u8 {
+    if let Some(agent) = &args.agent {
+        return match status::fetch_from_agent(agent, args.timeout) {
+            Ok(reports) => print_reports(&reports, args.json),
+            Err(status::AgentError::Usage(e)) => {
+                complain!("{e}");
+                EXIT_USAGE
+            }
+            Err(status::AgentError::Unreachable(e)) => {
+                complain!("{e}");
+                EXIT_UNHEALTHY
+            }
+        };
+    }
     let cfg = match load(&args.targets) {
         Ok(c) => c,
         Err(e) => {
@@ -494,20 +531,5 @@ fn run_status(args: StatusArgs) -> u8 {
         return EXIT_UNHEALTHY;
     }
     let reports = driver.into_observer().finish();
-    if args.json {
-        match serde_json::to_string_pretty(&reports) {
-            Ok(s) => say!("{s}"),
-            Err(e) => {
-                complain!("cannot encode JSON: {e}");
-                return EXIT_UNHEALTHY;
-            }
-        }
-    } else {
-        say_raw!("{}", status::render_table(&reports, unix_now()));
-    }
-    if reports.iter().all(|r| r.healthy) {
-        EXIT_OK
-    } else {
-        EXIT_UNHEALTHY
-    }
+    print_reports(&reports, args.json)
 }

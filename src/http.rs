@@ -25,6 +25,8 @@ pub struct HttpState {
     pub echo_endpoint: bool,
     /// The reload flag and the loop's waker, when POST /-/reload is enabled.
     pub lifecycle: Option<(Arc<AtomicBool>, Arc<mio::Waker>)>,
+    /// The agent's live per-target state, served at /api/v1/status.
+    pub status: Arc<std::sync::Mutex<Vec<crate::status::TargetReport>>>,
 }
 
 pub fn spawn(listener: TcpListener, state: Arc<HttpState>) -> io::Result<thread::JoinHandle<()>> {
@@ -152,6 +154,18 @@ fn serve(mut stream: TcpStream, state: &HttpState) -> io::Result<()> {
             landing_page(state).as_bytes(),
         ),
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", b"ok\n"),
+        "/api/v1/status" => {
+            let snapshot = state.status.lock().map(|s| s.clone()).unwrap_or_default();
+            match serde_json::to_vec(&snapshot) {
+                Ok(body) => respond(&mut stream, "200 OK", "application/json", &body),
+                Err(e) => respond(
+                    &mut stream,
+                    "500 Internal Server Error",
+                    "text/plain",
+                    e.to_string().as_bytes(),
+                ),
+            }
+        }
         "/ws" if state.echo_endpoint => match (req.upgrade_ws, req.ws_key) {
             (true, Some(key)) => echo(stream, &key, buf.split_off(req.head_len)),
             _ => respond(

@@ -5,13 +5,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::driver::{EventContext, Observer};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, SessionEvent};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TargetReport {
     pub target: String,
     pub url: String,
@@ -38,51 +38,114 @@ pub struct TargetReport {
     opened: bool,
 }
 
-pub struct StatusObserver {
-    pub reports: Vec<TargetReport>,
-}
-
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+impl TargetReport {
+    pub fn new(spec: &TargetSpec, pings_wanted: u32) -> Self {
+        TargetReport {
+            target: spec.name.clone(),
+            url: spec.url.clone(),
+            healthy: false,
+            reason: None,
+            detail: None,
+            diagnosis: None,
+            kernel: None,
+            tcp_connect_ms: None,
+            tls_ms: None,
+            handshake_ms: None,
+            pings_answered: 0,
+            pings_wanted: if spec.timing.ping_interval.is_some() {
+                pings_wanted
+            } else {
+                0
+            },
+            rtt_min_ms: None,
+            rtt_avg_ms: None,
+            rtt_max_ms: None,
+            cert_not_after_unix: None,
+            rtts: Vec::new(),
+            opened: false,
+        }
+    }
+
+    /// Folds in one session event. The first failure is kept: it is the
+    /// cause; later ones are its consequences.
+    pub fn record(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
+        if self.diagnosis.is_none() && self.reason.is_none() {
+            if let Some(k) = ctx.kernel {
+                self.diagnosis = k.diagnosis.map(|d| d.as_str().to_string());
+                self.kernel = Some(k.snapshot.summary());
+            }
+        }
+        match event {
+            SessionEvent::Opened { tcp, tls, handshake } => {
+                self.opened = true;
+                self.tcp_connect_ms = Some(ms(*tcp));
+                self.tls_ms = tls.map(ms);
+                self.handshake_ms = handshake.map(ms);
+            }
+            SessionEvent::ConnectFailed { reason, detail } => {
+                self.reason.get_or_insert_with(|| reason.as_str().to_string());
+                self.detail.get_or_insert_with(|| detail.clone());
+            }
+            SessionEvent::Disconnected { reason, detail, .. } if *reason != DisconnectReason::LocalClose => {
+                self.reason.get_or_insert_with(|| reason.as_str().to_string());
+                self.detail.get_or_insert_with(|| detail.clone());
+            }
+            SessionEvent::Pong { rtt } => {
+                self.pings_answered = self.pings_answered.saturating_add(1);
+                self.rtts.push(*rtt);
+            }
+            SessionEvent::CertExpiry { not_after_unix } => self.cert_not_after_unix = Some(*not_after_unix),
+            _ => {}
+        }
+    }
+
+    /// Keeps only the newest `n` RTT samples (a live agent's window).
+    pub fn trim_rtts(&mut self, n: usize) {
+        if self.rtts.len() > n {
+            let cut = self.rtts.len() - n;
+            self.rtts.drain(..cut);
+        }
+    }
+
+    /// Fills the RTT summary fields from the samples held.
+    pub fn summarize_rtts(&mut self) {
+        if self.rtts.is_empty() {
+            return;
+        }
+        let sum: Duration = self.rtts.iter().sum();
+        self.rtt_min_ms = self.rtts.iter().min().copied().map(ms);
+        self.rtt_max_ms = self.rtts.iter().max().copied().map(ms);
+        self.rtt_avg_ms = Some(ms(sum / self.rtts.len() as u32));
+    }
+
+    /// Forgets the last failure (a live agent whose target is healthy again).
+    pub fn clear_failure(&mut self) {
+        self.reason = None;
+        self.detail = None;
+        self.diagnosis = None;
+        self.kernel = None;
+    }
+}
+
+pub struct StatusObserver {
+    pub reports: Vec<TargetReport>,
+}
+
 impl StatusObserver {
     pub fn new(targets: &[Arc<TargetSpec>], pings: u32) -> Self {
-        let reports = targets
-            .iter()
-            .map(|t| TargetReport {
-                target: t.name.clone(),
-                url: t.url.clone(),
-                healthy: false,
-                reason: None,
-                detail: None,
-                diagnosis: None,
-                kernel: None,
-                tcp_connect_ms: None,
-                tls_ms: None,
-                handshake_ms: None,
-                pings_answered: 0,
-                pings_wanted: if t.timing.ping_interval.is_some() { pings } else { 0 },
-                rtt_min_ms: None,
-                rtt_avg_ms: None,
-                rtt_max_ms: None,
-                cert_not_after_unix: None,
-                rtts: Vec::new(),
-                opened: false,
-            })
-            .collect();
-        StatusObserver { reports }
+        StatusObserver {
+            reports: targets.iter().map(|t| TargetReport::new(t, pings)).collect(),
+        }
     }
 
     /// Settles verdicts once the driver has returned.
     pub fn finish(mut self) -> Vec<TargetReport> {
         for r in &mut self.reports {
-            if !r.rtts.is_empty() {
-                let sum: Duration = r.rtts.iter().sum();
-                r.rtt_min_ms = r.rtts.iter().min().copied().map(ms);
-                r.rtt_max_ms = r.rtts.iter().max().copied().map(ms);
-                r.rtt_avg_ms = Some(ms(sum / r.rtts.len() as u32));
-            }
+            r.summarize_rtts();
             r.healthy = r.reason.is_none() && r.opened && r.pings_answered >= r.pings_wanted;
             if !r.healthy && r.reason.is_none() {
                 r.reason = Some("incomplete".into());
@@ -98,36 +161,8 @@ impl StatusObserver {
 
 impl Observer for StatusObserver {
     fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
-        let Some(r) = self.reports.get_mut(ctx.target) else {
-            return;
-        };
-        if r.diagnosis.is_none() && r.reason.is_none() {
-            if let Some(k) = ctx.kernel {
-                r.diagnosis = k.diagnosis.map(|d| d.as_str().to_string());
-                r.kernel = Some(k.snapshot.summary());
-            }
-        }
-        match event {
-            SessionEvent::Opened { tcp, tls, handshake } => {
-                r.opened = true;
-                r.tcp_connect_ms = Some(ms(*tcp));
-                r.tls_ms = tls.map(ms);
-                r.handshake_ms = handshake.map(ms);
-            }
-            SessionEvent::ConnectFailed { reason, detail } => {
-                r.reason.get_or_insert_with(|| reason.as_str().to_string());
-                r.detail.get_or_insert_with(|| detail.clone());
-            }
-            SessionEvent::Disconnected { reason, detail, .. } if *reason != DisconnectReason::LocalClose => {
-                r.reason.get_or_insert_with(|| reason.as_str().to_string());
-                r.detail.get_or_insert_with(|| detail.clone());
-            }
-            SessionEvent::Pong { rtt } => {
-                r.pings_answered += 1;
-                r.rtts.push(*rtt);
-            }
-            SessionEvent::CertExpiry { not_after_unix } => r.cert_not_after_unix = Some(*not_after_unix),
-            _ => {}
+        if let Some(r) = self.reports.get_mut(ctx.target) {
+            r.record(ctx, event);
         }
     }
 }
@@ -184,4 +219,52 @@ pub fn render_table(reports: &[TargetReport], now_unix: i64) -> String {
         }
     }
     out
+}
+
+/// Why `status --agent` could not get an answer.
+#[derive(Debug)]
+pub enum AgentError {
+    /// The URL itself is wrong: exit 2.
+    Usage(String),
+    /// The agent did not answer properly: exit 1.
+    Unreachable(String),
+}
+
+/// Asks a running agent for its live per-target state (GET /api/v1/status).
+pub fn fetch_from_agent(base: &str, timeout: Duration) -> Result<Vec<TargetReport>, AgentError> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let url = url::Url::parse(base).map_err(|e| AgentError::Usage(format!("--agent {base:?}: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(AgentError::Usage(format!(
+            "--agent {base:?}: only http:// is supported"
+        )));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| AgentError::Usage(format!("--agent {base:?} has no host")))?;
+    let port = url.port().unwrap_or(80);
+    let unreachable = |e: String| AgentError::Unreachable(format!("agent {base}: {e}"));
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("no address".into()))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| unreachable(e.to_string()))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| unreachable(e.to_string()))?;
+    write!(s, "GET /api/v1/status HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| unreachable(e.to_string()))?;
+    let mut resp = Vec::new();
+    // A status answer is small; refuse to buffer a hostile endless one.
+    s.take(16 << 20)
+        .read_to_end(&mut resp)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| unreachable("malformed HTTP answer".into()))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(unreachable(format!("answered {:?}", head.lines().next().unwrap_or(""))));
+    }
+    serde_json::from_str(body).map_err(|e| unreachable(format!("bad status JSON: {e}")))
 }

@@ -281,3 +281,54 @@ fn output_into_a_closed_pipe_is_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn status_agent_reports_what_a_running_agent_sees() {
+    let Some((_ok, ok_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let Some((hung, hung_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let agent = Agent::start(&format!(
+        "{}\n[[target]]\nname = \"ok\"\nurl = \"ws://127.0.0.1:{ok_port}/\"\n[[target]]\nname = \"hung\"\nurl = \"ws://127.0.0.1:{hung_port}/\"\n",
+        fast_defaults()
+    ));
+    agent.wait_metric("sockpulse_target_up", &[("target", "hung")], T, |v| v == 1.0);
+    let url = format!("http://{}", agent.addr);
+    // Both healthy: exit 0, with RTTs from the live window.
+    assert!(wait_until(T, || sockpulse(&["status", "--agent", &url]).status.code() == Some(0)));
+    hung.signal("STOP");
+    agent.wait_metric("sockpulse_target_up", &[("target", "hung")], T, |v| v == 0.0);
+    std::thread::sleep(Duration::from_millis(1100)); // one publish tick
+    let out = sockpulse(&["status", "--agent", &url, "--json"]);
+    hung.signal("CONT");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let by_name = |n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == n)
+            .cloned()
+            .unwrap()
+    };
+    let ok = by_name("ok");
+    assert_eq!(ok["healthy"], true);
+    assert!(ok["rtt_avg_ms"].as_f64().is_some_and(|r| r > 0.0 && r < 250.0), "{ok}");
+    let bad = by_name("hung");
+    assert_eq!(bad["healthy"], false);
+    assert_eq!(bad["reason"], "pong_timeout", "{bad}");
+    assert_eq!(bad["diagnosis"], "peer_unresponsive", "{bad}");
+    // Usage errors and an unreachable agent.
+    assert_eq!(sockpulse(&["status", "--agent", "ftp://x/"]).status.code(), Some(2));
+    assert_eq!(
+        sockpulse(&["status", "--agent", &url, "-t", "ws://x/"]).status.code(),
+        Some(2),
+        "--agent excludes --target"
+    );
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let out = sockpulse(&["status", "--agent", &nobody, "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agent http://127.0.0.1:"));
+}
