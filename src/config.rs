@@ -165,17 +165,15 @@ const DEFAULT_KEYS: &[&str] = &[
     "tcp_keepalive",
     "tcp_user_timeout",
 ];
-const TARGET_ONLY_KEYS: &[&str] = &[
-    "name",
-    "url",
+const TARGET_ONLY_KEYS: &[&str] = &["name", "url", "probe", "tls"];
+/// Keys that only mean something for ws:// and wss:// targets.
+const WS_ONLY_KEYS: &[&str] = &[
     "headers",
     "origin",
     "subprotocols",
     "require_subprotocol",
     "on_open",
     "on_open_binary_hex",
-    "probe",
-    "tls",
 ];
 /// Request headers the handshake itself owns.
 const RESERVED_HEADERS: &[&str] = &[
@@ -430,7 +428,7 @@ impl Walker<'_> {
     }
 
     fn read_target(&mut self, table: &Table, path: &str, defaults: &Defaults) -> Option<TargetSpec> {
-        self.check_keys(table, path, &[DEFAULT_KEYS, TARGET_ONLY_KEYS]);
+        self.check_keys(table, path, &[DEFAULT_KEYS, TARGET_ONLY_KEYS, WS_ONLY_KEYS]);
         let d = self.read_defaults(table, path, defaults);
         self.check_timing(path, &d);
         let url_text = match self.str(table, path, "url") {
@@ -466,16 +464,8 @@ impl Walker<'_> {
         d: Defaults,
     ) -> Option<TargetSpec> {
         let is_ws = parsed.scheme != Scheme::Tcp;
-        let ws_only = [
-            "headers",
-            "origin",
-            "subprotocols",
-            "require_subprotocol",
-            "on_open",
-            "on_open_binary_hex",
-        ];
         if !is_ws {
-            for key in ws_only {
+            for &key in WS_ONLY_KEYS {
                 if table.contains_key(key) {
                     self.problem(join(path, key), "only applies to ws:// and wss:// targets");
                 }

@@ -127,15 +127,7 @@ fn redis_probe_with_wrong_expectation_times_out() {
 fn wss_with_test_ca_reports_tls_timing_and_certificate_expiry() {
     let Some(certs) = certs() else { return };
     let dir = certs.path().display().to_string();
-    let Some((_server, port)) = python_ws(
-        0,
-        &[
-            "--cert",
-            &format!("{dir}/good.pem"),
-            "--key",
-            &format!("{dir}/good.key"),
-        ],
-    ) else {
+    let Some((_server, port)) = python_wss(certs.path(), "good", &[]) else {
         return;
     };
     let agent = Agent::start(&config_for(
@@ -172,26 +164,10 @@ fn wss_with_test_ca_reports_tls_timing_and_certificate_expiry() {
 fn wss_expired_certificate_wrong_hostname_and_unknown_ca_fail_as_tls() {
     let Some(certs) = certs() else { return };
     let dir = certs.path().display().to_string();
-    let Some((_expired, expired_port)) = python_ws(
-        0,
-        &[
-            "--cert",
-            &format!("{dir}/expired.pem"),
-            "--key",
-            &format!("{dir}/expired.key"),
-        ],
-    ) else {
+    let Some((_expired, expired_port)) = python_wss(certs.path(), "expired", &[]) else {
         return;
     };
-    let Some((_other, other_port)) = python_ws(
-        0,
-        &[
-            "--cert",
-            &format!("{dir}/other.pem"),
-            "--key",
-            &format!("{dir}/other.key"),
-        ],
-    ) else {
+    let Some((_other, other_port)) = python_wss(certs.path(), "other", &[]) else {
         return;
     };
     let ca = format!("{dir}/ca.pem");
@@ -237,17 +213,7 @@ tls = {{ ca_file = \"{ca}\", server_name = \"other.test\" }}
 fn wss_client_certificate_is_presented_when_configured_and_required_by_the_server() {
     let Some(certs) = certs() else { return };
     let dir = certs.path().display().to_string();
-    let Some((_server, port)) = python_ws(
-        0,
-        &[
-            "--cert",
-            &format!("{dir}/good.pem"),
-            "--key",
-            &format!("{dir}/good.key"),
-            "--client-ca",
-            &format!("{dir}/ca.pem"),
-        ],
-    ) else {
+    let Some((_server, port)) = python_wss(certs.path(), "good", &["--client-ca", &format!("{dir}/ca.pem")]) else {
         return;
     };
     let config = format!(
@@ -294,16 +260,7 @@ tls = {{ ca_file = \"{dir}/ca.pem\" }}
 #[test]
 fn insecure_skip_verify_accepts_an_expired_certificate_and_says_so() {
     let Some(certs) = certs() else { return };
-    let dir = certs.path().display().to_string();
-    let Some((_server, port)) = python_ws(
-        0,
-        &[
-            "--cert",
-            &format!("{dir}/expired.pem"),
-            "--key",
-            &format!("{dir}/expired.key"),
-        ],
-    ) else {
+    let Some((_server, port)) = python_wss(certs.path(), "expired", &[]) else {
         return;
     };
     let agent = Agent::start(&config_for(

@@ -142,15 +142,7 @@ fn real_prometheus_scrapes_the_agent_answers_every_panel_and_evaluates_every_rul
     };
     let Some(certs) = certs() else { return };
     let dir = certs.path().display().to_string();
-    let Some((_tls, tls_port)) = python_ws(
-        0,
-        &[
-            "--cert",
-            &format!("{dir}/good.pem"),
-            "--key",
-            &format!("{dir}/good.key"),
-        ],
-    ) else {
+    let Some((_tls, tls_port)) = python_wss(certs.path(), "good", &[]) else {
         return;
     };
     let closed = free_port();

@@ -204,6 +204,16 @@ pub fn python_ws(port: u16, extra: &[&str]) -> Option<(Proc, u16)> {
     Some((p, port))
 }
 
+/// Python `websockets` over TLS with `certs/<cert>.pem` and `.key` (see
+/// `certs()`); `extra` are more ws_server.py flags.
+pub fn python_wss(certs: &Path, cert: &str, extra: &[&str]) -> Option<(Proc, u16)> {
+    let pem = certs.join(format!("{cert}.pem")).display().to_string();
+    let key = certs.join(format!("{cert}.key")).display().to_string();
+    let mut args = vec!["--cert", pem.as_str(), "--key", key.as_str()];
+    args.extend_from_slice(extra);
+    python_ws(0, &args)
+}
+
 pub fn node_ws(port: u16) -> Option<(Proc, u16)> {
     let modules = peers_dir().join("node/node_modules");
     if !require(
