@@ -7,6 +7,8 @@ pub mod driver;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod session;
 pub mod sockets;
 pub mod status;
