@@ -324,6 +324,20 @@ fn run(args: RunArgs) -> u8 {
             Err(e) => log::warn!("host TCP table scan disabled: cannot start its thread: {e}"),
         }
     }
+    match crate::driver::fdlimit::raise_nofile() {
+        Ok(limit) => {
+            let budget = crate::driver::fdlimit::session_budget(limit);
+            log::info!("file-descriptor limit {limit}: up to {budget} sockets for sessions");
+            if sessions as usize > budget {
+                log::warn!(
+                    "{sessions} sessions configured but only {budget} descriptors available for them: \
+                     the rest fail with reason fd_limit until descriptors free up (raise LimitNOFILE / ulimit -n)"
+                );
+            }
+            driver = driver.with_fd_budget(budget);
+        }
+        Err(e) => log::warn!("cannot read the file-descriptor limit: {e}"),
+    }
     install_signal_handlers(driver.stop_handle(), Some(driver.reload_handle()));
     let grace = cfg
         .targets

@@ -2,6 +2,7 @@
 //! between sockets and session cores, runs their timers, and hands their
 //! events to an `Observer` (metrics and logs, or a status report).
 
+pub mod fdlimit;
 pub mod resolver;
 pub mod socket;
 pub mod timers;
@@ -107,6 +108,9 @@ pub struct Driver<O: Observer> {
     seed: u64,
     reload: Arc<AtomicBool>,
     reloader: Option<Reloader>,
+    /// Sockets sessions may hold, and how many they hold now.
+    fd_budget: usize,
+    open_sockets: usize,
     /// Sessions in `Phase::Stopped`: counted, because scanning every slot
     /// on every wake costs more than all the real work at 9k sessions.
     stopped: usize,
@@ -164,6 +168,8 @@ impl<O: Observer> Driver<O> {
             seed,
             reload: Arc::new(AtomicBool::new(false)),
             reloader: None,
+            fd_budget: usize::MAX,
+            open_sockets: 0,
             resolver,
             out: Outbox::default(),
             observer,
@@ -273,6 +279,13 @@ impl<O: Observer> Driver<O> {
     /// flag of `reload_handle` is set and the loop is woken.
     pub fn with_reloader(mut self, reloader: Reloader) -> Self {
         self.reloader = Some(reloader);
+        self
+    }
+
+    /// Caps the sockets sessions may hold; connects beyond it fail with
+    /// `fd_limit` and retry with backoff, as descriptors free up.
+    pub fn with_fd_budget(mut self, budget: usize) -> Self {
+        self.fd_budget = budget;
         self
     }
 
@@ -583,6 +596,17 @@ impl<O: Observer> Driver<O> {
             }
             IoRequest::Connect(addr) => {
                 self.close_socket(i, &[]);
+                if self.open_sockets >= self.fd_budget {
+                    let slot = &mut self.slots[i];
+                    log::debug!(
+                        "target {}: file-descriptor budget ({}) in use",
+                        slot.session.spec().name,
+                        self.fd_budget
+                    );
+                    let emfile = io::Error::from_raw_os_error(24);
+                    slot.session.handle_connected(Err(emfile), now, &mut self.out);
+                    return;
+                }
                 let slot = &mut self.slots[i];
                 let result = socket::connect(addr, &slot.session.spec().socket).and_then(|mut sock| {
                     slot.generation = slot.generation.wrapping_add(1);
@@ -603,6 +627,7 @@ impl<O: Observer> Driver<O> {
                         slot.socket = Some(sock);
                         slot.connecting = true;
                         slot.wants_write = true;
+                        self.open_sockets += 1;
                     }
                     Err(e) => {
                         if matches!(e.raw_os_error(), Some(24) | Some(23)) {
@@ -629,6 +654,7 @@ impl<O: Observer> Driver<O> {
                 let _ = sock.write(farewell); // best effort: a close frame
             }
             let _ = self.poll.registry().deregister(&mut sock);
+            self.open_sockets -= 1;
             slot.generation = slot.generation.wrapping_add(1);
             slot.connecting = false;
             slot.wants_write = false;

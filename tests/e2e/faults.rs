@@ -266,3 +266,39 @@ url = \"ws://{}:{port}/\"
     ns.allow_input();
     agent.wait_metric("sockpulse_target_up", &[("target", "remote")], T, |v| v == 1.0);
 }
+
+#[test]
+fn a_file_descriptor_limit_below_the_session_count_is_fd_limit_not_a_crash() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    // 160 descriptors: 100 are kept for the agent itself, 60 go to sessions.
+    let agent = Agent::start_with_nofile(
+        &one_target("many", &format!("ws://127.0.0.1:{port}/"), "connections = 100"),
+        160,
+    );
+    agent.wait_metric("sockpulse_sessions", &[("target", "many"), ("state", "open")], T, |v| {
+        v == 60.0
+    });
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "many"), ("reason", "fd_limit")],
+        T,
+        |v| v >= 40.0,
+    );
+    // Still serving, still within its limit, still answering pings.
+    assert_eq!(agent.get("/healthz").0, 200);
+    let open_fds = agent.metric("process_open_fds", &[]).unwrap();
+    assert!(open_fds <= 160.0, "{open_fds}");
+    agent.wait_metric("sockpulse_target_up", &[("target", "many")], T, |v| v == 1.0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        agent.metric("sockpulse_sessions", &[("target", "many"), ("state", "open")]),
+        Some(60.0)
+    );
+    let log = agent.proc.output_text();
+    assert!(
+        log.contains("only 60 descriptors available") && log.contains("fd_limit"),
+        "{log}"
+    );
+}

@@ -359,10 +359,26 @@ impl Agent {
     }
 
     pub fn start_env(config: &str, env: &[(&str, &str)], extra: &[&str]) -> Agent {
+        Agent::launch(config, env, extra, None)
+    }
+
+    /// Starts the agent with both the soft and the hard file limit at `nofile`.
+    pub fn start_with_nofile(config: &str, nofile: u32) -> Agent {
+        Agent::launch(config, &[], &[], Some(nofile))
+    }
+
+    fn launch(config: &str, env: &[(&str, &str)], extra: &[&str], nofile: Option<u32>) -> Agent {
         let dir = tempfile_dir::TempDir::new("agent");
         let path = dir.path().join("sockpulse.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut cmd = Command::new(sockpulse_bin());
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("bash");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), sockpulse_bin()]);
+                c
+            }
+            None => Command::new(sockpulse_bin()),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&path)
