@@ -76,13 +76,19 @@ pub fn diagnose(snapshot: &TcpSnapshot) -> Option<Diagnosis> {
         TcpState::CloseWait | TcpState::LastAck => Some(Diagnosis::PeerClosed),
         TcpState::Close => Some(Diagnosis::SocketGone),
         TcpState::Established => {
-            if snapshot.unacked > 0 && (snapshot.retransmits > 0 || snapshot.backoff > 0 || snapshot.total_retrans > 0)
-            {
+            let retransmitting = snapshot.retransmits > 0 || snapshot.backoff > 0 || snapshot.total_retrans > 0;
+            // The peer's kernel acknowledged something after its application
+            // last sent us data: it is alive, its application is not.
+            let acks_still_flowing = snapshot.since_last_ack_recv < snapshot.since_last_data_recv;
+            if snapshot.unacked > 0 && retransmitting {
+                Some(Diagnosis::PathDead)
+            } else if snapshot.unacked == 0 && snapshot.probes > 0 && !acks_still_flowing {
+                // Our data cannot even leave (no route: the peer's host or
+                // link is gone) and nothing has been heard since.
                 Some(Diagnosis::PathDead)
             } else if snapshot.unacked == 0 {
                 // Everything we sent was acknowledged (or the peer's window
-                // is shut and it answers zero-window probes): the peer's
-                // kernel is alive, its application is not answering.
+                // is shut and it answers zero-window probes).
                 Some(Diagnosis::PeerUnresponsive)
             } else {
                 None
@@ -127,6 +133,26 @@ mod tests {
         assert_eq!(diagnose(&snap(TcpState::SynSent, 0, 2)), Some(Diagnosis::SynUnanswered));
         assert_eq!(diagnose(&snap(TcpState::Close, 0, 0)), Some(Diagnosis::SocketGone));
         assert_eq!(diagnose(&snap(TcpState::FinWait1, 0, 0)), None);
+    }
+
+    #[test]
+    fn a_vanished_route_is_path_dead_not_a_hung_peer() {
+        // Seen when the peer's network namespace was deleted: the ping never
+        // left (unacked 0), the kernel is probing, nothing heard since.
+        let gone = TcpSnapshot {
+            probes: 1,
+            since_last_ack_recv: Duration::from_millis(820),
+            since_last_data_recv: Duration::from_millis(820),
+            ..snap(TcpState::Established, 0, 0)
+        };
+        assert_eq!(diagnose(&gone), Some(Diagnosis::PathDead));
+        // A peer that only stopped reading answers zero-window probes.
+        let not_reading = TcpSnapshot {
+            probes: 3,
+            since_last_ack_recv: Duration::from_millis(5),
+            ..gone
+        };
+        assert_eq!(diagnose(&not_reading), Some(Diagnosis::PeerUnresponsive));
     }
 
     #[test]

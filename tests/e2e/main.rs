@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod interop;
 mod kernel;
+mod matrix;
 mod observability;
 mod packaging;
 mod reload;

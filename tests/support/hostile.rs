@@ -22,6 +22,27 @@ pub enum Behaviour {
     MaskedFrame,
     /// A valid handshake, then an endless flood of pings.
     PingFlood,
+    /// A valid handshake, answers pings for a while, then sends a close frame (1001).
+    CloseFrameAfter(u64),
+    /// The same, but then closes the TCP connection without a close frame.
+    FinAfter(u64),
+    /// The same, but then resets the connection.
+    RstAfter(u64),
+}
+
+/// When each server acted (sent the close, FIN or RST, or accepted a
+/// connection it will never answer), by port: fault-injection times.
+static ACTIONS: std::sync::Mutex<Vec<(u16, std::time::SystemTime)>> = std::sync::Mutex::new(Vec::new());
+
+fn acted(port: u16) {
+    if let Ok(mut a) = ACTIONS.lock() {
+        a.push((port, std::time::SystemTime::now()));
+    }
+}
+
+/// The first time the server on `port` acted.
+pub fn first_action(port: u16) -> Option<std::time::SystemTime> {
+    ACTIONS.lock().ok()?.iter().find(|(p, _)| *p == port).map(|(_, t)| *t)
 }
 
 /// Serves `behaviour` on an ephemeral loopback port until the process ends.
@@ -30,7 +51,7 @@ pub fn serve(behaviour: Behaviour) -> u16 {
     let port = listener.local_addr().expect("addr").port();
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            thread::spawn(move || handle(stream, behaviour));
+            thread::spawn(move || handle(stream, behaviour, port));
         }
     });
     port
@@ -60,7 +81,39 @@ fn good_101(key: &str) -> String {
     )
 }
 
-fn handle(mut s: TcpStream, behaviour: Behaviour) {
+/// Answers the client's (masked) pings with pongs until `d` has passed.
+fn answer_pings_for(s: &mut TcpStream, d: Duration) {
+    let end = std::time::Instant::now() + d;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while std::time::Instant::now() < end {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
+        if let Ok(n) = s.read(&mut chunk) {
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        // Frames of up to 125 bytes, masked: 2 + 4 + len.
+        while buf.len() >= 6 && buf.len() >= 6 + usize::from(buf[1] & 0x7f) {
+            let len = usize::from(buf[1] & 0x7f);
+            let mask = [buf[2], buf[3], buf[4], buf[5]];
+            let payload: Vec<u8> = buf[6..6 + len]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            if buf[0] & 0x0f == 0x9 {
+                let mut pong = vec![0x8A, len as u8];
+                pong.extend_from_slice(&payload);
+                let _ = s.write_all(&pong);
+            }
+            buf.drain(..6 + len);
+        }
+    }
+}
+
+fn handle(mut s: TcpStream, behaviour: Behaviour, port: u16) {
     let Some(key) = read_request(&mut s) else { return };
     let _ = match behaviour {
         Behaviour::BadAccept => s.write_all(
@@ -75,6 +128,7 @@ fn handle(mut s: TcpStream, behaviour: Behaviour) {
             .as_bytes(),
         ),
         Behaviour::Silent => {
+            acted(port);
             thread::sleep(Duration::from_secs(30));
             Ok(())
         }
@@ -88,6 +142,25 @@ fn handle(mut s: TcpStream, behaviour: Behaviour) {
             let mut out = good_101(&key).into_bytes();
             out.extend_from_slice(&[0x81, 0x81, 1, 2, 3, 4, b'a' ^ 1]);
             s.write_all(&out)
+        }
+        Behaviour::CloseFrameAfter(ms) | Behaviour::FinAfter(ms) | Behaviour::RstAfter(ms) => {
+            let _ = s.write_all(good_101(&key).as_bytes());
+            answer_pings_for(&mut s, Duration::from_millis(ms));
+            if !matches!(behaviour, Behaviour::RstAfter(_)) {
+                acted(port);
+            }
+            match behaviour {
+                Behaviour::CloseFrameAfter(_) => {
+                    let _ = s.write_all(&[0x88, 2, 0x03, 0xE9]); // close, 1001 going away
+                    thread::sleep(Duration::from_secs(3));
+                }
+                Behaviour::RstAfter(_) => {
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    acted(port);
+                }
+                _ => {}
+            }
+            return; // dropping the socket sends the FIN (or, with linger 0, the RST)
         }
         Behaviour::PingFlood => {
             let _ = s.write_all(good_101(&key).as_bytes());

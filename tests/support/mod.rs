@@ -3,6 +3,7 @@
 //! missing a test prints why it skips, and under CI=true it fails instead.
 #![allow(dead_code)]
 
+pub mod delay;
 pub mod hostile;
 pub mod netns;
 

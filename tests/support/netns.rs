@@ -88,6 +88,16 @@ impl NetNs {
         );
     }
 
+    /// Takes the namespace's end of the veth pair down or up: a pulled cable.
+    pub fn set_cable(&self, up: bool) {
+        let peer_if = format!("{}b", self.host_if.trim_end_matches('a'));
+        let state = if up { "up" } else { "down" };
+        assert!(
+            run(&["ip", "netns", "exec", &self.name, "ip", "link", "set", &peer_if, state]),
+            "link {state}"
+        );
+    }
+
     pub fn allow_input(&self) {
         assert!(
             run(&["ip", "netns", "exec", &self.name, "iptables", "-F", "INPUT"]),
