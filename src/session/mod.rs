@@ -753,11 +753,22 @@ impl Session {
                     };
                     let _ = ws.flush(); // queue tungstenite's close reply
                     self.flush_ws_output();
-                    let detail = match code {
-                        Some(c) => format!("close frame code {c} {text:?}"),
-                        None => "close frame without status".into(),
+                    // tungstenite answers a close frame whose code may not be
+                    // sent with 1002 and hands us that instead of the original.
+                    let rewritten = code == Some(1002) && text == "Protocol violation";
+                    step = match code {
+                        Some(_) if rewritten => Step::Drop(
+                            DisconnectReason::ProtocolError,
+                            "close frame with a code that may not be sent (RFC 6455 section 7.4); answered 1002".into(),
+                            code,
+                        ),
+                        Some(c) => Step::Drop(
+                            DisconnectReason::PeerClose,
+                            format!("close frame code {c} {text:?}"),
+                            code,
+                        ),
+                        None => Step::Drop(DisconnectReason::PeerClose, "close frame without status".into(), None),
                     };
-                    step = Step::Drop(DisconnectReason::PeerClose, detail, code);
                     break;
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,

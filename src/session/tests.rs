@@ -691,3 +691,40 @@ fn output_backlog_from_a_peer_that_never_reads_is_bounded() {
     assert!(dropped, "session should give up on a peer that does not read");
     assert_eq!(h.disconnects(), vec![DisconnectReason::SendBacklog]);
 }
+
+#[test]
+fn close_codes_out_of_range_are_protocol_errors_and_valid_ones_peer_close() {
+    for (code, expected) in [
+        (999u16, DisconnectReason::ProtocolError), // below the assigned range
+        (1005, DisconnectReason::ProtocolError),   // reserved: never sent on the wire
+        (1016, DisconnectReason::ProtocolError),   // unassigned
+        (5000, DisconnectReason::ProtocolError),   // above the range
+        (1000, DisconnectReason::PeerClose),
+        (4000, DisconnectReason::PeerClose), // private use
+    ] {
+        let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+        h.open_ws();
+        h.input(&frame(true, 0x8, &code.to_be_bytes()));
+        assert_eq!(h.disconnects(), vec![expected], "close code {code}");
+    }
+    // A one-byte close payload is malformed too.
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    h.input(&frame(true, 0x8, &[3]));
+    assert_eq!(h.disconnects(), vec![DisconnectReason::ProtocolError]);
+}
+
+#[test]
+fn a_handshake_answer_dripping_one_byte_at_a_time_times_out() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let key = request_key(&h.connect());
+    h.take_events();
+    let answer = upgrade_response(&key);
+    // One byte a second: 5 bytes in, the 5 s handshake deadline passes.
+    for b in answer.as_bytes().iter().take(5) {
+        h.input(&[*b]);
+        h.advance(Duration::from_secs(1));
+        h.tick();
+    }
+    assert_eq!(h.failures(), vec![FailureReason::HandshakeTimeout]);
+}
