@@ -87,17 +87,34 @@ impl Resolver {
         }
         match self.shared.jobs.lock() {
             Ok(mut jobs) => {
-                jobs.0.push_back(Job {
-                    slot,
-                    seq,
-                    host: host.to_string(),
-                    port,
-                });
-                self.shared.ready.notify_one();
+                // While DNS hangs, sessions retry faster than blocked threads
+                // finish: a retry replaces its session's queued lookup, so the
+                // queue never holds more than one job per session.
+                match jobs.0.iter_mut().find(|j| j.slot == slot) {
+                    Some(queued) => {
+                        queued.seq = seq;
+                        queued.host = host.to_string();
+                        queued.port = port;
+                    }
+                    None => {
+                        jobs.0.push_back(Job {
+                            slot,
+                            seq,
+                            host: host.to_string(),
+                            port,
+                        });
+                        self.shared.ready.notify_one();
+                    }
+                }
                 None
             }
             Err(_) => Some(Err(io::Error::other("resolver threads are gone"))),
         }
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.shared.jobs.lock().map(|j| j.0.len()).unwrap_or(0)
     }
 
     pub fn take_results(&self) -> Vec<Resolved> {
@@ -131,4 +148,36 @@ fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         ));
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals_answer_at_once_and_retries_replace_queued_lookups() {
+        // No threads take jobs here: everything submitted stays queued.
+        let r = Resolver {
+            shared: Arc::new(Shared::default()),
+            threads: Vec::new(),
+        };
+        assert_eq!(
+            r.submit(0, 1, "127.0.0.1", 80).unwrap().unwrap(),
+            vec!["127.0.0.1:80".parse().unwrap()]
+        );
+        assert_eq!(
+            r.submit(0, 1, "::1", 80).unwrap().unwrap(),
+            vec!["[::1]:80".parse().unwrap()]
+        );
+        for seq in 0..1000 {
+            assert!(r.submit(7, seq, "slow.example.test", 80).is_none());
+            assert!(r.submit(8, seq, "slow.example.test", 80).is_none());
+        }
+        assert_eq!(r.queued(), 2, "one queued lookup per session, however often it retries");
+        let jobs = r.shared.jobs.lock().unwrap();
+        assert!(
+            jobs.0.iter().all(|j| j.seq == 999),
+            "the newest attempt is the one kept"
+        );
+    }
 }

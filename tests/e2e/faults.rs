@@ -302,3 +302,53 @@ fn a_file_descriptor_limit_below_the_session_count_is_fd_limit_not_a_crash() {
         "{log}"
     );
 }
+
+#[test]
+fn slow_dns_never_stalls_other_sessions() {
+    let Some(ns) = netns::NetNs::create() else { return };
+    let Some(py) = python() else { return };
+    // A DNS server that never answers, as the namespace's only resolver.
+    let mut dns = ns.command(py.to_str().unwrap());
+    dns.args([
+        "-c",
+        "import socket, sys, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind((sys.argv[1], 53))\nprint('LISTENING 53', flush=True)\ntime.sleep(300)",
+        &ns.peer_ip,
+    ]);
+    let dns = Proc::spawn("black-hole dns", &mut dns);
+    dns.wait_line("LISTENING", T).expect("dns");
+    ns.set_resolv_conf(&format!("nameserver {}\noptions timeout:3 attempts:1\n", ns.peer_ip));
+    let Some((_server, port)) = server_in(&ns) else { return };
+    let dir = tempfile_dir::TempDir::new("slowdns");
+    let rtt_log = dir.path().join("rtt.log");
+    let config = format!(
+        "{}\n[[target]]\nname = \"direct\"\nurl = \"ws://{ip}:{port}/\"\nconnections = 2\n[[target]]\nname = \"named\"\nurl = \"ws://slow.sockpulse.test:{port}/\"\nconnections = 8\n",
+        fast_defaults(),
+        ip = ns.peer_ip
+    );
+    let agent = Agent::start_in_netns(&config, &ns, &["--rtt-log", rtt_log.to_str().unwrap()]);
+    // Every lookup hangs 3 s and the 4 resolver threads are all stuck...
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "named"), ("reason", "dns")],
+        T,
+        |v| v >= 16.0,
+    );
+    // ...while the target that needs no DNS kept pinging undisturbed.
+    assert_eq!(agent.metric("sockpulse_target_up", &[("target", "direct")]), Some(1.0));
+    assert_eq!(
+        agent.metric("sockpulse_pong_timeouts_total", &[("target", "direct")]),
+        Some(0.0)
+    );
+    let rtts: Vec<u64> = std::fs::read_to_string(&rtt_log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("direct"))
+        .filter_map(|l| l.split(' ').nth(2)?.parse().ok())
+        .collect();
+    assert!(rtts.len() >= 6, "{rtts:?}");
+    assert!(
+        rtts.iter().all(|us| *us < 50_000),
+        "a ping stalled behind DNS: {rtts:?} µs"
+    );
+    assert!(agent.proc.output_text().contains("resolution timed out"));
+}

@@ -342,6 +342,14 @@ pub fn sockpulse(args: &[&str]) -> Output {
         .expect("run sockpulse")
 }
 
+/// How the agent process is started.
+enum Wrap {
+    Direct,
+    Nofile(u32),
+    /// Inside a namespace (name, its address to listen on).
+    Netns(String, String),
+}
+
 /// A running `sockpulse run` with its HTTP address.
 pub struct Agent {
     pub proc: Proc,
@@ -360,30 +368,42 @@ impl Agent {
     }
 
     pub fn start_env(config: &str, env: &[(&str, &str)], extra: &[&str]) -> Agent {
-        Agent::launch(config, env, extra, None)
+        Agent::launch(config, env, extra, Wrap::Direct)
     }
 
     /// Starts the agent with both the soft and the hard file limit at `nofile`.
     pub fn start_with_nofile(config: &str, nofile: u32) -> Agent {
-        Agent::launch(config, &[], &[], Some(nofile))
+        Agent::launch(config, &[], &[], Wrap::Nofile(nofile))
     }
 
-    fn launch(config: &str, env: &[(&str, &str)], extra: &[&str], nofile: Option<u32>) -> Agent {
+    /// Starts the agent inside a test namespace, listening on its address.
+    pub fn start_in_netns(config: &str, ns: &netns::NetNs, extra: &[&str]) -> Agent {
+        Agent::launch(config, &[], extra, Wrap::Netns(ns.name.clone(), ns.peer_ip.clone()))
+    }
+
+    fn launch(config: &str, env: &[(&str, &str)], extra: &[&str], wrap: Wrap) -> Agent {
         let dir = tempfile_dir::TempDir::new("agent");
         let path = dir.path().join("sockpulse.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut cmd = match nofile {
-            Some(n) => {
+        let mut listen = "127.0.0.1:0".to_string();
+        let mut cmd = match wrap {
+            Wrap::Nofile(n) => {
                 let mut c = Command::new("bash");
                 c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), sockpulse_bin()]);
                 c
             }
-            None => Command::new(sockpulse_bin()),
+            Wrap::Netns(name, ip) => {
+                listen = format!("{ip}:0");
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &name, sockpulse_bin()]);
+                c
+            }
+            Wrap::Direct => Command::new(sockpulse_bin()),
         };
         cmd.arg("run")
             .arg("--config")
             .arg(&path)
-            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(["--web.listen-address", &listen])
             .args(extra);
         cmd.env("RUST_LOG", "info").envs(env.iter().copied());
         let proc = Proc::spawn("sockpulse", &mut cmd);

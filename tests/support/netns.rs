@@ -98,6 +98,13 @@ impl NetNs {
         );
     }
 
+    /// The resolv.conf processes started with `command` see.
+    pub fn set_resolv_conf(&self, text: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).expect("mkdir /etc/netns/NAME");
+        std::fs::write(format!("{dir}/resolv.conf"), text).expect("write resolv.conf");
+    }
+
     pub fn allow_input(&self) {
         assert!(
             run(&["ip", "netns", "exec", &self.name, "iptables", "-F", "INPUT"]),
@@ -109,6 +116,7 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         run(&["ip", "netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         run(&["ip", "link", "del", &self.host_if]);
     }
 }
