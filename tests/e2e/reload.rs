@@ -130,3 +130,25 @@ fn post_reload_needs_the_lifecycle_flag() {
         "landing page follows reloads: {page}"
     );
 }
+
+#[test]
+fn reload_and_shutdown_during_a_connect_storm() {
+    let Some((_server, port)) = node_ws(0) else { return };
+    let agent = Agent::start(&targets(port, &[("storm", 1500), ("other", 500)]));
+    // Mid-storm: drop half the sessions, add others, then shut down at once.
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(config_path(&agent), targets(port, &[("storm", 1500), ("late", 300)])).unwrap();
+    agent.proc.signal("HUP");
+    agent.wait_metric("sockpulse_target_up", &[("target", "late")], T, |v| v == 1.0);
+    assert!(wait_until(T, || series_of(&agent, "other") == 0));
+    let mut agent = agent;
+    agent.proc.signal("TERM");
+    let code = agent.proc.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", agent.proc.output_text());
+    let log = agent.proc.output_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        log.contains("configuration reloaded: 1 target(s) kept, 1 added, 1 removed"),
+        "{log}"
+    );
+}
