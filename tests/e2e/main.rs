@@ -14,3 +14,4 @@ mod matrix;
 mod observability;
 mod packaging;
 mod reload;
+mod soak;
