@@ -728,3 +728,14 @@ fn a_handshake_answer_dripping_one_byte_at_a_time_times_out() {
     }
     assert_eq!(h.failures(), vec![FailureReason::HandshakeTimeout]);
 }
+
+#[test]
+fn invalid_utf8_in_a_close_reason_is_a_protocol_error() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[0xff, 0xfe, 0xfd]);
+    h.input(&frame(true, 0x8, &payload));
+    assert_eq!(h.disconnects(), vec![DisconnectReason::ProtocolError]);
+    assert_eq!(h.s.phase(), Phase::Backoff, "and it reconnects after backoff");
+}
