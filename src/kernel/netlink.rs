@@ -153,6 +153,7 @@ pub fn read(states: u32) -> io::Result<Vec<SocketEntry>> {
     let mut out = Vec::new();
     dump(&socket, AF_INET, states, &mut buf, &mut out)?;
     dump(&socket, AF_INET6, states, &mut buf, &mut out)?;
+    super::table::dedupe(&mut out);
     Ok(out)
 }
 

@@ -84,6 +84,23 @@ pub fn parse(text: &[u8]) -> io::Result<Vec<SocketEntry>> {
         .collect())
 }
 
+/// Drops repeated entries. The kernel produces both /proc/net/tcp and
+/// netlink dumps in chunks; when the table changes between chunks a
+/// socket can be listed twice (seen in CI with tests opening sockets in
+/// parallel). Sockets with an inode are keyed by it; TIME_WAIT and other
+/// inode-less entries by addresses and state.
+pub fn dedupe(entries: &mut Vec<SocketEntry>) {
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    entries.retain(|e| {
+        let key = if e.inode != 0 {
+            (e.inode, None)
+        } else {
+            (0, Some((e.local, e.remote, e.state)))
+        };
+        seen.insert(key)
+    });
+}
+
 /// Reads IPv4 and IPv6 tables of a namespace. A missing `tcp6` (IPv6
 /// disabled) is an empty table, not an error.
 pub fn read(ns: Namespace) -> io::Result<Vec<SocketEntry>> {
@@ -94,6 +111,7 @@ pub fn read(ns: Namespace) -> io::Result<Vec<SocketEntry>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    dedupe(&mut all);
     Ok(all)
 }
 
@@ -131,6 +149,27 @@ mod tests {
         assert_eq!(t[1].remote, "[::1]:52100".parse().unwrap());
         assert_eq!(t[2].local, "[::ffff:127.0.0.1]:9747".parse().unwrap(), "IPv4-mapped");
         assert_eq!(t[2].state, TcpState::CloseWait);
+    }
+
+    #[test]
+    fn a_socket_listed_twice_by_a_chunked_read_counts_once() {
+        let text = include_bytes!("../../tests/fixtures/proc_net_tcp.txt");
+        let mut t = parse(text).unwrap();
+        let repeated = t.clone();
+        t.extend(repeated); // every entry twice, TIME_WAIT (inode 0) included
+        dedupe(&mut t);
+        assert_eq!(t, parse(text).unwrap());
+        // Two distinct TIME_WAIT sockets (inode 0) both stay.
+        let mut tw = parse(text)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.inode == 0)
+            .collect::<Vec<_>>();
+        let mut other = tw[0];
+        other.local.set_port(other.local.port() + 1);
+        tw.push(other);
+        dedupe(&mut tw);
+        assert_eq!(tw.len(), 2);
     }
 
     #[test]
