@@ -222,16 +222,7 @@ mod tests {
     use super::*;
 
     fn entry(local: &str, remote: &str, state: TcpState, inode: u64) -> SocketEntry {
-        SocketEntry {
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            state,
-            tx_queue: 0,
-            rx_queue: 0,
-            inode,
-            listen_backlog: None,
-            retransmits: None,
-        }
+        SocketEntry::for_test(local, remote, state, inode)
     }
 
     fn cfg() -> HostConfig {

@@ -141,16 +141,7 @@ mod tests {
     use super::*;
 
     fn entry(state: TcpState, inode: u64) -> SocketEntry {
-        SocketEntry {
-            local: "127.0.0.1:40000".parse().unwrap(),
-            remote: "127.0.0.1:8080".parse().unwrap(),
-            state,
-            tx_queue: 0,
-            rx_queue: 0,
-            inode,
-            listen_backlog: None,
-            retransmits: None,
-        }
+        SocketEntry::for_test("127.0.0.1:40000", "127.0.0.1:8080", state, inode)
     }
 
     #[test]

@@ -27,6 +27,23 @@ pub struct SocketEntry {
     pub retransmits: Option<u8>,
 }
 
+#[cfg(test)]
+impl SocketEntry {
+    /// An entry with empty queues, for tests.
+    pub(crate) fn for_test(local: &str, remote: &str, state: TcpState, inode: u64) -> SocketEntry {
+        SocketEntry {
+            local: local.parse().expect("test address"),
+            remote: remote.parse().expect("test address"),
+            state,
+            tx_queue: 0,
+            rx_queue: 0,
+            inode,
+            listen_backlog: None,
+            retransmits: None,
+        }
+    }
+}
+
 /// Whose network namespace to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Namespace {
