@@ -189,10 +189,7 @@ fn metrics_exposition_passes_promtool_and_has_the_catalogue() {
     let Some((_server, port)) = python_ws(0, &[]) else {
         return;
     };
-    let agent = Agent::start(&format!(
-        "{}\n[[target]]\nname = \"py\"\nurl = \"ws://127.0.0.1:{port}/\"\n",
-        fast_defaults()
-    ));
+    let agent = Agent::start(&one_target("py", &format!("ws://127.0.0.1:{port}/"), ""));
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "py")], T, |v| v >= 1.0);
     // Ages are refreshed by the loop's once-a-second tick.
     let age = agent.wait_metric("sockpulse_last_pong_age_seconds", &[("target", "py")], T, |v| v >= 0.0);

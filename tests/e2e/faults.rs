@@ -6,13 +6,6 @@ use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
 
-fn one_target(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "{}\n[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n",
-        fast_defaults()
-    )
-}
-
 #[test]
 fn killed_server_is_a_disconnect_and_the_session_comes_back_with_it() {
     let Some((mut server, port)) = python_ws(0, &[]) else {

@@ -51,10 +51,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn ping_flood_from_a_peer_that_never_reads_is_cut_off_with_bounded_memory() {
     let port = serve(Behaviour::PingFlood);
-    let agent = Agent::start(&format!(
-        "{}\n[[target]]\nname = \"flood\"\nurl = \"ws://127.0.0.1:{port}/\"\n",
-        fast_defaults()
-    ));
+    let agent = Agent::start(&one_target("flood", &format!("ws://127.0.0.1:{port}/"), ""));
     agent.wait_metric(
         "sockpulse_disconnects_total",
         &[("target", "flood"), ("reason", "send_backlog")],

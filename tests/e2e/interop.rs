@@ -6,13 +6,6 @@ use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
 
-fn config_for(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "{}\n[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n",
-        fast_defaults()
-    )
-}
-
 /// Asserts a healthy target: up, pings answered with plausible RTTs, no failures.
 fn assert_healthy(agent: &Agent, name: &str) {
     agent.wait_metric("sockpulse_target_up", &[("target", name)], T, |v| v == 1.0);
@@ -42,14 +35,14 @@ fn python_websockets_session_is_healthy_with_rtt_in_metrics() {
     let Some((_server, port)) = python_ws(0, &[]) else {
         return;
     };
-    let agent = Agent::start(&config_for("py", &format!("ws://127.0.0.1:{port}/"), ""));
+    let agent = Agent::start(&one_target("py", &format!("ws://127.0.0.1:{port}/"), ""));
     assert_healthy(&agent, "py");
 }
 
 #[test]
 fn node_ws_session_is_healthy_and_on_open_messages_are_sent() {
     let Some((_server, port)) = node_ws(0) else { return };
-    let agent = Agent::start(&config_for(
+    let agent = Agent::start(&one_target(
         "node",
         &format!("ws://localhost:{port}/"),
         "on_open = ['{\"op\":\"subscribe\"}']",
@@ -88,7 +81,7 @@ fn nginx_proxy_in_front_of_python_is_healthy_and_its_404_is_handshake_status() {
 #[test]
 fn redis_tcp_probe_measures_ping_pong_round_trips() {
     let Some((_redis, port)) = redis() else { return };
-    let agent = Agent::start(&config_for(
+    let agent = Agent::start(&one_target(
         "redis",
         &format!("tcp://127.0.0.1:{port}"),
         "probe = { send = \"PING\\r\\n\", expect = \"+PONG\" }",
@@ -106,7 +99,7 @@ fn redis_tcp_probe_measures_ping_pong_round_trips() {
 #[test]
 fn redis_probe_with_wrong_expectation_times_out() {
     let Some((_redis, port)) = redis() else { return };
-    let agent = Agent::start(&config_for(
+    let agent = Agent::start(&one_target(
         "redis",
         &format!("tcp://127.0.0.1:{port}"),
         "probe = { send = \"PING\\r\\n\", expect = \"+PANG\" }",
@@ -130,7 +123,7 @@ fn wss_with_test_ca_reports_tls_timing_and_certificate_expiry() {
     let Some((_server, port)) = python_wss(certs.path(), "good", &[]) else {
         return;
     };
-    let agent = Agent::start(&config_for(
+    let agent = Agent::start(&one_target(
         "secure",
         &format!("wss://localhost:{port}/"),
         &format!("tls = {{ ca_file = \"{dir}/ca.pem\" }}"),
@@ -263,7 +256,7 @@ fn insecure_skip_verify_accepts_an_expired_certificate_and_says_so() {
     let Some((_server, port)) = python_wss(certs.path(), "expired", &[]) else {
         return;
     };
-    let agent = Agent::start(&config_for(
+    let agent = Agent::start(&one_target(
         "trusting",
         &format!("wss://localhost:{port}/"),
         "tls = { insecure_skip_verify = true }",
@@ -333,7 +326,7 @@ fn custom_headers_and_origin_reach_the_server_and_secrets_stay_out_of_logs() {
     ) else {
         return;
     };
-    let config = config_for(
+    let config = one_target(
         "auth",
         &format!("ws://127.0.0.1:{port}/"),
         "headers = { Authorization = \"Bearer ${SOCKPULSE_TEST_TOKEN}\", X-Team = \"sre\" }\norigin = \"https://example.net\"",

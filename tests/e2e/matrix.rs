@@ -71,10 +71,6 @@ fn detect(agent: &Agent, target: &str, injected: SystemTime, needle: &str) -> (u
     (ms, field(&line, "reason"), field(&line, "diagnosis"))
 }
 
-fn config(name: &str, url: &str) -> String {
-    format!("{}\n[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n", fast_defaults())
-}
-
 /// Whether a session to `target` opened again after `since` (the detection).
 fn recovered(agent: &Agent, target: &str, since: SystemTime) -> &'static str {
     let reopened = wait_until(T, || {
@@ -98,7 +94,7 @@ fn matrix_peer_process_hung() {
     let Some((server, port)) = python_ws(0, &[]) else {
         return;
     };
-    let agent = Agent::start(&config("hung", &format!("ws://127.0.0.1:{port}/")));
+    let agent = Agent::start(&one_target("hung", &format!("ws://127.0.0.1:{port}/"), ""));
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "hung")], T, |v| {
         v >= 2.0
     });
@@ -141,7 +137,7 @@ fn netns_case(
     let server = Proc::spawn("server in netns", &mut cmd);
     let line = server.wait_line("LISTENING ", T).expect("server");
     let port: u16 = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    let agent = Agent::start(&config("remote", &format!("ws://{}:{port}/", ns.peer_ip)));
+    let agent = Agent::start(&one_target("remote", &format!("ws://{}:{port}/", ns.peer_ip), ""));
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "remote")], T, |v| {
         v >= 2.0
     });
@@ -210,7 +206,7 @@ fn matrix_peer_host_gone() {
 
 fn hostile_case(slug: &str, fault: &'static str, behaviour: Behaviour, reason: &str, diagnosis: &str) {
     let port = hostile::serve(behaviour);
-    let agent = Agent::start(&config("peer", &format!("ws://127.0.0.1:{port}/")));
+    let agent = Agent::start(&one_target("peer", &format!("ws://127.0.0.1:{port}/"), ""));
     assert!(
         wait_until(T, || hostile::first_action(port).is_some()),
         "server never acted"
@@ -275,7 +271,7 @@ fn matrix_proxy_backend_dies() {
     let Some((_nginx, port, _dir)) = nginx_ws_proxy(backend_port) else {
         return;
     };
-    let agent = Agent::start(&config("proxied", &format!("ws://127.0.0.1:{port}/ws")));
+    let agent = Agent::start(&one_target("proxied", &format!("ws://127.0.0.1:{port}/ws"), ""));
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "proxied")], T, |v| {
         v >= 2.0
     });
@@ -309,7 +305,7 @@ fn matrix_proxy_backend_dies() {
 #[test]
 fn matrix_handshake_never_answered() {
     let port = hostile::serve(Behaviour::Silent);
-    let agent = Agent::start(&config("slow", &format!("ws://127.0.0.1:{port}/")));
+    let agent = Agent::start(&one_target("slow", &format!("ws://127.0.0.1:{port}/"), ""));
     assert!(wait_until(T, || hostile::first_action(port).is_some()));
     let accepted = hostile::first_action(port).unwrap();
     let (ms, reason, diagnosis) = detect(&agent, "slow", accepted, "connect failed");
@@ -384,7 +380,7 @@ fn matrix_added_latency_is_measured_without_false_timeouts() {
         return;
     };
     let delayed = delay::proxy(port, Duration::from_millis(100));
-    let agent = Agent::start(&config("far", &format!("ws://127.0.0.1:{delayed}/")));
+    let agent = Agent::start(&one_target("far", &format!("ws://127.0.0.1:{delayed}/"), ""));
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "far")], T, |v| {
         v >= 5.0
     });

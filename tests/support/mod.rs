@@ -492,6 +492,15 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     })
 }
 
+/// A config with `fast_defaults()` and one target; `extra` is more TOML
+/// for that target (empty for none).
+pub fn one_target(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "{}\n[[target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n",
+        fast_defaults()
+    )
+}
+
 /// Short timings so faults show within a second or two.
 pub fn fast_defaults() -> &'static str {
     r#"[defaults]
