@@ -329,3 +329,30 @@ fn status_agent_reports_what_a_running_agent_sees() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("agent http://127.0.0.1:"));
 }
+
+#[test]
+fn telemetry_path_and_listen_address_from_the_environment() {
+    let port = free_port();
+    let dir = tempfile_dir::TempDir::new("envcfg");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[kernel]\nscan_interval = \"off\"\n").unwrap();
+    let mut cmd = Command::new(sockpulse_bin());
+    cmd.args(["run", "--web.telemetry-path", "/internal/metrics"])
+        .env("SOCKPULSE_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("SOCKPULSE_CONFIG", &cfg)
+        .env("RUST_LOG", "info");
+    let agent = Proc::spawn("sockpulse", &mut cmd);
+    let addr = format!("127.0.0.1:{port}");
+    agent
+        .wait_line(&format!("listening on http://{addr}"), T)
+        .unwrap_or_else(|| panic!("{}", agent.output_text()));
+    assert!(wait_until(T, || {
+        let (status, body) = http_get(&addr, "/internal/metrics");
+        status == 200 && body.contains("sockpulse_target_up{target=\"self\"}")
+    }));
+    assert_eq!(http_get(&addr, "/metrics").0, 404, "metrics moved");
+    assert!(
+        http_get(&addr, "/").1.contains("/internal/metrics"),
+        "landing page links the new path"
+    );
+}
