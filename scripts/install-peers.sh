@@ -44,4 +44,23 @@ if ! [ -f "$node_dir/node_modules/ws/package.json" ]; then
   npm install --prefix "$node_dir" --no-audit --no-fund --silent ws@8 >/dev/null
 fi
 
+# Autobahn TestSuite needs Python 2.7; machines of this kind carry one through
+# pyenv. Installed with pip --user under .peers/autobahn (PYTHONUSERBASE).
+autobahn="$peers/autobahn"
+if ! [ -x "$autobahn/bin/wstest" ]; then
+  py27=""
+  if command -v pyenv >/dev/null 2>&1; then
+    v=$(pyenv versions --bare 2>/dev/null | grep -E '^2\.7(\.|$)' | tail -1 || true)
+    [ -n "$v" ] && py27="$(pyenv root)/versions/$v/bin/python2.7"
+  fi
+  [ -z "$py27" ] && py27=$(command -v python2.7 || true)
+  if [ -n "$py27" ] && [ -x "$py27" ]; then
+    echo "install-peers: pip install autobahntestsuite into $autobahn ($py27)"
+    PYTHONUSERBASE="$autobahn" "$py27" -m pip install -q --user --disable-pip-version-check \
+      --no-warn-script-location autobahntestsuite==0.8.2
+  else
+    echo "install-peers: no Python 2.7 here: the Autobahn conformance test will skip (fail under CI=true)" >&2
+  fi
+fi
+
 echo "install-peers: python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'), node ws $(node -p "require('$node_dir/node_modules/ws/package.json').version"), $(nginx -v 2>&1), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"

@@ -628,6 +628,7 @@ impl Walker<'_> {
                 on_open,
                 max_message_size: d.max_message_size,
                 max_frame_size: d.max_frame_size,
+                echo: false,
             },
             tls: tls_spec,
             probe,

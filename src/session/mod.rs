@@ -737,7 +737,13 @@ impl Session {
                         None => out.events.push(SessionEvent::StrayPong),
                     }
                 }
-                Ok(Message::Text(_)) | Ok(Message::Binary(_)) => self.stats.last_message = Some(now),
+                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
+                    self.stats.last_message = Some(now);
+                    if self.spec.ws.echo {
+                        // Queued in tungstenite; the flush below sends it.
+                        let _ = ws.write(msg);
+                    }
+                }
                 Ok(Message::Ping(_)) | Ok(Message::Frame(_)) => {}
                 Ok(Message::Close(frame)) => {
                     if self.phase == Phase::Closing {

@@ -56,6 +56,9 @@ pub struct WsOptions {
     pub on_open: Vec<OpenMessage>,
     pub max_message_size: usize,
     pub max_frame_size: usize,
+    /// Send every received data message back (conformance runs against
+    /// Autobahn's fuzzingserver); never set from config.
+    pub echo: bool,
 }
 
 #[derive(Debug, Clone)]

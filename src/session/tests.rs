@@ -373,6 +373,30 @@ fn server_pings_are_answered_with_the_same_payload() {
 }
 
 #[test]
+fn data_messages_are_echoed_only_when_echo_is_set() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    h.input(&frame(true, 0x1, b"hello"));
+    assert!(
+        client_frames(&h.take_wire()).is_empty(),
+        "a monitor stays silent by default"
+    );
+
+    let mut echoing = spec(Scheme::Ws);
+    echoing.ws.echo = true;
+    let mut h = Harness::new(echoing, Mode::Persistent);
+    h.open_ws();
+    let mut bytes = frame(false, 0x2, b"frag");
+    bytes.extend(frame(true, 0x0, b"mented"));
+    h.input(&frame(true, 0x1, b"hello"));
+    h.input(&bytes);
+    assert_eq!(
+        client_frames(&h.take_wire()),
+        vec![(0x1, b"hello".to_vec()), (0x2, b"fragmented".to_vec())]
+    );
+}
+
+#[test]
 fn pong_interleaved_in_a_fragmented_message_is_matched() {
     let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
     h.open_ws();

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod autobahn;
 mod cli;
 mod faults;
 mod hostile;
