@@ -133,6 +133,7 @@ class SockpulseRun:
 
 class PythonRun:
     name = "python asyncio + websockets"
+    flags = []
 
     def __init__(self, n, ports, tmp):
         self.n = n
@@ -140,7 +141,8 @@ class PythonRun:
         specs = [f"ws://127.0.0.1:{port}/:{count}" for port, count in split(n, ports) if count]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [str(PYTHON), str(ROOT / "benches/py_monitor.py"), str(self.rtt_file), str(INTERVAL), str(PONG_TIMEOUT), *specs],
+            [str(PYTHON), str(ROOT / "benches/py_monitor.py"), *self.flags, str(self.rtt_file), str(INTERVAL),
+             str(PONG_TIMEOUT), *specs],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
 
@@ -154,6 +156,12 @@ class PythonRun:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         return [tuple(map(int, l.split())) for l in self.rtt_file.read_text().splitlines()]
+
+
+class PythonSpreadRun(PythonRun):
+    """The same monitor with sockpulse's probe schedule: pings spread over the interval."""
+    name = "python, pings spread like sockpulse"
+    flags = ["--spread"]
 
 
 def fill_table(sockets):
@@ -256,7 +264,8 @@ def main():
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            monitors = {"sockpulse": [SockpulseRun], "python": [PythonRun]}.get(args.only, [SockpulseRun, PythonRun])
+            monitors = {"sockpulse": [SockpulseRun], "python": [PythonRun, PythonSpreadRun]}.get(
+                args.only, [SockpulseRun, PythonRun, PythonSpreadRun])
             for cls in monitors:
                 base = measure(cls, 1, ports, tmp, 3)[0]
                 log(f"{cls.name}: 1-session RSS {base} KiB")
@@ -290,12 +299,12 @@ def main():
     lines.append("")
     for n in counts if not args.only else []:
         sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n)
-        py = next(r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n)
-        lines.append(
-            f"At {n} sessions sockpulse uses {py['rss_per_session_kib'] / sp['rss_per_session_kib']:.1f}x less memory per session "
-            f"and {py['cpu_share'] / max(sp['cpu_share'], 1e-9):.1f}x less CPU than the Python monitor; "
-            f"RTT max {sp['max_ms']:.2f} ms vs {py['max_ms']:.2f} ms."
-        )
+        for py in (r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n):
+            lines.append(
+                f"At {n} sessions, against {py['monitor']}: {py['rss_per_session_kib'] / sp['rss_per_session_kib']:.1f}x "
+                f"less memory per session, {py['cpu_share'] / max(sp['cpu_share'], 1e-9):.1f}x less CPU, "
+                f"RTT max {sp['max_ms']:.2f} ms vs {py['max_ms']:.2f} ms."
+            )
     report = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)

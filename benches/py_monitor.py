@@ -5,7 +5,11 @@ interval, a pong deadline, reconnect with jittered backoff. Prints
 `ALL_OPEN <seconds>` once every session is open; on SIGTERM writes each RTT
 sample as `unix_ms rtt_us` to the file given and exits.
 
-usage: py_monitor.py RTT_FILE INTERVAL_S PONG_TIMEOUT_S URL:COUNT [URL:COUNT ...]
+With --spread, each session's second ping comes after a random 50-100 % of
+the interval, as sockpulse does, so pings trickle instead of arriving in
+one burst per interval (the same probe schedule as sockpulse's).
+
+usage: py_monitor.py [--spread] RTT_FILE INTERVAL_S PONG_TIMEOUT_S URL:COUNT [URL:COUNT ...]
 """
 import asyncio
 import random
@@ -25,7 +29,7 @@ class Stats:
         self.samples = []  # (unix_ms, rtt_us)
 
 
-async def session(url, interval, pong_timeout, stats):
+async def session(url, interval, pong_timeout, stats, spread):
     backoff = 0.5
     while True:
         try:
@@ -35,6 +39,7 @@ async def session(url, interval, pong_timeout, stats):
                 if stats.open == stats.total and not stats.all_open_reported:
                     stats.all_open_reported = True
                     print(f"ALL_OPEN {time.monotonic() - stats.started:.3f}", flush=True)
+                first = True
                 try:
                     while True:
                         sent = time.monotonic()
@@ -42,7 +47,9 @@ async def session(url, interval, pong_timeout, stats):
                         await asyncio.wait_for(pong, pong_timeout)
                         rtt = time.monotonic() - sent
                         stats.samples.append((int(time.time() * 1000), int(rtt * 1e6)))
-                        await asyncio.sleep(max(0.0, interval - (time.monotonic() - sent)))
+                        period = interval * random.uniform(0.5, 1.0) if spread and first else interval
+                        first = False
+                        await asyncio.sleep(max(0.0, period - (time.monotonic() - sent)))
                 finally:
                     stats.open -= 1
         except asyncio.CancelledError:
@@ -54,15 +61,19 @@ async def session(url, interval, pong_timeout, stats):
 
 
 async def main():
-    rtt_file, interval, pong_timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    args = sys.argv[1:]
+    spread = args[:1] == ["--spread"]
+    if spread:
+        args = args[1:]
+    rtt_file, interval, pong_timeout = args[0], float(args[1]), float(args[2])
     targets = []
-    for spec in sys.argv[4:]:
+    for spec in args[3:]:
         url, count = spec.rsplit(":", 1)
         targets += [url] * int(count)
     stats = Stats(len(targets))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    tasks = [asyncio.create_task(session(u, interval, pong_timeout, stats)) for u in targets]
+    tasks = [asyncio.create_task(session(u, interval, pong_timeout, stats, spread)) for u in targets]
     await stop.wait()
     for t in tasks:
         t.cancel()

@@ -89,8 +89,13 @@ pub fn parse_datagram(buf: &[u8], out: &mut Vec<SocketEntry>) -> io::Result<Chun
         match kind {
             NLMSG_DONE => return Ok(Chunk::Done),
             NLMSG_ERROR => {
-                let errno = if body.len() >= 4 { -(u32_ne(body, 0) as i32) } else { 0 };
-                return Err(io::Error::from_raw_os_error(errno.max(1)));
+                // nlmsgerr.error is a negative errno; anything else is malformed
+                // (and i32::MIN cannot even be negated).
+                let error = if body.len() >= 4 { u32_ne(body, 0) as i32 } else { 0 };
+                return Err(match error.checked_neg() {
+                    Some(errno @ 1..=4095) => io::Error::from_raw_os_error(errno),
+                    _ => invalid(format!("netlink error message with error field {error}")),
+                });
             }
             SOCK_DIAG_BY_FAMILY => {
                 if body.len() < INET_DIAG_MSG {
@@ -230,6 +235,20 @@ mod tests {
             parse_datagram(&err, &mut Vec::new()).unwrap_err().raw_os_error(),
             Some(13)
         );
+    }
+
+    /// Found by the netlink_dump fuzz target: an error field of i32::MIN
+    /// overflowed when negated into an errno.
+    #[test]
+    fn fuzz_found_error_message_with_i32_min_errno_is_malformed_not_overflow() {
+        for field in [i32::MIN, 0, 13, -5000] {
+            let mut err = (NLMSG_HDR as u32 + 4).to_ne_bytes().to_vec();
+            err.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            err.extend_from_slice(&[0u8; 10]);
+            err.extend_from_slice(&field.to_ne_bytes());
+            let e = parse_datagram(&err, &mut Vec::new()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "error field {field}: {e}");
+        }
     }
 
     #[test]
