@@ -208,7 +208,7 @@ impl Observer for MetricsObserver {
         }
     }
 
-    fn on_tick(&mut self, sessions: &[&Session], now: Instant) {
+    fn on_tick(&mut self, sessions: &[(usize, &Session)], now: Instant) {
         if let Some(w) = self.rtt_log.as_mut() {
             if let Err(e) = w.flush() {
                 log::warn!("rtt log write failed, disabling it: {e}");
@@ -219,19 +219,11 @@ impl Observer for MetricsObserver {
         let mut up = vec![false; n];
         let mut pong_age: Vec<Option<f64>> = vec![None; n];
         let mut msg_age: Vec<Option<f64>> = vec![None; n];
-        let index: std::collections::HashMap<&str, usize> = self
-            .targets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| Some((t.as_ref()?.name.as_str(), i)))
-            .collect();
-        for s in sessions {
-            if s.phase() != Phase::Open {
+        for &(ti, s) in sessions {
+            // Retired targets' sessions may still be closing: not reported.
+            if s.phase() != Phase::Open || !matches!(self.targets.get(ti), Some(Some(_))) {
                 continue;
             }
-            let Some(&ti) = index.get(s.spec().name.as_str()) else {
-                continue;
-            };
             up[ti] = true;
             let since = |t: Option<Instant>| {
                 t.or(s.stats.opened_at)

@@ -53,8 +53,9 @@ pub struct EventContext<'a> {
 /// Receives what sessions report. Runs on the loop thread: must not block.
 pub trait Observer {
     fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent);
-    /// Called about once a second with every session, for gauges.
-    fn on_tick(&mut self, _sessions: &[&Session], _now: Instant) {}
+    /// Called about once a second with every session and its target index,
+    /// for gauges.
+    fn on_tick(&mut self, _sessions: &[(usize, &Session)], _now: Instant) {}
     /// A reload added a target under this index (indices are never reused).
     fn on_target_added(&mut self, _index: usize, _spec: &Arc<TargetSpec>) {}
     /// A reload removed a target; its sessions are closing.
@@ -338,7 +339,7 @@ impl<O: Observer> Driver<O> {
                 }
             }
             if now >= next_tick {
-                let sessions: Vec<&Session> = self.slots.iter().map(|s| &s.session).collect();
+                let sessions: Vec<(usize, &Session)> = self.slots.iter().map(|s| (s.target, &s.session)).collect();
                 self.observer.on_tick(&sessions, now);
                 next_tick = now + Duration::from_secs(1);
             }

@@ -22,6 +22,22 @@ pub enum Behaviour {
     MaskedFrame,
     /// A valid handshake, then an endless flood of pings.
     PingFlood,
+    /// This answer instead of a 101 (non-101 status, ...).
+    Answer(&'static str),
+    /// A valid 101 with one more header line (an unrequested subprotocol
+    /// or extension, ...).
+    Extra101Header(&'static str),
+    /// A 101 whose header section never ends: 64 KiB of headers.
+    EndlessHeaders,
+    /// A valid 101 sent one byte every 200 ms.
+    Drip,
+    /// A valid handshake, then these bytes.
+    Frames(&'static [u8]),
+    /// A valid handshake, then one binary message of this many bytes.
+    BigMessage(usize),
+    /// A valid handshake, then pongs nobody asked for, every 50 ms for 3 s;
+    /// the client's own pings are answered.
+    UnsolicitedPongs,
     /// A valid handshake, answers pings for a while, then sends a close frame (1001).
     CloseFrameAfter(u64),
     /// The same, but then closes the TCP connection without a close frame.
@@ -161,6 +177,60 @@ fn handle(mut s: TcpStream, behaviour: Behaviour, port: u16) {
                 _ => {}
             }
             return; // dropping the socket sends the FIN (or, with linger 0, the RST)
+        }
+        Behaviour::Answer(text) => s.write_all(text.as_bytes()),
+        Behaviour::Extra101Header(line) => {
+            let ok = good_101(&key);
+            let with = format!("{}\r\n{line}\r\n\r\n", ok.trim_end_matches("\r\n"));
+            s.write_all(with.as_bytes())
+        }
+        Behaviour::EndlessHeaders => {
+            let mut out = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+            for i in 0..2048 {
+                out.extend_from_slice(format!("X-Filler-{i:05}: {}\r\n", "f".repeat(16)).as_bytes());
+            }
+            s.write_all(&out)
+        }
+        Behaviour::Drip => {
+            for b in good_101(&key).bytes() {
+                if s.write_all(&[b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        }
+        Behaviour::Frames(bytes) => {
+            let mut out = good_101(&key).into_bytes();
+            out.extend_from_slice(bytes);
+            s.write_all(&out)
+        }
+        Behaviour::BigMessage(len) => {
+            let mut out = good_101(&key).into_bytes();
+            out.extend_from_slice(&[0x82, 127]);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+            let _ = s.write_all(&out);
+            s.set_write_timeout(Some(Duration::from_secs(2))).ok();
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if s.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+            Ok(())
+        }
+        Behaviour::UnsolicitedPongs => {
+            let _ = s.write_all(good_101(&key).as_bytes());
+            for i in 0..60u8 {
+                if s.write_all(&[0x8A, 3, b's', b'p', i]).is_err() {
+                    break;
+                }
+                answer_pings_for(&mut s, Duration::from_millis(50));
+            }
+            Ok(())
         }
         Behaviour::PingFlood => {
             let _ = s.write_all(good_101(&key).as_bytes());
