@@ -58,7 +58,33 @@ def wait_for(pred, timeout, what):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def start_servers(n):
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def start_servers(n, kind="websocat"):
+    """`n` echo servers in their own processes: websocat (Rust, no garbage
+    collector, so no server pauses in the RTT tails) or Node `ws`."""
+    if kind == "websocat":
+        websocat = os.environ.get("WEBSOCAT", "websocat")
+        procs, ports = [], []
+        for _ in range(n):
+            port = free_port()
+            procs.append(subprocess.Popen([websocat, "-t", f"ws-l:127.0.0.1:{port}", "mirror:"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            ports.append(port)
+            wait_for(lambda: accepts(port), 10, f"websocat on port {port}")
+        return procs, ports
     procs, ports = [], []
     env = dict(os.environ, NODE_PATH=str(PEERS / "node/node_modules"))
     for _ in range(n):
@@ -241,13 +267,15 @@ def main():
     ap.add_argument("--sessions", default="1000,9000")
     ap.add_argument("--window", type=int, default=30)
     ap.add_argument("--servers", type=int, default=2)
+    ap.add_argument("--server", choices=["websocat", "node"], default="websocat",
+                    help="echo server: websocat (default, no GC pauses) or Node ws")
     ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
     ap.add_argument("--only", choices=["sockpulse", "python"], help="run one monitor (for quick iteration)")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
                     help="instead: sockpulse RTT with the host scan off vs on over a table of this many sockets")
     args = ap.parse_args()
     if args.scan_impact:
-        servers, ports = start_servers(args.servers)
+        servers, ports = start_servers(args.servers, args.server)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 report = scan_impact(ports, tmp, int(args.sessions.split(",")[0]), args.window, args.scan_impact)
@@ -260,7 +288,7 @@ def main():
 
     floor = loopback_floor()
     log(f"loopback floor: {floor}")
-    servers, ports = start_servers(args.servers)
+    servers, ports = start_servers(args.servers, args.server)
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -144,7 +144,10 @@ impl Observer for MetricsObserver {
                 m.ping_rtt.with_label_values(&[name]).observe(rtt.as_secs_f64());
                 log::trace!("target={name} session={ordinal} rtt={}", ms(*rtt));
                 if let Some(w) = self.rtt_log.as_mut() {
-                    let _ = writeln!(w, "{} {name} {}", unix_now_ms(), rtt.as_micros());
+                    let _ = match ctx.read_delay {
+                        Some(d) => writeln!(w, "{} {name} {} {}", unix_now_ms(), rtt.as_micros(), d.as_micros()),
+                        None => writeln!(w, "{} {name} {} -", unix_now_ms(), rtt.as_micros()),
+                    };
                 }
             }
             SessionEvent::PongTimeout => m.pong_timeouts.with_label_values(&[name]).inc(),
@@ -157,6 +160,10 @@ impl Observer for MetricsObserver {
                 }
             }
         }
+    }
+
+    fn on_read_delay(&mut self, delay: Duration) {
+        self.metrics.loop_read_delay.observe(delay.as_secs_f64());
     }
 
     fn on_target_added(&mut self, index: usize, spec: &Arc<TargetSpec>) {

@@ -102,7 +102,8 @@ pub struct RunArgs {
     /// Accept POST /-/reload (like Prometheus's --web.enable-lifecycle); SIGHUP always reloads.
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
-    /// Diagnostics: append every RTT sample to FILE as `unix_ms target rtt_us`.
+    /// Diagnostics: append every RTT sample to FILE as `unix_ms target rtt_us read_delay_us`
+    /// (read delay: how long the pong waited in the kernel before the loop read it; `-` if unknown).
     #[arg(long = "rtt-log", value_name = "FILE")]
     pub rtt_log: Option<PathBuf>,
 }

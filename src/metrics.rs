@@ -32,6 +32,7 @@ pub const TCP_LISTEN_QUEUE_RATIO: &str = "sockpulse_tcp_listen_queue_ratio";
 pub const TCP_CLOSE_WAIT_OLDEST_AGE: &str = "sockpulse_tcp_close_wait_oldest_age_seconds";
 pub const TCP_CLOSE_WAIT_OVER_AGE: &str = "sockpulse_tcp_close_wait_over_age";
 pub const TCP_TIME_WAIT_PORT_RATIO: &str = "sockpulse_tcp_time_wait_port_ratio";
+pub const LOOP_READ_DELAY: &str = "sockpulse_loop_read_delay_seconds";
 pub const KERNEL_SCAN_DURATION: &str = "sockpulse_kernel_scan_duration_seconds";
 pub const KERNEL_SCAN_ERRORS: &str = "sockpulse_kernel_scan_errors_total";
 pub const SESSION_KERNEL_STATE: &str = "sockpulse_session_kernel_state";
@@ -47,6 +48,11 @@ pub const SCAN_BUCKETS: &[f64] = &[
 /// RTT buckets from 100 µs (loopback) to 10 s (a dying path).
 pub const RTT_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Loop read delays from 10 µs (a busy loop) to 1 s (a stall worth paging for).
+pub const READ_DELAY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
 /// Connect phases: `as_str` values of the `phase` label.
@@ -78,6 +84,7 @@ pub struct Metrics {
     pub tcp_close_wait_over_age: IntGaugeVec,
     pub tcp_time_wait_port_ratio: prometheus::Gauge,
     pub kernel_scan_duration: HistogramVec,
+    pub loop_read_delay: prometheus::Histogram,
     pub kernel_scan_errors: prometheus::IntCounter,
     pub session_kernel_state: IntGaugeVec,
     pub kernel_mismatches: IntCounterVec,
@@ -301,6 +308,15 @@ impl Metrics {
                     ),
                     &["method"],
                 )
+                .expect("valid"),
+            ),
+            loop_read_delay: register(
+                r,
+                prometheus::Histogram::with_opts(histogram_opts!(
+                    LOOP_READ_DELAY,
+                    "Time received bytes waited in the kernel (by its receive timestamp) before the loop read them",
+                    READ_DELAY_BUCKETS.to_vec()
+                ))
                 .expect("valid"),
             ),
             kernel_scan_errors: register(

@@ -4,13 +4,14 @@
 
 pub mod fdlimit;
 pub mod resolver;
+pub mod rxstamp;
 pub mod socket;
 pub mod timers;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -47,6 +48,9 @@ pub struct EventContext<'a> {
     pub session: &'a Session,
     /// Set on failure events whose cause the TCP state can tell.
     pub kernel: Option<&'a KernelEvidence>,
+    /// For events raised by received bytes: how long they waited in the
+    /// kernel before the loop read them (their `now` is their arrival).
+    pub read_delay: Option<Duration>,
     pub now: Instant,
 }
 
@@ -56,6 +60,8 @@ pub trait Observer {
     /// Called about once a second with every session and its target index,
     /// for gauges.
     fn on_tick(&mut self, _sessions: &[(usize, &Session)], _now: Instant) {}
+    /// Bytes were read that had waited this long in the kernel.
+    fn on_read_delay(&mut self, _delay: Duration) {}
     /// A reload added a target under this index (indices are never reused).
     fn on_target_added(&mut self, _index: usize, _spec: &Arc<TargetSpec>) {}
     /// A reload removed a target; its sessions are closing.
@@ -117,6 +123,8 @@ pub struct Driver<O: Observer> {
     stopped: usize,
     owned: Option<Arc<OwnedRegistry>>,
     stop: Arc<AtomicBool>,
+    /// Read delay of the bytes being handled, for `EventContext`.
+    read_delay: Option<Duration>,
 }
 
 fn wants_diagnosis(ev: &SessionEvent) -> bool {
@@ -179,6 +187,7 @@ impl<O: Observer> Driver<O> {
             stopped: 0,
             owned: None,
             stop: Arc::new(AtomicBool::new(false)),
+            read_delay: None,
         };
         for spec in targets {
             driver.add_target(spec);
@@ -468,15 +477,25 @@ impl<O: Observer> Driver<O> {
             let Some(sock) = slot.socket.as_mut() else {
                 return;
             };
-            match sock.read(&mut self.scratch) {
-                Ok(0) => {
+            match rxstamp::recv(sock, &mut self.scratch) {
+                Ok((0, _)) => {
                     slot.session.handle_eof(now, &mut self.out);
                     self.after_session_call(i, now);
                     return;
                 }
-                Ok(n) => {
-                    slot.session.handle_input(&self.scratch[..n], now, &mut self.out);
+                Ok((n, stamp)) => {
+                    // The bytes' own time is their arrival: a pong read late
+                    // because the loop was busy still has its true RTT, and
+                    // the wait is reported on its own.
+                    let delay = stamp.and_then(|s| rxstamp::delay(s, SystemTime::now()));
+                    let arrived = delay.and_then(|d| Instant::now().checked_sub(d)).unwrap_or(now);
+                    slot.session.handle_input(&self.scratch[..n], arrived, &mut self.out);
+                    if let Some(d) = delay {
+                        self.observer.on_read_delay(d);
+                    }
+                    self.read_delay = delay;
                     self.after_session_call(i, now);
+                    self.read_delay = None;
                     if n < self.scratch.len() && !drain {
                         return;
                     }
@@ -573,6 +592,7 @@ impl<O: Observer> Driver<O> {
                     ordinal: slot.ordinal,
                     session: &slot.session,
                     kernel: if wants_diagnosis(ev) { evidence.as_ref() } else { None },
+                    read_delay: self.read_delay,
                     now,
                 };
                 self.observer.on_event(&ctx, ev);

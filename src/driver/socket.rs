@@ -25,6 +25,10 @@ pub fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::T
     if let Some(t) = opts.user_timeout {
         socket.set_tcp_user_timeout(Some(t))?;
     }
+    // Best effort: without stamps, RTTs end when the loop reads the pong.
+    if let Err(e) = super::rxstamp::enable(&socket) {
+        log::debug!("SO_TIMESTAMPNS unavailable: {e}");
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}

@@ -152,7 +152,7 @@ fn out_of_the_box_the_agent_monitors_its_own_echo_endpoint() {
     agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "self")], T, |v| {
         v >= 1.0
     });
-    // The RTT log is flushed by the once-a-second tick: `unix_ms target rtt_us`.
+    // The RTT log is flushed by the once-a-second tick: `unix_ms target rtt_us read_delay_us`.
     let mut line = String::new();
     assert!(wait_until(T, || {
         line = std::fs::read_to_string(&rtt_log)
@@ -164,10 +164,14 @@ fn out_of_the_box_the_agent_monitors_its_own_echo_endpoint() {
         !line.is_empty()
     }));
     let fields: Vec<&str> = line.split(' ').collect();
-    assert_eq!(fields.len(), 3, "{line}");
+    assert_eq!(fields.len(), 4, "{line}");
     assert_eq!(fields[1], "self");
     let rtt_us: u64 = fields[2].parse().expect("rtt in µs");
     assert!(rtt_us > 0 && rtt_us < 250_000, "{line}");
+    // The kernel stamped the pong on arrival: the loop's read delay is known.
+    let read_delay_us: u64 = fields[3].parse().expect("read delay in µs");
+    assert!(read_delay_us < 250_000, "{line}");
+    agent.wait_metric("sockpulse_loop_read_delay_seconds_count", &[], T, |v| v >= 1.0);
     let (status, page) = agent.get("/");
     assert_eq!(status, 200);
     assert!(page.contains("/metrics") && page.contains("self"));
