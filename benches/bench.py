@@ -1,13 +1,14 @@
 """sockpulse vs an idiomatic Python asyncio monitor, in one run on the same servers.
 
-For each session count: open N WebSocket sessions against Node `ws` echo
-servers (separate processes), ping each every 10 s with a 5 s pong deadline,
+For each session count: open N WebSocket sessions against websocat (or Node
+`ws`) echo servers in separate processes, ping each every 10 s with a 5 s
+pong deadline,
 and measure for both monitors: RSS per session (against a 1-session run of
 the same monitor), CPU share of one core over a steady window, time to open
 every session, and ping RTT p50/p99/max over that window. The loopback
 1-byte TCP round trip is measured in the same run as the floor.
 
-usage: bench.py [--sessions 1000,9000] [--window 30] [--servers 2] [--out FILE]
+usage: bench.py [--sessions 1000,9000] [--window 60] [--servers 2] [--server websocat|node] [--out FILE]
 Run through scripts/bench.sh, which builds and installs what this needs.
 """
 import argparse
@@ -154,7 +155,13 @@ class SockpulseRun:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
-        return [tuple(map(int, (l.split()[0], l.split()[2]))) for l in self.rtt_file.read_text().splitlines()]
+        # `unix_ms target rtt_us read_delay_us`: the last is how long the pong
+        # waited in the kernel before sockpulse read it (its loop's stalls).
+        samples = []
+        for line in self.rtt_file.read_text().splitlines():
+            f = line.split()
+            samples.append((int(f[0]), int(f[2]), int(f[3]) if len(f) > 3 and f[3].isdigit() else None))
+        return samples
 
 
 class PythonRun:
@@ -215,7 +222,7 @@ def scan_impact(ports, tmp, n, window, table):
             ("/proc scan every 1 s", '[kernel]\nscan_interval = "1s"\nmethod = "procfs"\n'),
         ):
             cls = type("Run", (SockpulseRun,), {"extra_config": extra})
-            rss, t_open, cpu, rtts = measure(cls, n, ports, tmp, window)
+            rss, t_open, cpu, rtts, _ = measure(cls, n, ports, tmp, window)
             row = {"mode": label, "cpu_share": cpu, "samples": len(rtts),
                    "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
                    "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3}
@@ -248,9 +255,10 @@ def measure(cls, n, ports, tmp, window):
     time.sleep(window)
     cpu1, w1 = cpu_seconds(run.proc.pid), time.time()
     rss = rss_kib(run.proc.pid)
-    samples = run.stop()
-    rtts = sorted(rtt for ts, rtt in samples if w0 * 1000 <= ts <= w1 * 1000)
-    return rss, t_open, (cpu1 - cpu0) / (w1 - w0), rtts
+    samples = [s for s in run.stop() if w0 * 1000 <= s[0] <= w1 * 1000]
+    rtts = sorted(s[1] for s in samples)
+    delays = sorted(s[2] for s in samples if len(s) > 2 and s[2] is not None)
+    return rss, t_open, (cpu1 - cpu0) / (w1 - w0), rtts, delays
 
 
 def loopback_floor():
@@ -265,7 +273,7 @@ def loopback_floor():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", default="1000,9000")
-    ap.add_argument("--window", type=int, default=30)
+    ap.add_argument("--window", type=int, default=60)
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--server", choices=["websocat", "node"], default="websocat",
                     help="echo server: websocat (default, no GC pauses) or Node ws")
@@ -298,13 +306,16 @@ def main():
                 base = measure(cls, 1, ports, tmp, 3)[0]
                 log(f"{cls.name}: 1-session RSS {base} KiB")
                 for n in counts:
-                    rss, t_open, cpu, rtts = measure(cls, n, ports, tmp, args.window)
+                    rss, t_open, cpu, rtts, delays = measure(cls, n, ports, tmp, args.window)
                     row = {
                         "monitor": cls.name, "sessions": n,
                         "rss_per_session_kib": (rss - base) / (n - 1),
                         "cpu_share": cpu, "open_s": t_open, "samples": len(rtts),
                         "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
                         "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3,
+                        "read_delay_p50_ms": percentile(delays, 0.5) / 1e3 if delays else None,
+                        "read_delay_p99_ms": percentile(delays, 0.99) / 1e3 if delays else None,
+                        "read_delay_max_ms": delays[-1] / 1e3 if delays else None,
                     }
                     log(json.dumps(row))
                     rows.append(row)
@@ -324,6 +335,14 @@ def main():
             f"| {r['monitor']} | {r['sessions']} | {r['rss_per_session_kib']:.2f} KiB | {100 * r['cpu_share']:.2f}% | "
             f"{r['open_s']:.2f} s | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms | {r['samples']} |"
         )
+    lines.append("")
+    for r in rows:
+        if r.get("read_delay_p50_ms") is not None:
+            lines.append(
+                f"sockpulse at {r['sessions']} sessions: pongs waited in the kernel before the loop read them "
+                f"p50 {r['read_delay_p50_ms']:.3f} ms, p99 {r['read_delay_p99_ms']:.3f} ms, "
+                f"max {r['read_delay_max_ms']:.3f} ms (its own stalls; RTTs exclude this wait)."
+            )
     lines.append("")
     for n in counts if not args.only else []:
         sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n)

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Benchmark: sockpulse vs an idiomatic Python asyncio monitor at 1k and 9k
-# sessions on the same local Node `ws` servers, plus the loopback floor.
-# Takes about 6 minutes; prints a markdown table (also in target/bench-results.md).
+# Benchmark: sockpulse vs an idiomatic Python asyncio monitor (two probe
+# schedules) at 1k and 9k sessions on the same local echo servers (websocat
+# by default: Rust, no GC pauses; --server node for Node ws), plus the
+# loopback floor. Takes about 12 minutes; prints a markdown table (also in
+# target/bench-results.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh >/dev/null
+if ! command -v websocat >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/websocat" ]; then
+  echo "bench: cargo install websocat (about 2 minutes)" >&2
+  cargo install -q websocat --locked
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked
 # Each process holds up to 9k sockets; the machine allows 20k files per process.
 ulimit -n "$(ulimit -Hn)"

@@ -27,11 +27,38 @@ const WAKER: Token = Token(usize::MAX);
 const READ_BUDGET: usize = 16;
 const SCRATCH: usize = 64 * 1024;
 const DNS_THREADS: usize = 4;
-/// Timer wake-ups are rounded up to this grid so that deadlines in the same
+/// Timer wake-ups are rounded up to a grid so that deadlines in the same
 /// window fire in one wake: at thousands of sessions a wake per deadline
-/// costs more in context switches than all the work done. Probes go out at
-/// most this late; RTT is measured from the actual send, so it is unaffected.
-pub const TIMER_GRANULARITY: Duration = Duration::from_millis(10);
+/// costs more in context switches than all the work done. The grid is the
+/// shortest configured timer over `TIMER_GRID_DIVISOR` (deadlines fire at
+/// most 0.5 % late), between these bounds. RTT is measured from the actual
+/// send and to the pong's arrival, so the grid never skews it.
+pub const MAX_TIMER_GRANULARITY: Duration = Duration::from_millis(25);
+pub const MIN_TIMER_GRANULARITY: Duration = Duration::from_millis(1);
+pub const TIMER_GRID_DIVISOR: u32 = 200;
+
+/// The timer grid for these targets (see `MAX_TIMER_GRANULARITY`).
+pub fn timer_granularity<'a>(targets: impl IntoIterator<Item = &'a TargetSpec>) -> Duration {
+    let shortest = targets
+        .into_iter()
+        .flat_map(|spec| {
+            let t = &spec.timing;
+            [
+                t.ping_interval,
+                Some(t.pong_timeout),
+                t.idle_timeout,
+                Some(t.connect_timeout),
+                Some(t.handshake_timeout),
+                // Not close_timeout: a close finishing late costs nothing.
+            ]
+        })
+        .flatten()
+        .min();
+    match shortest {
+        Some(d) => (d / TIMER_GRID_DIVISOR).clamp(MIN_TIMER_GRANULARITY, MAX_TIMER_GRANULARITY),
+        None => MAX_TIMER_GRANULARITY,
+    }
+}
 
 /// What the kernel said about a session's socket when it failed.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +152,8 @@ pub struct Driver<O: Observer> {
     stop: Arc<AtomicBool>,
     /// Read delay of the bytes being handled, for `EventContext`.
     read_delay: Option<Duration>,
+    /// See `timer_granularity`; follows the targets through reloads.
+    timer_grid: Duration,
 }
 
 fn wants_diagnosis(ev: &SessionEvent) -> bool {
@@ -143,9 +172,9 @@ fn kernel_evidence(slot: &Slot) -> Option<KernelEvidence> {
     })
 }
 
-/// Rounds `t` up to the next `TIMER_GRANULARITY` boundary counted from `epoch`.
-fn coalesce(t: Instant, epoch: Instant) -> Instant {
-    let g = TIMER_GRANULARITY.as_nanos();
+/// Rounds `t` up to the next `grid` boundary counted from `epoch`.
+fn coalesce(t: Instant, epoch: Instant, grid: Duration) -> Instant {
+    let g = grid.as_nanos().max(1);
     let since = t.saturating_duration_since(epoch).as_nanos();
     let rounded = since.div_ceil(g) * g;
     epoch + Duration::from_nanos(rounded as u64)
@@ -188,6 +217,7 @@ impl<O: Observer> Driver<O> {
             owned: None,
             stop: Arc::new(AtomicBool::new(false)),
             read_delay: None,
+            timer_grid: timer_granularity(targets.iter().map(|t| t.as_ref())),
         };
         for spec in targets {
             driver.add_target(spec);
@@ -282,6 +312,7 @@ impl<O: Observer> Driver<O> {
                 }
             }
         }
+        self.timer_grid = timer_granularity(self.targets.iter().flatten().map(|t| t.as_ref()));
         summary
     }
 
@@ -377,7 +408,7 @@ impl<O: Observer> Driver<O> {
 
             let mut wait = next_tick.saturating_duration_since(now);
             if let Some(t) = self.timers.next_deadline() {
-                wait = wait.min(coalesce(t, epoch).saturating_duration_since(now));
+                wait = wait.min(coalesce(t, epoch, self.timer_grid).saturating_duration_since(now));
             }
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now));
@@ -691,15 +722,43 @@ mod tests {
     fn coalescing_rounds_up_to_the_grid_and_never_fires_early() {
         let epoch = Instant::now();
         let ms = Duration::from_millis;
-        assert_eq!(coalesce(epoch, epoch), epoch);
-        assert_eq!(coalesce(epoch + ms(1), epoch), epoch + ms(10));
-        assert_eq!(coalesce(epoch + ms(10), epoch), epoch + ms(10));
-        assert_eq!(coalesce(epoch + Duration::from_micros(10_001), epoch), epoch + ms(20));
+        let grid = ms(10);
+        assert_eq!(coalesce(epoch, epoch, grid), epoch);
+        assert_eq!(coalesce(epoch + ms(1), epoch, grid), epoch + ms(10));
+        assert_eq!(coalesce(epoch + ms(10), epoch, grid), epoch + ms(10));
+        assert_eq!(
+            coalesce(epoch + Duration::from_micros(10_001), epoch, grid),
+            epoch + ms(20)
+        );
         for us in (0..50_000).step_by(777) {
             let t = epoch + Duration::from_micros(us);
-            let c = coalesce(t, epoch);
-            assert!(c >= t && c - t < TIMER_GRANULARITY);
+            let c = coalesce(t, epoch, grid);
+            assert!(c >= t && c - t < grid);
         }
+    }
+
+    #[test]
+    fn the_timer_grid_follows_the_shortest_timer_within_bounds() {
+        let spec = |ping_ms: u64, pong_ms: u64| {
+            let text = format!(
+                "[[target]]\nurl = \"ws://example.test/\"\nping_interval = \"{ping_ms}ms\"\npong_timeout = \"{pong_ms}ms\"\n"
+            );
+            let cfg = crate::config::parse(&text, "t", &[], &|_| None).expect("valid config");
+            TargetSpec::clone(&cfg.targets[0])
+        };
+        let ms = Duration::from_millis;
+        // Production-like timers: the coarsest grid.
+        assert_eq!(timer_granularity([&spec(10_000, 5_000)]), MAX_TIMER_GRANULARITY);
+        // The test suite's fast timers: 300 ms / 200 = 1.5 ms.
+        assert_eq!(timer_granularity([&spec(500, 300)]), Duration::from_micros(1_500));
+        // The shortest target decides; never below the floor.
+        assert_eq!(
+            timer_granularity([&spec(10_000, 5_000), &spec(500, 300)]),
+            Duration::from_micros(1_500)
+        );
+        assert_eq!(timer_granularity([&spec(50, 20)]), MIN_TIMER_GRANULARITY);
+        assert_eq!(timer_granularity(std::iter::empty()), MAX_TIMER_GRANULARITY);
+        assert!(ms(25) == MAX_TIMER_GRANULARITY);
     }
 
     #[test]
