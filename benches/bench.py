@@ -275,8 +275,8 @@ def main():
     ap.add_argument("--sessions", default="1000,9000")
     ap.add_argument("--window", type=int, default=60)
     ap.add_argument("--servers", type=int, default=2)
-    ap.add_argument("--server", choices=["websocat", "node"], default="websocat",
-                    help="echo server: websocat (default, no GC pauses) or Node ws")
+    ap.add_argument("--server", choices=["node", "websocat"], default="node",
+                    help="echo server: Node ws (default) or websocat (Rust, no GC)")
     ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
     ap.add_argument("--only", choices=["sockpulse", "python"], help="run one monitor (for quick iteration)")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",

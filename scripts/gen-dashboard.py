@@ -39,6 +39,14 @@ ROWS = [
         ("Accept queue saturation", "timeseries", "percentunit", [(f"sockpulse_tcp_listen_queue_ratio{{{HOST}}}", "{{port}}")], 12),
         ("Host scan duration p99", "timeseries", "s", [(f"histogram_quantile(0.99, sum by (method, le) (rate(sockpulse_kernel_scan_duration_seconds_bucket{{{HOST}}}[{RI}])))", "{{method}}")], 12),
     ]),
+    ("Agent", [
+        ("Loop read delay p50 / p99 (the agent's own stalls)", "timeseries", "s", [
+            (f"histogram_quantile(0.5, sum by (instance, le) (rate(sockpulse_loop_read_delay_seconds_bucket{{{HOST}}}[{RI}])))", "{{instance}} p50"),
+            (f"histogram_quantile(0.99, sum by (instance, le) (rate(sockpulse_loop_read_delay_seconds_bucket{{{HOST}}}[{RI}])))", "{{instance}} p99"),
+        ], 12),
+        # process_* is every exporter's: keep the jobs that are sockpulse.
+        ("Agent CPU (share of one core)", "timeseries", "percentunit", [(f"rate(process_cpu_seconds_total{{{HOST}}}[{RI}]) * on (instance, job) group_left sockpulse_build_info{{{HOST}}}", "{{instance}}")], 12),
+    ]),
 ]
 
 

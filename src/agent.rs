@@ -5,10 +5,10 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary};
+use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
 use crate::session::spec::TargetSpec;
-use crate::session::{DisconnectReason, Phase, Session, SessionEvent};
+use crate::session::{DisconnectReason, Phase, SessionEvent};
 use crate::status::TargetReport;
 
 pub struct MetricsObserver {
@@ -215,7 +215,7 @@ impl Observer for MetricsObserver {
         }
     }
 
-    fn on_tick(&mut self, sessions: &[(usize, &Session)], now: Instant) {
+    fn on_tick(&mut self, sessions: &[SessionGauge], now: Instant) {
         if let Some(w) = self.rtt_log.as_mut() {
             if let Err(e) = w.flush() {
                 log::warn!("rtt log write failed, disabling it: {e}");
@@ -226,27 +226,18 @@ impl Observer for MetricsObserver {
         let mut up = vec![false; n];
         let mut pong_age: Vec<Option<f64>> = vec![None; n];
         let mut msg_age: Vec<Option<f64>> = vec![None; n];
-        for &(ti, s) in sessions {
+        for g in sessions {
+            let ti = g.target;
             // Retired targets' sessions may still be closing: not reported.
-            if s.phase() != Phase::Open || !matches!(self.targets.get(ti), Some(Some(_))) {
+            if !g.open || !matches!(self.targets.get(ti), Some(Some(_))) {
                 continue;
             }
             up[ti] = true;
-            let since = |t: Option<Instant>| {
-                t.or(s.stats.opened_at)
-                    .map(|t| now.saturating_duration_since(t).as_secs_f64())
-            };
-            if s.spec().timing.ping_interval.is_some() {
-                if let Some(age) = since(s.stats.last_pong) {
-                    pong_age[ti] = Some(pong_age[ti].map_or(age, |a| a.max(age)));
-                }
+            let since = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+            if let Some(age) = g.last_pong.map(since) {
+                pong_age[ti] = Some(pong_age[ti].map_or(age, |a| a.max(age)));
             }
-            // WebSocket: data messages (pongs do not count); TCP: any bytes.
-            let last = match s.spec().scheme {
-                crate::session::spec::Scheme::Tcp => s.stats.last_rx,
-                _ => s.stats.last_message,
-            };
-            if let Some(age) = since(last) {
+            if let Some(age) = g.last_message.map(since) {
                 msg_age[ti] = Some(msg_age[ti].map_or(age, |a| a.max(age)));
             }
         }

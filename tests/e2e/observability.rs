@@ -248,7 +248,7 @@ url = \"ws://127.0.0.1:{closed}/\"
             .flatten()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        rules.len() == 13 && rules.iter().all(|r| r["health"] == "ok")
+        rules.len() == 14 && rules.iter().all(|r| r["health"] == "ok")
     }));
     let p99 = prom_query(&prom_addr, "target:sockpulse_ping_rtt_seconds:p99_5m{target=\"py\"}");
     assert_eq!(p99["data"]["result"].as_array().map(|r| r.len()), Some(1), "{p99}");
