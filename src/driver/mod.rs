@@ -197,6 +197,8 @@ pub struct Driver<O: Observer> {
     read_delay: Option<Duration>,
     /// See `timer_granularity`; follows the targets through reloads.
     timer_grid: Duration,
+    /// Sessions resolving, connecting or handshaking.
+    establishing: usize,
 }
 
 fn wants_diagnosis(ev: &SessionEvent) -> bool {
@@ -221,6 +223,10 @@ fn coalesce(t: Instant, epoch: Instant, grid: Duration) -> Instant {
     let since = t.saturating_duration_since(epoch).as_nanos();
     let rounded = since.div_ceil(g) * g;
     epoch + Duration::from_nanos(rounded as u64)
+}
+
+fn establishing(phase: Phase) -> bool {
+    matches!(phase, Phase::Resolving | Phase::Connecting | Phase::Handshaking)
 }
 
 fn token(slot: usize, generation: u32) -> Token {
@@ -262,6 +268,7 @@ impl<O: Observer> Driver<O> {
             stop: Arc::new(AtomicBool::new(false)),
             read_delay: None,
             timer_grid: timer_granularity(targets.iter().map(|t| t.as_ref())),
+            establishing: 0,
         };
         for spec in targets {
             driver.add_target(spec);
@@ -417,6 +424,7 @@ impl<O: Observer> Driver<O> {
         let epoch = now;
         let mut next_tick = now;
         let mut stopping_since: Option<Instant> = None;
+        let mut last_wake: Option<Instant> = None;
         loop {
             let now = Instant::now();
             if stopping_since.is_none() && (self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d)) {
@@ -466,6 +474,20 @@ impl<O: Observer> Driver<O> {
             if !self.unfinished_reads.is_empty() {
                 wait = Duration::ZERO;
             }
+            // Kernel receive stamps make a late read cost RTT nothing, so the
+            // loop wakes at most once per grid period: pongs and deadlines of
+            // one period share a wake-up, which costs tens of µs on a VM.
+            // Not while sessions are being established: connect completion
+            // has no stamp, and its measured duration must stay exact.
+            let spacing = stopping_since.is_none() && self.establishing == 0 && wait > Duration::ZERO;
+            if let Some(last) = last_wake.filter(|_| spacing) {
+                let spaced = last + self.timer_grid;
+                let at = Instant::now();
+                if at < spaced {
+                    std::thread::sleep(spaced - at);
+                    wait = wait.saturating_sub(spaced - at);
+                }
+            }
             match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -473,6 +495,7 @@ impl<O: Observer> Driver<O> {
             }
             // Readiness says nothing about time: read the clock after every wake.
             let now = Instant::now();
+            last_wake = Some(now);
             for i in std::mem::take(&mut self.unfinished_reads) {
                 self.read_socket(i, now, true);
             }
@@ -663,6 +686,11 @@ impl<O: Observer> Driver<O> {
                         self.stopped += 1;
                     } else if *from == Phase::Stopped {
                         self.stopped -= 1;
+                    }
+                    match (establishing(*from), establishing(*to)) {
+                        (false, true) => self.establishing += 1,
+                        (true, false) => self.establishing = self.establishing.saturating_sub(1),
+                        _ => {}
                     }
                 }
                 let ctx = EventContext {
