@@ -341,7 +341,8 @@ def main():
             lines.append(
                 f"sockpulse at {r['sessions']} sessions: pongs waited in the kernel before the loop read them "
                 f"p50 {r['read_delay_p50_ms']:.3f} ms, p99 {r['read_delay_p99_ms']:.3f} ms, "
-                f"max {r['read_delay_max_ms']:.3f} ms (its own stalls; RTTs exclude this wait)."
+                f"max {r['read_delay_max_ms']:.3f} ms (the loop's deliberate wait of up to one timer-grid period, "
+                f"plus any stall; RTTs exclude this wait)."
             )
     lines.append("")
     for n in counts if not args.only else []:

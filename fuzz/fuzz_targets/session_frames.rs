@@ -53,7 +53,9 @@ fn spec() -> TargetSpec {
 
 fn request_key(request: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(request).ok()?;
-    let line = text.lines().find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))?;
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))?;
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
