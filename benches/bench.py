@@ -274,6 +274,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", default="1000,9000")
     ap.add_argument("--window", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; the table shows each round's rows")
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--server", choices=["node", "websocat"], default="node",
                     help="echo server: Node ws (default) or websocat (Rust, no GC)")
@@ -302,23 +303,29 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             monitors = {"sockpulse": [SockpulseRun], "python": [PythonRun, PythonSpreadRun]}.get(
                 args.only, [SockpulseRun, PythonRun, PythonSpreadRun])
+            bases = {}
             for cls in monitors:
-                base = measure(cls, 1, ports, tmp, 3)[0]
-                log(f"{cls.name}: 1-session RSS {base} KiB")
+                bases[cls] = measure(cls, 1, ports, tmp, 3)[0]
+                log(f"{cls.name}: 1-session RSS {bases[cls]} KiB")
+            # Rounds interleave the monitors, so a slow spell of the machine
+            # hits all of them, and the per-round CPU ratios show the spread.
+            for rnd in range(args.repeat):
                 for n in counts:
-                    rss, t_open, cpu, rtts, delays = measure(cls, n, ports, tmp, args.window)
-                    row = {
-                        "monitor": cls.name, "sessions": n,
-                        "rss_per_session_kib": (rss - base) / (n - 1),
-                        "cpu_share": cpu, "open_s": t_open, "samples": len(rtts),
-                        "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
-                        "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3,
-                        "read_delay_p50_ms": percentile(delays, 0.5) / 1e3 if delays else None,
-                        "read_delay_p99_ms": percentile(delays, 0.99) / 1e3 if delays else None,
-                        "read_delay_max_ms": delays[-1] / 1e3 if delays else None,
-                    }
-                    log(json.dumps(row))
-                    rows.append(row)
+                    for cls in monitors:
+                        base = bases[cls]
+                        rss, t_open, cpu, rtts, delays = measure(cls, n, ports, tmp, args.window)
+                        row = {
+                            "monitor": cls.name, "sessions": n, "round": rnd,
+                            "rss_per_session_kib": (rss - base) / (n - 1),
+                            "cpu_share": cpu, "open_s": t_open, "samples": len(rtts),
+                            "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
+                            "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3,
+                            "read_delay_p50_ms": percentile(delays, 0.5) / 1e3 if delays else None,
+                            "read_delay_p99_ms": percentile(delays, 0.99) / 1e3 if delays else None,
+                            "read_delay_max_ms": delays[-1] / 1e3 if delays else None,
+                        }
+                        log(json.dumps(row))
+                        rows.append(row)
     finally:
         for s in servers:
             s.terminate()
@@ -345,14 +352,16 @@ def main():
                 f"plus any stall; RTTs exclude this wait)."
             )
     lines.append("")
-    for n in counts if not args.only else []:
-        sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n)
-        for py in (r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n):
-            lines.append(
-                f"At {n} sessions, against {py['monitor']}: {py['rss_per_session_kib'] / sp['rss_per_session_kib']:.1f}x "
-                f"less memory per session, {py['cpu_share'] / max(sp['cpu_share'], 1e-9):.1f}x less CPU, "
-                f"RTT max {sp['max_ms']:.2f} ms vs {py['max_ms']:.2f} ms."
-            )
+    for rnd in range(args.repeat) if not args.only else []:
+        for n in counts:
+            sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n and r["round"] == rnd)
+            for py in (r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n and r["round"] == rnd):
+                lines.append(
+                    f"Round {rnd + 1}, {n} sessions, against {py['monitor']}: "
+                    f"{py['rss_per_session_kib'] / sp['rss_per_session_kib']:.1f}x less memory per session, "
+                    f"{py['cpu_share'] / max(sp['cpu_share'], 1e-9):.1f}x less CPU, "
+                    f"RTT max {sp['max_ms']:.2f} ms vs {py['max_ms']:.2f} ms."
+                )
     report = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)

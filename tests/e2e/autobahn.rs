@@ -16,13 +16,32 @@ use crate::support::{self, tempfile_dir::TempDir, Proc};
 /// sooner" (e.g. invalid UTF-8 noticed at the end of a fragmented message).
 const ACCEPTED: [&str; 3] = ["OK", "NON-STRICT", "INFORMATIONAL"];
 
+/// Whether this machine has a Python 2.7 at all (pyenv's or on PATH): the
+/// suite needs one and no package registry here provides it.
+fn python27_on_machine() -> bool {
+    if support::which("python2.7").is_some() {
+        return true;
+    }
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
+    let Some(Ok(versions)) = root.map(|r| std::fs::read_dir(r.join("versions"))) else {
+        return false;
+    };
+    versions
+        .flatten()
+        .any(|v| v.file_name().to_string_lossy().starts_with("2.7") && v.path().join("bin/python2.7").is_file())
+}
+
 fn wstest() -> Option<PathBuf> {
+    // The issue asks for this run where Python 2.7 exists and a printed
+    // reason elsewhere; where it exists, a missing install is a failure in CI.
+    if !python27_on_machine() {
+        eprintln!("SKIP: no Python 2.7 on this machine (pyenv or PATH): Autobahn TestSuite cannot run here");
+        return None;
+    }
     let path = support::peers_dir().join("autobahn/bin/wstest");
-    support::require(
-        "Autobahn TestSuite (Python 2.7, see scripts/install-peers.sh)",
-        path.is_file(),
-    )
-    .then_some(path)
+    support::require("Autobahn TestSuite (see scripts/install-peers.sh)", path.is_file()).then_some(path)
 }
 
 fn client_binary() -> PathBuf {
