@@ -144,16 +144,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs the agent against `behaviour` until `reason` was counted and the
 /// session retried; returns its peak RSS in KiB.
 fn run_case(case: &Case) -> u64 {
@@ -175,7 +165,7 @@ fn run_case(case: &Case) -> u64 {
         "{}: no log line with {needle}:\n{log}",
         case.what
     );
-    status_kib(agent.proc.pid(), "VmHWM:")
+    proc_status_kib(agent.proc.pid(), "VmHWM:")
 }
 
 #[test]
@@ -186,7 +176,7 @@ fn every_hostile_peer_gets_its_reason_a_log_line_a_retry_and_bounded_memory() {
     quiet.wait_metric("sockpulse_connect_attempts_total", &[("target", "hostile")], T, |v| {
         v >= ATTEMPTS
     });
-    let baseline = status_kib(quiet.proc.pid(), "VmHWM:");
+    let baseline = proc_status_kib(quiet.proc.pid(), "VmHWM:");
     drop(quiet);
 
     let cases = cases();

@@ -8,15 +8,6 @@ use std::time::{Duration, Instant};
 use crate::support::hostile::{self, Behaviour};
 use crate::support::*;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -108,7 +99,7 @@ fn soak_with_random_faults_stays_flat_and_consistent() {
             _ => std::thread::sleep(Duration::from_millis(500 + next() % 1000)),
         }
         if started.elapsed() >= warmup && warm_rss == 0 {
-            warm_rss = rss_kib(pid);
+            warm_rss = proc_status_kib(pid, "VmRSS:");
         }
     }
     // Faults healed: everything that can be up comes back up.
@@ -119,7 +110,7 @@ fn soak_with_random_faults_stays_flat_and_consistent() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let text = agent.scrape();
-    let (end_rss, end_fds) = (rss_kib(pid), open_fds(pid));
+    let (end_rss, end_fds) = (proc_status_kib(pid, "VmRSS:"), open_fds(pid));
     let m = |name: &str, target: &str| metric_value(&text, name, &[("target", target)]).unwrap_or(0.0);
     let mut cycles = 0.0;
     for (name, _, n, _) in &targets {

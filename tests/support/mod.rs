@@ -70,6 +70,30 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`, ...); 0 if unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Python `websockets` server and an agent watching it as `target`, with
+/// two RTTs measured; the caller stops the server (the hung-peer fault).
+pub fn agent_on_healthy_python_peer(target: &str) -> Option<(Proc, Agent)> {
+    let (server, port) = python_ws(0, &[])?;
+    let agent = Agent::start(&one_target(target, &format!("ws://127.0.0.1:{port}/"), ""));
+    agent.wait_metric(
+        "sockpulse_ping_rtt_seconds_count",
+        &[("target", target)],
+        Duration::from_secs(20),
+        |v| v >= 2.0,
+    );
+    Some((server, agent))
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
