@@ -7,48 +7,27 @@
 #![no_main]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use sockpulse::session::backoff::BackoffPolicy;
 use sockpulse::session::handshake::accept_key;
-use sockpulse::session::spec::{Scheme, SocketOptions, TargetSpec, Timing, WsOptions};
+use sockpulse::session::spec::TargetSpec;
 use sockpulse::session::{IoRequest, Mode, Outbox, Phase, Session, MAX_PENDING_OUTPUT};
 
-fn spec() -> TargetSpec {
-    TargetSpec {
-        name: "fuzz".into(),
-        url: "ws://fuzz.test/".into(),
-        scheme: Scheme::Ws,
-        host: "fuzz.test".into(),
-        port: 80,
-        host_header: "fuzz.test".into(),
-        connections: 1,
-        timing: Timing {
-            ping_interval: Some(Duration::from_millis(100)),
-            pong_timeout: Duration::from_millis(50),
-            idle_timeout: Some(Duration::from_secs(1)),
-            connect_timeout: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(1),
-            close_timeout: Duration::from_millis(200),
-            backoff: BackoffPolicy {
-                min: Duration::from_millis(10),
-                max: Duration::from_millis(100),
-                reset_after: Duration::from_secs(1),
-            },
-        },
-        ws: WsOptions {
-            path: "/".into(),
-            max_message_size: 64 * 1024,
-            max_frame_size: 16 * 1024,
-            ..Default::default()
-        },
-        tls: None,
-        probe: None,
-        socket: SocketOptions::default(),
-        fingerprint: 0,
-    }
+/// The target as an agent would load it (through the config parser), with
+/// short timers and small limits so the fuzzer reaches them.
+fn spec() -> Arc<TargetSpec> {
+    static SPEC: OnceLock<Arc<TargetSpec>> = OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let text = "[[target]]\nurl = \"ws://fuzz.test/\"\nping_interval = \"100ms\"\npong_timeout = \"50ms\"\n\
+                    idle_timeout = \"1s\"\nconnect_timeout = \"1s\"\nhandshake_timeout = \"1s\"\n\
+                    close_timeout = \"200ms\"\nbackoff = { min = \"10ms\", max = \"100ms\", reset_after = \"1s\" }\n\
+                    max_message_size = 65536\nmax_frame_size = 16384\n";
+        let config = sockpulse::config::parse(text, "fuzz.toml", &[], &|_| None).expect("valid fuzz config");
+        Arc::clone(&config.targets[0])
+    });
+    Arc::clone(spec)
 }
 
 fn request_key(request: &[u8]) -> Option<String> {
@@ -67,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let step = Duration::from_millis(u64::from(*step) % 64);
     let mut now = Instant::now();
     let mut out = Outbox::default();
-    let mut s = Session::new(Arc::new(spec()), Mode::Persistent, 7);
+    let mut s = Session::new(spec(), Mode::Persistent, 7);
     s.start(now, &mut out);
     let addr: SocketAddr = "127.0.0.1:80".parse().expect("literal address");
     s.handle_resolved(Ok(vec![addr]), now, &mut out);
