@@ -225,6 +225,19 @@ fn coalesce(t: Instant, epoch: Instant, grid: Duration) -> Instant {
     epoch + Duration::from_nanos(rounded as u64)
 }
 
+/// How long the loop sleeps before polling: kernel receive stamps make a
+/// late read cost RTT nothing, so it wakes at most once per grid period and
+/// pongs and deadlines of one period share a wake-up (each costs tens of µs
+/// on a VM). Not unless `quiet` (no session being established: connect
+/// completion has no stamp and its duration must stay exact; not stopping),
+/// and not when the poll must not wait at all.
+fn wake_spacing(last_wake: Option<Instant>, now: Instant, grid: Duration, wait: Duration, quiet: bool) -> Duration {
+    match last_wake {
+        Some(last) if quiet && !wait.is_zero() => (last + grid).saturating_duration_since(now),
+        _ => Duration::ZERO,
+    }
+}
+
 fn establishing(phase: Phase) -> bool {
     matches!(phase, Phase::Resolving | Phase::Connecting | Phase::Handshaking)
 }
@@ -474,19 +487,11 @@ impl<O: Observer> Driver<O> {
             if !self.unfinished_reads.is_empty() {
                 wait = Duration::ZERO;
             }
-            // Kernel receive stamps make a late read cost RTT nothing, so the
-            // loop wakes at most once per grid period: pongs and deadlines of
-            // one period share a wake-up, which costs tens of µs on a VM.
-            // Not while sessions are being established: connect completion
-            // has no stamp, and its measured duration must stay exact.
-            let spacing = stopping_since.is_none() && self.establishing == 0 && wait > Duration::ZERO;
-            if let Some(last) = last_wake.filter(|_| spacing) {
-                let spaced = last + self.timer_grid;
-                let at = Instant::now();
-                if at < spaced {
-                    std::thread::sleep(spaced - at);
-                    wait = wait.saturating_sub(spaced - at);
-                }
+            let quiet = stopping_since.is_none() && self.establishing == 0;
+            let pause = wake_spacing(last_wake, Instant::now(), self.timer_grid, wait, quiet);
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+                wait = wait.saturating_sub(pause);
             }
             match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
@@ -836,6 +841,35 @@ mod tests {
         assert_eq!(timer_granularity([&spec(50, 20)]), MIN_TIMER_GRANULARITY);
         assert_eq!(timer_granularity(std::iter::empty()), MAX_TIMER_GRANULARITY);
         assert_eq!(ms(10), MAX_TIMER_GRANULARITY);
+    }
+
+    #[test]
+    fn the_loop_wakes_at_most_once_per_grid_period_once_sessions_are_open() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let grid = ms(10);
+        // 3 ms after the last wake: sleep out the other 7.
+        assert_eq!(wake_spacing(Some(t), t + ms(3), grid, ms(500), true), ms(7));
+        // A whole period has passed, or this is the first wake: poll now.
+        assert_eq!(wake_spacing(Some(t), t + ms(12), grid, ms(500), true), Duration::ZERO);
+        assert_eq!(wake_spacing(None, t, grid, ms(500), true), Duration::ZERO);
+        // Sessions being established (or stopping), or unfinished reads
+        // (wait zero): no spacing.
+        assert_eq!(wake_spacing(Some(t), t + ms(3), grid, ms(500), false), Duration::ZERO);
+        assert_eq!(
+            wake_spacing(Some(t), t + ms(3), grid, Duration::ZERO, true),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn establishing_covers_resolve_connect_and_handshake_only() {
+        for p in [Phase::Resolving, Phase::Connecting, Phase::Handshaking] {
+            assert!(establishing(p), "{p:?}");
+        }
+        for p in [Phase::Idle, Phase::Open, Phase::Closing, Phase::Backoff, Phase::Stopped] {
+            assert!(!establishing(p), "{p:?}");
+        }
     }
 
     #[test]
