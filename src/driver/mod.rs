@@ -217,14 +217,6 @@ fn kernel_evidence(slot: &Slot) -> Option<KernelEvidence> {
     })
 }
 
-/// Rounds `t` up to the next `grid` boundary counted from `epoch`.
-fn coalesce(t: Instant, epoch: Instant, grid: Duration) -> Instant {
-    let g = grid.as_nanos().max(1);
-    let since = t.saturating_duration_since(epoch).as_nanos();
-    let rounded = since.div_ceil(g) * g;
-    epoch + Duration::from_nanos(rounded as u64)
-}
-
 /// How long the loop sleeps before polling: kernel receive stamps make a
 /// late read cost RTT nothing, so it wakes at most once per grid period and
 /// pongs and deadlines of one period share a wake-up (each costs tens of µs
@@ -263,7 +255,7 @@ impl<O: Observer> Driver<O> {
             waker,
             slots: Vec::new(),
             gauges: Vec::new(),
-            timers: TimerQueue::with_slots(0),
+            timers: TimerQueue::new(0, Instant::now(), timer_granularity(targets.iter().map(|t| t.as_ref()))),
             targets: Vec::new(),
             mode,
             seed,
@@ -381,6 +373,7 @@ impl<O: Observer> Driver<O> {
             }
         }
         self.timer_grid = timer_granularity(self.targets.iter().flatten().map(|t| t.as_ref()));
+        self.timers.set_grid(self.timer_grid);
         summary
     }
 
@@ -434,7 +427,6 @@ impl<O: Observer> Driver<O> {
             self.slots[i].session.start(now, &mut self.out);
             self.after_session_call(i, now);
         }
-        let epoch = now;
         let mut next_tick = now;
         let mut stopping_since: Option<Instant> = None;
         let mut last_wake: Option<Instant> = None;
@@ -476,7 +468,8 @@ impl<O: Observer> Driver<O> {
 
             let mut wait = next_tick.saturating_duration_since(now);
             if let Some(t) = self.timers.next_deadline() {
-                wait = wait.min(coalesce(t, epoch, self.timer_grid).saturating_duration_since(now));
+                // Already on the timer grid: deadlines of one period share a wake.
+                wait = wait.min(t.saturating_duration_since(now));
             }
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now));
@@ -799,25 +792,6 @@ impl<O: Observer> Driver<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn coalescing_rounds_up_to_the_grid_and_never_fires_early() {
-        let epoch = Instant::now();
-        let ms = Duration::from_millis;
-        let grid = ms(10);
-        assert_eq!(coalesce(epoch, epoch, grid), epoch);
-        assert_eq!(coalesce(epoch + ms(1), epoch, grid), epoch + ms(10));
-        assert_eq!(coalesce(epoch + ms(10), epoch, grid), epoch + ms(10));
-        assert_eq!(
-            coalesce(epoch + Duration::from_micros(10_001), epoch, grid),
-            epoch + ms(20)
-        );
-        for us in (0..50_000).step_by(777) {
-            let t = epoch + Duration::from_micros(us);
-            let c = coalesce(t, epoch, grid);
-            assert!(c >= t && c - t < grid);
-        }
-    }
 
     #[test]
     fn the_timer_grid_follows_the_shortest_timer_within_bounds() {
