@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use prometheus::Histogram;
+
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, SessionEvent};
@@ -15,6 +17,9 @@ pub struct MetricsObserver {
     metrics: Arc<Metrics>,
     /// By target index; `None` once a reload removed the target.
     targets: Vec<Option<Arc<TargetSpec>>>,
+    /// Each target's RTT histogram, by target index: resolved once, as a
+    /// label lookup per pong (hash and lock) costs more than the observation.
+    rtt_histograms: Vec<Option<Histogram>>,
     /// Every RTT sample as `unix_ms target rtt_us`, for offline analysis
     /// (exact percentiles and maxima a histogram cannot give).
     rtt_log: Option<BufWriter<File>>,
@@ -36,6 +41,10 @@ impl MetricsObserver {
         metrics.config_reload_successful.set(1);
         metrics.config_reload_timestamp.set(unix_now() as f64);
         MetricsObserver {
+            rtt_histograms: targets
+                .iter()
+                .map(|t| Some(metrics.ping_rtt.with_label_values(&[t.name.as_str()])))
+                .collect(),
             metrics,
             live: targets.iter().map(|t| Some(TargetReport::new(t, 0))).collect(),
             targets: targets.into_iter().map(Some).collect(),
@@ -80,7 +89,10 @@ impl Observer for MetricsObserver {
         let ordinal = ctx.ordinal;
         if let Some(Some(r)) = self.live.get_mut(ctx.target) {
             r.record(ctx, event);
-            r.trim_rtts(LIVE_RTT_SAMPLES);
+            // Trimmed in batches (and before each snapshot), not per pong.
+            if r.rtt_samples() >= 2 * LIVE_RTT_SAMPLES {
+                r.trim_rtts(LIVE_RTT_SAMPLES);
+            }
         }
         let m = &self.metrics;
         let kernel = kernel_note(ctx.kernel);
@@ -141,7 +153,9 @@ impl Observer for MetricsObserver {
                 }
             }
             SessionEvent::Pong { rtt } => {
-                m.ping_rtt.with_label_values(&[name]).observe(rtt.as_secs_f64());
+                if let Some(Some(h)) = self.rtt_histograms.get(ctx.target) {
+                    h.observe(rtt.as_secs_f64());
+                }
                 log::trace!("target={name} session={ordinal} rtt={}", ms(*rtt));
                 if let Some(w) = self.rtt_log.as_mut() {
                     let _ = match ctx.read_delay {
@@ -176,6 +190,10 @@ impl Observer for MetricsObserver {
         }
         self.live[index] = Some(TargetReport::new(spec, 0));
         self.metrics.init_target(&spec.name);
+        if self.rtt_histograms.len() <= index {
+            self.rtt_histograms.resize(index + 1, None);
+        }
+        self.rtt_histograms[index] = Some(self.metrics.ping_rtt.with_label_values(&[spec.name.as_str()]));
         log::info!(
             "target={} added ({} connection(s)) {}",
             spec.name,
@@ -189,6 +207,9 @@ impl Observer for MetricsObserver {
             *slot = None;
         }
         if let Some(slot) = self.live.get_mut(index) {
+            *slot = None;
+        }
+        if let Some(slot) = self.rtt_histograms.get_mut(index) {
             *slot = None;
         }
         // A removed target's series go with it, as Prometheus expects.
@@ -224,8 +245,14 @@ impl Observer for MetricsObserver {
         }
         let n = self.targets.len();
         let mut up = vec![false; n];
-        let mut pong_age: Vec<Option<f64>> = vec![None; n];
-        let mut msg_age: Vec<Option<f64>> = vec![None; n];
+        // The oldest instant per target, turned into an age once: a
+        // subtraction per session was a quarter of the agent's instructions.
+        let mut oldest_pong: Vec<Option<Instant>> = vec![None; n];
+        let mut oldest_msg: Vec<Option<Instant>> = vec![None; n];
+        let older = |kept: Option<Instant>, t: Option<Instant>| match (kept, t) {
+            (Some(k), Some(t)) => Some(k.min(t)),
+            (k, t) => k.or(t),
+        };
         for g in sessions {
             let ti = g.target;
             // Retired targets' sessions may still be closing: not reported.
@@ -233,20 +260,19 @@ impl Observer for MetricsObserver {
                 continue;
             }
             up[ti] = true;
-            let since = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
-            if let Some(age) = g.last_pong.map(since) {
-                pong_age[ti] = Some(pong_age[ti].map_or(age, |a| a.max(age)));
-            }
-            if let Some(age) = g.last_message.map(since) {
-                msg_age[ti] = Some(msg_age[ti].map_or(age, |a| a.max(age)));
-            }
+            oldest_pong[ti] = older(oldest_pong[ti], g.last_pong);
+            oldest_msg[ti] = older(oldest_msg[ti], g.last_message);
         }
+        let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let pong_age: Vec<Option<f64>> = oldest_pong.into_iter().map(age).collect();
+        let msg_age: Vec<Option<f64>> = oldest_msg.into_iter().map(age).collect();
         for (i, r) in self.live.iter_mut().enumerate() {
             let Some(r) = r else { continue };
             r.healthy = up.get(i).copied().unwrap_or(false);
             if r.healthy {
                 r.clear_failure();
             }
+            r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
         }
         if let Ok(mut p) = self.published.lock() {

@@ -103,6 +103,10 @@ impl TargetReport {
         }
     }
 
+    pub fn rtt_samples(&self) -> usize {
+        self.rtts.len()
+    }
+
     /// Keeps only the newest `n` RTT samples (a live agent's window).
     pub fn trim_rtts(&mut self, n: usize) {
         if self.rtts.len() > n {
