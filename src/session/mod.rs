@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod handshake;
 pub mod memstream;
+pub mod ping;
 pub mod reason;
 pub mod spec;
 
@@ -135,7 +136,6 @@ pub struct SessionStats {
     pub pongs: u32,
 }
 
-const PING_ID_LEN: usize = 8;
 /// Unsent output beyond this means the peer stopped reading: a probe
 /// monitor never has this much to say.
 pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
@@ -726,7 +726,7 @@ impl Session {
             match ws.read() {
                 Ok(Message::Pong(payload)) => {
                     let matched = match conn.outstanding {
-                        Some((id, sent)) if payload.len() == PING_ID_LEN && payload[..] == id.to_be_bytes() => {
+                        Some((id, sent)) if payload.len() == ping::ID_LEN && payload[..] == id.to_be_bytes() => {
                             Some(sent)
                         }
                         _ => None,
@@ -869,16 +869,14 @@ impl Session {
         conn.outstanding = Some((id, now));
         conn.next_ping = next;
         match &mut conn.proto {
-            Proto::Ws(ws) => {
-                let r = ws
-                    .write(Message::Ping(id.to_be_bytes().to_vec().into()))
-                    .and_then(|_| ws.flush());
-                match r {
-                    Ok(()) => {}
-                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Step::Drop(DisconnectReason::ProtocolError, e.to_string(), None),
-                }
+            Proto::Ws(_) => {
+                // Whole frames only reach the wire buffer (tungstenite's
+                // output is moved there after every call), so the ping never
+                // lands inside another frame.
                 self.flush_ws_output();
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.write_plain(&ping::frame(id, ping::random_mask()));
+                }
             }
             Proto::Tcp { window } => {
                 window.clear();
