@@ -18,8 +18,9 @@
 use std::time::{Duration, Instant};
 
 /// Buckets in the wheel; deadlines further than this many ticks away wait
-/// in their bucket for the following turn(s).
-const BUCKETS: usize = 4096;
+/// in their bucket for the following turn(s). 1024 ticks of the default
+/// 10 ms grid is about one default ping interval.
+const BUCKETS: usize = 1024;
 const MASK: u64 = BUCKETS as u64 - 1;
 const UNARMED: u64 = u64::MAX;
 
@@ -123,6 +124,7 @@ impl TimerQueue {
             self.buckets[b].retain(|e| armed[e.slot] == e.tick);
             self.entries -= before - self.buckets[b].len();
             if self.buckets[b].is_empty() {
+                self.buckets[b] = Vec::new();
                 self.clear_bit(b);
             } else {
                 return Some(self.instant_of(tick));
@@ -143,6 +145,9 @@ impl TimerQueue {
                 self.armed[e.slot] = UNARMED;
                 return Some(e.slot);
             }
+        }
+        if self.due.capacity() > 1024 {
+            self.due = Vec::new(); // the peak of a connect storm
         }
         None
     }
@@ -168,13 +173,13 @@ impl TimerQueue {
             });
             let left = self.buckets[b].len();
             self.entries -= before - left;
-            if left == 0 {
-                self.clear_bit(b);
-            }
-            // A burst (all sessions connecting at once) must not pin its
-            // peak capacity in one bucket for good.
+            // Drained buckets give their memory back: kept, a thousand
+            // buckets' spare capacity outweighed the sessions' own timers.
             let bucket = &mut self.buckets[b];
-            if bucket.capacity() > 64 && left < bucket.capacity() / 4 {
+            if left == 0 {
+                *bucket = Vec::new();
+                self.clear_bit(b);
+            } else if left < bucket.capacity() / 4 {
                 bucket.shrink_to(left * 2);
             }
             offset += d + 1;
@@ -212,7 +217,7 @@ impl TimerQueue {
     /// Drops every stale entry: one entry per armed slot remains.
     fn rebuild(&mut self) {
         for b in &mut self.buckets {
-            b.clear();
+            *b = Vec::new();
         }
         self.occupied.fill(0);
         self.entries = 0;
