@@ -48,9 +48,10 @@ def rss_kib(pid):
 
 
 def cpu_seconds(pid):
+    """(user, kernel) CPU seconds so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
 
 
 def wait_for(pred, timeout, what):
@@ -226,7 +227,7 @@ def scan_impact(ports, tmp, n, window, table):
             ("/proc scan every 1 s", '[kernel]\nscan_interval = "1s"\nmethod = "procfs"\n'),
         ):
             cls = type("Run", (SockpulseRun,), {"extra_config": extra})
-            rss, t_open, cpu, rtts, _ = measure(cls, n, ports, tmp, window)
+            rss, t_open, (cpu, _), rtts, _ = measure(cls, n, ports, tmp, window)
             row = {"mode": label, "cpu_share": cpu, "samples": len(rtts),
                    "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
                    "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3}
@@ -250,7 +251,7 @@ def percentile(sorted_vals, p):
 
 
 def measure(cls, n, ports, tmp, window):
-    """Returns (rss_kib, time_to_open, cpu_share, rtts_in_window_us)."""
+    """Returns (rss_kib, time_to_open, (cpu_share, kernel_share), rtts_in_window_us, read_delays_us)."""
     run = cls(n, ports, tmp)
     t_open = run.wait_all_open()
     # Let the connect storm's first pings finish before the steady window.
@@ -262,7 +263,9 @@ def measure(cls, n, ports, tmp, window):
     samples = [s for s in run.stop() if w0 * 1000 <= s[0] <= w1 * 1000]
     rtts = sorted(s[1] for s in samples)
     delays = sorted(s[2] for s in samples if len(s) > 2 and s[2] is not None)
-    return rss, t_open, (cpu1 - cpu0) / (w1 - w0), rtts, delays
+    wall = w1 - w0
+    user, kernel = (cpu1[0] - cpu0[0]) / wall, (cpu1[1] - cpu0[1]) / wall
+    return rss, t_open, (user + kernel, kernel), rtts, delays
 
 
 def loopback_floor():
@@ -317,11 +320,11 @@ def main():
                 for n in counts:
                     for cls in monitors:
                         base = bases[cls]
-                        rss, t_open, cpu, rtts, delays = measure(cls, n, ports, tmp, args.window)
+                        rss, t_open, (cpu, kernel), rtts, delays = measure(cls, n, ports, tmp, args.window)
                         row = {
                             "monitor": cls.name, "sessions": n, "round": rnd,
                             "rss_per_session_kib": (rss - base) / (n - 1),
-                            "cpu_share": cpu, "open_s": t_open, "samples": len(rtts),
+                            "cpu_share": cpu, "kernel_share": kernel, "open_s": t_open, "samples": len(rtts),
                             "p50_ms": percentile(rtts, 0.5) / 1e3, "p99_ms": percentile(rtts, 0.99) / 1e3,
                             "max_ms": (rtts[-1] if rtts else float("nan")) / 1e3,
                             "read_delay_p50_ms": percentile(delays, 0.5) / 1e3 if delays else None,
@@ -338,13 +341,14 @@ def main():
         f"Loopback 1-byte TCP round trip (floor): same CPU p50 {floor['same CPU']['p50_us']} µs, "
         f"across CPUs p50 {floor['across CPUs']['p50_us']} µs.",
         "",
-        "| monitor | sessions | RSS/session | CPU (one core) | time to open all | RTT p50 | RTT p99 | RTT max | samples |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| monitor | sessions | RSS/session | CPU (one core) | of it kernel | time to open all | RTT p50 | RTT p99 "
+        "| RTT max | samples |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['monitor']} | {r['sessions']} | {r['rss_per_session_kib']:.2f} KiB | {100 * r['cpu_share']:.2f}% | "
-            f"{r['open_s']:.2f} s | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms | {r['samples']} |"
+            f"{100 * r['kernel_share']:.2f}% | {r['open_s']:.2f} s | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | {r['max_ms']:.3f} ms | {r['samples']} |"
         )
     lines.append("")
     for r in rows:
