@@ -5,9 +5,9 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use prometheus::Histogram;
 
+use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, SessionEvent};

@@ -195,8 +195,6 @@ pub struct Driver<O: Observer> {
     stop: Arc<AtomicBool>,
     /// Read delay of the bytes being handled, for `EventContext`.
     read_delay: Option<Duration>,
-    /// See `timer_granularity`; follows the targets through reloads.
-    timer_grid: Duration,
     /// Sessions resolving, connecting or handshaking.
     establishing: usize,
 }
@@ -272,7 +270,6 @@ impl<O: Observer> Driver<O> {
             owned: None,
             stop: Arc::new(AtomicBool::new(false)),
             read_delay: None,
-            timer_grid: timer_granularity(targets.iter().map(|t| t.as_ref())),
             establishing: 0,
         };
         for spec in targets {
@@ -372,8 +369,9 @@ impl<O: Observer> Driver<O> {
                 }
             }
         }
-        self.timer_grid = timer_granularity(self.targets.iter().flatten().map(|t| t.as_ref()));
-        self.timers.set_grid(self.timer_grid);
+        // The grid (see `timer_granularity`) follows the targets through reloads.
+        self.timers
+            .set_grid(timer_granularity(self.targets.iter().flatten().map(|t| t.as_ref())));
         summary
     }
 
@@ -481,7 +479,7 @@ impl<O: Observer> Driver<O> {
                 wait = Duration::ZERO;
             }
             let quiet = stopping_since.is_none() && self.establishing == 0;
-            let pause = wake_spacing(last_wake, Instant::now(), self.timer_grid, wait, quiet);
+            let pause = wake_spacing(last_wake, Instant::now(), self.timers.grid(), wait, quiet);
             if !pause.is_zero() {
                 std::thread::sleep(pause);
                 wait = wait.saturating_sub(pause);

@@ -24,7 +24,7 @@ const BUCKETS: usize = 1024;
 const MASK: u64 = BUCKETS as u64 - 1;
 const UNARMED: u64 = u64::MAX;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     tick: u64,
     slot: usize,
@@ -58,6 +58,11 @@ impl TimerQueue {
             armed: vec![UNARMED; slots],
             entries: 0,
         }
+    }
+
+    /// The tick length.
+    pub fn grid(&self) -> Duration {
+        Duration::from_nanos(self.grid_ns)
     }
 
     /// Makes room for slots added since creation.
@@ -122,11 +127,7 @@ impl TimerQueue {
             let armed = &self.armed;
             let before = self.buckets[b].len();
             self.buckets[b].retain(|e| armed[e.slot] == e.tick);
-            self.entries -= before - self.buckets[b].len();
-            if self.buckets[b].is_empty() {
-                self.buckets[b] = Vec::new();
-                self.clear_bit(b);
-            } else {
+            if self.settle(b, before) > 0 {
                 return Some(self.instant_of(tick));
             }
             offset += d + 1;
@@ -171,20 +172,27 @@ impl TimerQueue {
                     true // a later turn of the wheel
                 }
             });
-            let left = self.buckets[b].len();
-            self.entries -= before - left;
-            // Drained buckets give their memory back: kept, a thousand
-            // buckets' spare capacity outweighed the sessions' own timers.
-            let bucket = &mut self.buckets[b];
-            if left == 0 {
-                *bucket = Vec::new();
-                self.clear_bit(b);
-            } else if left < bucket.capacity() / 4 {
-                bucket.shrink_to(left * 2);
-            }
+            self.settle(b, before);
             offset += d + 1;
         }
         self.cursor = now_tick + 1;
+    }
+
+    /// Accounts for entries a pass over bucket `b` removed (it held
+    /// `before`); returns how many are left.
+    fn settle(&mut self, b: usize, before: usize) -> usize {
+        let left = self.buckets[b].len();
+        self.entries -= before - left;
+        // Drained buckets give their memory back: kept, a thousand
+        // buckets' spare capacity outweighed the sessions' own timers.
+        let bucket = &mut self.buckets[b];
+        if left == 0 {
+            *bucket = Vec::new();
+            self.clear_bit(b);
+        } else if left < bucket.capacity() / 4 {
+            bucket.shrink_to(left * 2);
+        }
+        left
     }
 
     /// Ticks from `from` (within `within` of them) to the next occupied
