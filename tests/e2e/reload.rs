@@ -60,6 +60,8 @@ fn sighup_keeps_unchanged_targets_adds_and_removes_the_rest() {
     std::fs::write(config_path(&agent), targets(port, &[("keep", 2), ("add", 1)])).unwrap();
     agent.proc.signal("HUP");
     agent.wait_metric("sockpulse_target_up", &[("target", "add")], T, |v| v == 1.0);
+    // A target added by reload has its RTTs recorded like the first ones.
+    agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "add")], T, |v| v > 0.0);
     assert!(
         wait_until(T, || series_of(&agent, "drop") == 0),
         "the removed target's series stay"
@@ -102,6 +104,9 @@ fn sighup_keeps_unchanged_targets_adds_and_removes_the_rest() {
     agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == 1.0);
     agent.wait_metric("sockpulse_sessions", &[("target", "keep"), ("state", "open")], T, |v| {
         v == 3.0
+    });
+    agent.wait_metric("sockpulse_ping_rtt_seconds_count", &[("target", "keep")], T, |v| {
+        v > 0.0
     });
     assert_eq!(
         agent.metric("sockpulse_sessions_opened_total", &[("target", "add")]),
