@@ -183,6 +183,8 @@ pub struct Driver<O: Observer> {
     targets: Vec<Option<Arc<TargetSpec>>>,
     mode: Mode,
     seed: u64,
+    /// Probe phases are offsets from this instant (see `probe_anchor`).
+    probe_epoch: Instant,
     reload: Arc<AtomicBool>,
     reloader: Option<Reloader>,
     /// Sockets sessions may hold, and how many they hold now.
@@ -228,6 +230,17 @@ fn wake_spacing(last_wake: Option<Instant>, now: Instant, grid: Duration, wait: 
     }
 }
 
+/// Where in the ping interval session `ordinal` of `connections` of target
+/// `index` probes: the target's sessions evenly spaced in order (neighbours
+/// in memory probe in the same or the next timer tick), each target shifted
+/// by the golden ratio so that targets with one session each do not probe
+/// together.
+fn probe_anchor(epoch: Instant, interval: Duration, index: usize, ordinal: u32, connections: u32) -> Instant {
+    const GOLDEN: f64 = 0.618_033_988_749_894_9;
+    let share = f64::from(ordinal) / f64::from(connections.max(1)) + index as f64 * GOLDEN;
+    epoch + interval.mul_f64(share.fract())
+}
+
 fn establishing(phase: Phase) -> bool {
     matches!(phase, Phase::Resolving | Phase::Connecting | Phase::Handshaking)
 }
@@ -257,6 +270,7 @@ impl<O: Observer> Driver<O> {
             targets: Vec::new(),
             mode,
             seed,
+            probe_epoch: Instant::now(),
             reload: Arc::new(AtomicBool::new(false)),
             reloader: None,
             fd_budget: usize::MAX,
@@ -291,11 +305,20 @@ impl<O: Observer> Driver<O> {
             .into_iter();
         for ordinal in 0..spec.connections {
             let n = ((index as u64) << 20) ^ (self.slots.len() as u64 + u64::from(ordinal));
-            let session = Session::new(
+            let mut session = Session::new(
                 Arc::clone(spec),
                 self.mode,
                 self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
+            if let Some(interval) = spec.timing.ping_interval {
+                session.set_probe_anchor(probe_anchor(
+                    self.probe_epoch,
+                    interval,
+                    index,
+                    ordinal,
+                    spec.connections,
+                ));
+            }
             match reusable.next() {
                 Some(i) => {
                     let slot = &mut self.slots[i];
@@ -790,6 +813,26 @@ impl<O: Observer> Driver<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_anchors_spread_a_targets_sessions_evenly_in_order_and_shift_targets_apart() {
+        let epoch = Instant::now();
+        let interval = Duration::from_secs(10);
+        let offset = |index: usize, ordinal: u32, connections: u32| {
+            probe_anchor(epoch, interval, index, ordinal, connections) - epoch
+        };
+        // Target 0: ordinal k of 4 at k quarters of the interval.
+        let quarters: Vec<_> = (0..4).map(|k| offset(0, k, 4)).collect();
+        assert_eq!(quarters, [0, 2_500, 5_000, 7_500].map(Duration::from_millis));
+        // Target 1 starts 0.618 of an interval in and wraps around.
+        let shifted: Vec<_> = (0..2).map(|k| offset(1, k, 2).as_millis()).collect();
+        assert_eq!(shifted, [6_180, 1_180]);
+        // One session per target: ten targets at least 5 % of the interval apart.
+        let mut phases: Vec<_> = (0..10).map(|t| offset(t, 0, 1).as_millis()).collect();
+        phases.sort();
+        let closest = phases.windows(2).map(|w| w[1] - w[0]).min();
+        assert!(closest >= Some(500), "{phases:?}");
+    }
 
     #[test]
     fn the_timer_grid_follows_the_shortest_timer_within_bounds() {

@@ -188,6 +188,9 @@ pub struct Session {
     conn: Option<Box<Conn>>,
     closing_after_local: bool,
     stop_requested: bool,
+    /// Probes go out at instants congruent to this modulo the ping interval
+    /// (see `set_probe_phase`); without it, at a random phase.
+    probe_anchor: Option<Instant>,
     pub stats: SessionStats,
 }
 
@@ -211,6 +214,7 @@ impl Session {
             conn: None,
             closing_after_local: false,
             stop_requested: false,
+            probe_anchor: None,
             stats: SessionStats::default(),
         }
     }
@@ -254,6 +258,16 @@ impl Session {
             }
         }
         earliest
+    }
+
+    /// Pins the probe schedule of every connection of this session to
+    /// `anchor` plus whole ping intervals. The driver gives neighbouring
+    /// sessions neighbouring phases, so that the probes of one timer tick
+    /// touch neighbouring session state (the cost of a probe at thousands
+    /// of sessions is mostly cache and TLB misses), while the sessions of a
+    /// target still spread evenly over the interval.
+    pub fn set_probe_anchor(&mut self, anchor: Instant) {
+        self.probe_anchor = Some(anchor);
     }
 
     /// Begins the first connection attempt.
@@ -482,8 +496,8 @@ impl Session {
                 self.apply(step, now, out);
                 self.check_backlog(now, out);
             } else if now >= at {
-                // Still waiting for the previous answer: try again after it.
-                conn.next_ping = timing.ping_interval.map(|i| now + i);
+                // Still waiting for the previous answer: skip this round.
+                conn.next_ping = timing.ping_interval.map(|i| next_in_phase(at, i, now));
             }
         }
     }
@@ -850,15 +864,23 @@ impl Session {
     fn send_probe(&mut self, now: Instant) -> Step {
         let spec = Arc::clone(&self.spec);
         let first = self.conn.as_ref().is_some_and(|c| c.ping_seq == 0);
+        let due = self.conn.as_ref().and_then(|c| c.next_ping).unwrap_or(now);
         let next = spec.timing.ping_interval.map(|interval| {
             if first && self.mode == Mode::Persistent {
                 // Sessions opened together would otherwise ping together
-                // forever: shift each one's phase by up to half an interval
-                // (earlier, never later, so the detection bound holds).
-                let half = interval.as_micros() as u64 / 2;
-                now + Duration::from_micros(half + self.rng.below_inclusive(half))
+                // forever. Move this one to its phase: its anchor, or a random
+                // one. At most an interval later, so the detection bound holds.
+                match self.probe_anchor {
+                    Some(anchor) => next_in_phase(anchor, interval, now),
+                    None => {
+                        let half = interval.as_micros() as u64 / 2;
+                        now + Duration::from_micros(half + self.rng.below_inclusive(half))
+                    }
+                }
             } else {
-                now + interval
+                // From when it was due, not when the loop got to it, so the
+                // phase does not drift by the timer grid's lateness.
+                next_in_phase(due, interval, now)
             }
         });
         let Some(conn) = self.conn.as_mut() else {
@@ -1056,6 +1078,20 @@ fn cert_not_after(der: &[u8]) -> Option<i64> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The first instant after `now` that lies a whole number of intervals from
+/// `anchor` (before or after it).
+fn next_in_phase(anchor: Instant, interval: Duration, now: Instant) -> Instant {
+    let period = interval.as_nanos().max(1);
+    let wait = match anchor.checked_duration_since(now) {
+        Some(ahead) => match ahead.as_nanos() % period {
+            0 => period,
+            rest => rest,
+        },
+        None => period - now.duration_since(anchor).as_nanos() % period,
+    };
+    now + Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

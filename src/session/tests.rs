@@ -314,6 +314,72 @@ fn sessions_opened_together_spread_their_ping_phase() {
 }
 
 #[test]
+fn an_anchored_session_probes_on_its_phase_even_when_the_loop_runs_late() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let anchor = h.now + Duration::from_millis(3_500);
+    h.s.set_probe_anchor(anchor);
+    h.open_ws();
+    h.tick();
+    let first = sent_ping_payload(&mut h);
+    h.input(&frame(true, 0xA, &first));
+    h.take_events();
+    // The second ping is due on the anchor itself (3.5 s after opening, within
+    // one interval), not at a random phase.
+    assert_eq!(h.s.poll_timeout(), Some(anchor));
+    // The loop gets to it 7 ms late; the one after is still on the phase.
+    h.now = anchor + 7 * MS;
+    h.tick();
+    let second = sent_ping_payload(&mut h);
+    h.advance(MS);
+    h.input(&frame(true, 0xA, &second));
+    h.take_events();
+    let interval = Duration::from_secs(10);
+    assert_eq!(h.s.poll_timeout(), Some(anchor + interval));
+    // A loop stalled past a whole interval skips to the next instant on the phase.
+    h.now = anchor + interval * 2 + 3 * MS;
+    h.tick();
+    let third = sent_ping_payload(&mut h);
+    h.input(&frame(true, 0xA, &third));
+    h.take_events();
+    assert_eq!(h.s.poll_timeout(), Some(anchor + interval * 3));
+}
+
+#[test]
+fn a_probe_due_while_the_last_is_unanswered_waits_for_the_next_round_on_its_phase() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    // Anchored just after the session opens: the second ping falls due while
+    // the first is still in flight.
+    let anchor = h.now + 4 * MS;
+    h.s.set_probe_anchor(anchor);
+    h.open_ws();
+    h.tick();
+    let first = sent_ping_payload(&mut h);
+    h.now = anchor;
+    h.tick();
+    assert!(h.take_wire().is_empty(), "one probe in flight at a time");
+    h.advance(MS);
+    h.input(&frame(true, 0xA, &first));
+    h.take_events();
+    let interval = Duration::from_secs(10);
+    assert_eq!(h.s.poll_timeout(), Some(anchor + interval));
+}
+
+#[test]
+fn next_in_phase_is_the_first_later_instant_a_whole_number_of_intervals_from_the_anchor() {
+    let t = Instant::now();
+    let i = Duration::from_secs(10);
+    let s = Duration::from_secs(1);
+    // Anchor ahead, behind, many intervals away, and exactly on `now`.
+    assert_eq!(next_in_phase(t + 3 * s, i, t), t + 3 * s);
+    assert_eq!(next_in_phase(t + 23 * s, i, t), t + 3 * s);
+    assert_eq!(next_in_phase(t + 10 * s, i, t), t + 10 * s);
+    assert_eq!(next_in_phase(t, i, t + 3 * s), t + 10 * s);
+    assert_eq!(next_in_phase(t, i, t + 27 * s), t + 30 * s);
+    assert_eq!(next_in_phase(t, i, t), t + 10 * s);
+    assert_eq!(next_in_phase(t, i, t + 20 * s), t + 30 * s);
+}
+
+#[test]
 fn pong_timeout_fires_at_deadline_and_schedules_reconnect_within_backoff() {
     let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
     h.open_ws();
