@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(os.environ.get("SOCKPULSE_PEERS_DIR", ROOT / ".peers"))
-SOCKPULSE = ROOT / "target/release/sockpulse"
+# SOCKPULSE_BIN compares another build against the same servers.
+SOCKPULSE = Path(os.environ.get("SOCKPULSE_BIN", ROOT / "target/release/sockpulse"))
 PYTHON = PEERS / "venv/bin/python"
 INTERVAL, PONG_TIMEOUT = 10, 5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
