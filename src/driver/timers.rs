@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Buckets in the wheel; deadlines further than this many ticks away wait
 /// in their bucket for the following turn(s). 1024 ticks of the default
-/// 10 ms grid is about one default ping interval.
+/// 25 ms grid cover 2.5 default ping intervals.
 const BUCKETS: usize = 1024;
 const MASK: u64 = BUCKETS as u64 - 1;
 const UNARMED: u64 = u64::MAX;
