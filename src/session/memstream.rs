@@ -4,21 +4,41 @@
 
 use std::io::{self, Read, Write};
 
+use super::boundary::FrameBoundary;
+
 #[derive(Debug, Default)]
 pub struct MemStream {
     input: Vec<u8>,
     input_pos: usize,
     eof: bool,
+    /// Frame ends in everything tungstenite was given, this stream's input
+    /// and the bytes that came with the handshake answer.
+    frames: FrameBoundary,
     pub output: Vec<u8>,
 }
 
 impl MemStream {
+    /// A stream for a codec that starts with `leftover` already in hand.
+    pub fn after_handshake(leftover: &[u8]) -> Self {
+        let mut stream = MemStream::default();
+        stream.frames.feed(leftover);
+        stream
+    }
+
     pub fn push_input(&mut self, bytes: &[u8]) {
         if self.input_pos == self.input.len() {
             self.input.clear();
             self.input_pos = 0;
         }
+        self.frames.feed(bytes);
         self.input.extend_from_slice(bytes);
+    }
+
+    /// True when the codec has read all input and every frame in it was
+    /// whole: after it has been driven until it would block, it then holds
+    /// no bytes of its own.
+    pub fn drained_at_frame_boundary(&self) -> bool {
+        self.input_pos == self.input.len() && self.frames.at_boundary()
     }
 
     pub fn set_eof(&mut self) {

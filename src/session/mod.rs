@@ -4,6 +4,7 @@
 //! so every timeout is testable with a virtual clock.
 
 pub mod backoff;
+pub mod boundary;
 pub mod handshake;
 pub mod memstream;
 pub mod ping;
@@ -672,7 +673,7 @@ impl Session {
                             .max_message_size(Some(spec.ws.max_message_size))
                             .max_frame_size(Some(spec.ws.max_frame_size));
                         let ws = WebSocket::from_partially_read(
-                            MemStream::default(),
+                            MemStream::after_handshake(&accepted.leftover),
                             accepted.leftover,
                             Role::Client,
                             Some(config),
@@ -684,6 +685,22 @@ impl Session {
                         }
                         self.send_on_open_messages();
                         // Frames may have arrived together with the 101.
+                        self.drive_ws(now, out)
+                    }
+                }
+            }
+            // The common read at scale: one bare pong while tungstenite holds
+            // no partial frame (so it cannot be the rest of one). Matched here,
+            // not staged through tungstenite's buffers, whose cold memory was
+            // much of a probe's user-space cost at thousands of sessions.
+            Proto::Ws(ws) if self.phase == Phase::Open && ws.get_ref().drained_at_frame_boundary() => {
+                match ping::bare_pong(plain) {
+                    Some(payload) => {
+                        self.take_pong(payload, now, out);
+                        Step::Continue
+                    }
+                    None => {
+                        ws.get_mut().push_input(plain);
                         self.drive_ws(now, out)
                     }
                 }
@@ -739,21 +756,8 @@ impl Session {
             };
             match ws.read() {
                 Ok(Message::Pong(payload)) => {
-                    let matched = match conn.outstanding {
-                        Some((id, sent)) if payload.len() == ping::ID_LEN && payload[..] == id.to_be_bytes() => {
-                            Some(sent)
-                        }
-                        _ => None,
-                    };
-                    match matched {
-                        Some(sent) => {
-                            conn.outstanding = None;
-                            self.record_pong(now.saturating_duration_since(sent), now, out);
-                            if self.phase != Phase::Open {
-                                break;
-                            }
-                        }
-                        None => out.events.push(SessionEvent::StrayPong),
+                    if self.take_pong(&payload, now, out) && self.phase != Phase::Open {
+                        break;
                     }
                 }
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
@@ -840,6 +844,25 @@ impl Session {
         }
         self.flush_ws_output();
         step
+    }
+
+    /// A pong counts only when it carries the id of the probe in flight;
+    /// returns whether it did.
+    fn take_pong(&mut self, payload: &[u8], now: Instant, out: &mut Outbox) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        match conn.outstanding {
+            Some((id, sent)) if payload == id.to_be_bytes() => {
+                conn.outstanding = None;
+                self.record_pong(now.saturating_duration_since(sent), now, out);
+                true
+            }
+            _ => {
+                out.events.push(SessionEvent::StrayPong);
+                false
+            }
+        }
     }
 
     /// Moves what tungstenite wrote into the wire buffer (through TLS if on).

@@ -3,8 +3,9 @@
 //! Built here rather than by tungstenite's writer because it is the one frame
 //! every session sends every interval: the writer's path (a payload
 //! allocation, its frame buffer, then the session's output buffer) was a
-//! third of the instructions of a whole probe. Everything else, reading
-//! included, stays with tungstenite.
+//! third of the instructions of a whole probe. Likewise its answer, when a
+//! read holds exactly one bare pong (see `bare_pong`). Everything else stays
+//! with tungstenite.
 
 /// Payload of a ping: the probe id, big-endian.
 pub const ID_LEN: usize = 8;
@@ -23,6 +24,16 @@ pub fn frame(id: u64, mask: [u8; 4]) -> [u8; FRAME_LEN] {
         f[6 + i] = b ^ mask[i % 4];
     }
     f
+}
+
+/// The payload of `bytes` if they are exactly one pong frame carrying a
+/// probe id as a server sends it: FIN, no extension bits, unmasked (RFC
+/// 6455 section 5.1), 8 bytes long. Anything else goes to tungstenite.
+pub fn bare_pong(bytes: &[u8]) -> Option<&[u8]> {
+    match bytes {
+        [0x8a, len, payload @ ..] if usize::from(*len) == ID_LEN && payload.len() == ID_LEN => Some(payload),
+        _ => None,
+    }
 }
 
 /// A fresh masking key from the thread's CSPRNG.

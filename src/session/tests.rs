@@ -293,6 +293,40 @@ fn ping_pong_matching_measures_rtt_and_ignores_stray_pongs() {
 }
 
 #[test]
+fn a_pong_split_over_reads_counts_once_it_is_whole() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    h.tick();
+    let pong = frame(true, 0xA, &sent_ping_payload(&mut h));
+    h.advance(MS);
+    h.input(&pong[..3]);
+    assert!(h.take_events().is_empty());
+    h.advance(MS);
+    h.input(&pong[3..]);
+    assert_eq!(h.take_events(), vec![SessionEvent::Pong { rtt: 2 * MS }]);
+}
+
+#[test]
+fn bytes_shaped_like_a_pong_inside_a_data_frame_are_data() {
+    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    h.tick();
+    let pong = frame(true, 0xA, &sent_ping_payload(&mut h));
+    // A binary message whose payload is exactly that pong, its header and
+    // payload in separate reads: the second read alone looks like the pong.
+    let message = frame(true, 0x2, &pong);
+    h.advance(MS);
+    h.input(&message[..2]);
+    h.input(&message[2..]);
+    assert_eq!(h.take_events(), vec![]);
+    assert_eq!(h.s.stats.last_message, Some(h.now));
+    // The real pong after it still counts.
+    h.advance(MS);
+    h.input(&pong);
+    assert_eq!(h.take_events(), vec![SessionEvent::Pong { rtt: 2 * MS }]);
+}
+
+#[test]
 fn sessions_opened_together_spread_their_ping_phase() {
     let mut seconds = Vec::new();
     for seed in 0..20 {
