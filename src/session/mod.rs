@@ -190,7 +190,7 @@ pub struct Session {
     closing_after_local: bool,
     stop_requested: bool,
     /// Probes go out at instants congruent to this modulo the ping interval
-    /// (see `set_probe_phase`); without it, at a random phase.
+    /// (see `set_probe_anchor`); without it, at a random phase.
     probe_anchor: Option<Instant>,
     pub stats: SessionStats,
 }
