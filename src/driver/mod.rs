@@ -233,21 +233,14 @@ fn wake_spacing(last_wake: Option<Instant>, now: Instant, grid: Duration, wait: 
     }
 }
 
-/// Sessions of a target that probe at the same instant. A wake of the loop
-/// costs several probes' worth of CPU (on this project's VM ~100 µs against
-/// ~20 µs), so at hundreds of sessions a few probes share each wake instead
-/// of each waking the loop alone; a server then gets them back to back.
-const PROBES_PER_GROUP: u32 = 8;
-
 /// Where in the ping interval session `ordinal` of `connections` of target
-/// `index` probes: the target's sessions in groups of `PROBES_PER_GROUP`
-/// neighbours, groups evenly spaced in order (neighbours in memory probe in
-/// the same or the next timer tick), each target shifted by the golden
-/// ratio so that targets with one session each do not probe together.
+/// `index` probes: the target's sessions evenly spaced in order (neighbours
+/// in memory probe in the same or the next timer tick), each target shifted
+/// by the golden ratio so that targets with one session each do not probe
+/// together.
 fn probe_anchor(epoch: Instant, interval: Duration, index: usize, ordinal: u32, connections: u32) -> Instant {
     const GOLDEN: f64 = 0.618_033_988_749_894_9;
-    let groups = connections.div_ceil(PROBES_PER_GROUP).max(1);
-    let share = f64::from(ordinal / PROBES_PER_GROUP) / f64::from(groups) + index as f64 * GOLDEN;
+    let share = f64::from(ordinal) / f64::from(connections.max(1)) + index as f64 * GOLDEN;
     epoch + interval.mul_f64(share.fract())
 }
 
@@ -831,14 +824,11 @@ mod tests {
         let offset = |index: usize, ordinal: u32, connections: u32| {
             probe_anchor(epoch, interval, index, ordinal, connections) - epoch
         };
-        // Target 0 with 32 sessions: four groups of eight neighbours, a
-        // quarter of the interval apart.
-        let quarters: Vec<_> = (0..32).step_by(4).map(|k| offset(0, k, 32).as_millis()).collect();
-        assert_eq!(quarters, [0, 0, 2_500, 2_500, 5_000, 5_000, 7_500, 7_500]);
-        // A short last group still gets its own phase: 9 sessions, two groups.
-        assert_eq!(offset(0, 8, 9), Duration::from_secs(5));
+        // Target 0: ordinal k of 4 at k quarters of the interval.
+        let quarters: Vec<_> = (0..4).map(|k| offset(0, k, 4)).collect();
+        assert_eq!(quarters, [0, 2_500, 5_000, 7_500].map(Duration::from_millis));
         // Target 1 starts 0.618 of an interval in and wraps around.
-        let shifted = [0, 8].map(|k| offset(1, k, 16).as_millis());
+        let shifted: Vec<_> = (0..2).map(|k| offset(1, k, 2).as_millis()).collect();
         assert_eq!(shifted, [6_180, 1_180]);
         // One session per target: ten targets at least 5 % of the interval apart.
         let mut phases: Vec<_> = (0..10).map(|t| offset(t, 0, 1).as_millis()).collect();
