@@ -818,6 +818,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_driver_pins_every_session_to_its_probe_anchor() {
+        struct Quiet;
+        impl Observer for Quiet {
+            fn on_event(&mut self, _: &EventContext<'_>, _: &SessionEvent) {}
+        }
+        let text = "[[target]]\nurl = \"ws://a.test/\"\nconnections = 3\n\
+                    [[target]]\nurl = \"ws://b.test/\"\nconnections = 2\n";
+        let cfg = crate::config::parse(text, "t", &[], &|_| None).expect("valid config");
+        let driver = Driver::new(&cfg.targets, Mode::Persistent, Quiet).expect("driver");
+        let anchors: Vec<_> = driver.slots.iter().map(|s| s.session.probe_anchor()).collect();
+        let default_interval = Duration::from_secs(10);
+        let expected: Vec<_> = [(0, 0, 3), (0, 1, 3), (0, 2, 3), (1, 0, 2), (1, 1, 2)]
+            .into_iter()
+            .map(|(target, ordinal, n)| Some(probe_anchor(driver.probe_epoch, default_interval, target, ordinal, n)))
+            .collect();
+        assert_eq!(anchors, expected);
+    }
+
+    #[test]
     fn probe_anchors_spread_a_targets_sessions_evenly_in_order_and_shift_targets_apart() {
         let epoch = Instant::now();
         let interval = Duration::from_secs(10);

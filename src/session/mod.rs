@@ -271,6 +271,11 @@ impl Session {
         self.probe_anchor = Some(anchor);
     }
 
+    #[cfg(test)]
+    pub fn probe_anchor(&self) -> Option<Instant> {
+        self.probe_anchor
+    }
+
     /// Begins the first connection attempt.
     pub fn start(&mut self, now: Instant, out: &mut Outbox) {
         if self.phase == Phase::Idle {
