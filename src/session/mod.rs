@@ -653,6 +653,10 @@ impl Session {
     }
 
     fn feed_plaintext(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
+        if let Some(payload) = self.codec_free_pong(plain) {
+            self.take_pong(payload, now, out);
+            return Step::Continue;
+        }
         let Some(conn) = self.conn.as_mut() else {
             return Step::Continue;
         };
@@ -690,22 +694,6 @@ impl Session {
                         }
                         self.send_on_open_messages();
                         // Frames may have arrived together with the 101.
-                        self.drive_ws(now, out)
-                    }
-                }
-            }
-            // The common read at scale: one bare pong while tungstenite holds
-            // no partial frame (so it cannot be the rest of one). Matched here,
-            // not staged through tungstenite's buffers, whose cold memory was
-            // much of a probe's user-space cost at thousands of sessions.
-            Proto::Ws(ws) if self.phase == Phase::Open && ws.get_ref().drained_at_frame_boundary() => {
-                match ping::bare_pong(plain) {
-                    Some(payload) => {
-                        self.take_pong(payload, now, out);
-                        Step::Continue
-                    }
-                    None => {
-                        ws.get_mut().push_input(plain);
                         self.drive_ws(now, out)
                     }
                 }
@@ -849,6 +837,20 @@ impl Session {
         }
         self.flush_ws_output();
         step
+    }
+
+    /// The payload of `plain` when it is the common read at scale, one bare
+    /// pong, and tungstenite holds no partial frame (so it cannot be the rest
+    /// of one): then it is matched directly, not staged through tungstenite's
+    /// buffers, whose cold memory was much of a probe's user-space cost at
+    /// thousands of sessions.
+    fn codec_free_pong<'a>(&self, plain: &'a [u8]) -> Option<&'a [u8]> {
+        match self.conn.as_deref().map(|c| &c.proto) {
+            Some(Proto::Ws(ws)) if self.phase == Phase::Open && ws.get_ref().drained_at_frame_boundary() => {
+                ping::bare_pong(plain)
+            }
+            _ => None,
+        }
     }
 
     /// A pong counts only when it carries the id of the probe in flight;
@@ -1122,7 +1124,8 @@ fn next_in_phase(anchor: Instant, interval: Duration, now: Instant) -> Instant {
     now + Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
 }
 
-fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+/// The earlier of two optional instants.
+pub(crate) fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
