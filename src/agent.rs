@@ -9,6 +9,7 @@ use prometheus::Histogram;
 
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
+use crate::session::min_opt;
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, SessionEvent};
 use crate::status::TargetReport;
@@ -41,10 +42,7 @@ impl MetricsObserver {
         metrics.config_reload_successful.set(1);
         metrics.config_reload_timestamp.set(unix_now() as f64);
         MetricsObserver {
-            rtt_histograms: targets
-                .iter()
-                .map(|t| Some(metrics.ping_rtt.with_label_values(&[t.name.as_str()])))
-                .collect(),
+            rtt_histograms: targets.iter().map(|t| Some(rtt_histogram(&metrics, t))).collect(),
             metrics,
             live: targets.iter().map(|t| Some(TargetReport::new(t, 0))).collect(),
             targets: targets.into_iter().map(Some).collect(),
@@ -65,6 +63,10 @@ impl MetricsObserver {
 }
 
 /// ` diagnosis=… [kernel: …]` for log lines, empty without evidence.
+fn rtt_histogram(metrics: &Metrics, spec: &TargetSpec) -> Histogram {
+    metrics.ping_rtt.with_label_values(&[spec.name.as_str()])
+}
+
 fn kernel_note(kernel: Option<&KernelEvidence>) -> String {
     match kernel {
         Some(k) => format!(
@@ -193,7 +195,7 @@ impl Observer for MetricsObserver {
         if self.rtt_histograms.len() <= index {
             self.rtt_histograms.resize(index + 1, None);
         }
-        self.rtt_histograms[index] = Some(self.metrics.ping_rtt.with_label_values(&[spec.name.as_str()]));
+        self.rtt_histograms[index] = Some(rtt_histogram(&self.metrics, spec));
         log::info!(
             "target={} added ({} connection(s)) {}",
             spec.name,
@@ -249,10 +251,6 @@ impl Observer for MetricsObserver {
         // subtraction per session was a quarter of the agent's instructions.
         let mut oldest_pong: Vec<Option<Instant>> = vec![None; n];
         let mut oldest_msg: Vec<Option<Instant>> = vec![None; n];
-        let older = |kept: Option<Instant>, t: Option<Instant>| match (kept, t) {
-            (Some(k), Some(t)) => Some(k.min(t)),
-            (k, t) => k.or(t),
-        };
         for g in sessions {
             let ti = g.target;
             // Retired targets' sessions may still be closing: not reported.
@@ -260,8 +258,8 @@ impl Observer for MetricsObserver {
                 continue;
             }
             up[ti] = true;
-            oldest_pong[ti] = older(oldest_pong[ti], g.last_pong);
-            oldest_msg[ti] = older(oldest_msg[ti], g.last_message);
+            oldest_pong[ti] = min_opt(oldest_pong[ti], g.last_pong);
+            oldest_msg[ti] = min_opt(oldest_msg[ti], g.last_message);
         }
         let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
         let pong_age: Vec<Option<f64>> = oldest_pong.into_iter().map(age).collect();
