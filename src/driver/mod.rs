@@ -264,16 +264,18 @@ impl<O: Observer> Driver<O> {
         let mut seed_bytes = [0u8; 8];
         getrandom::getrandom(&mut seed_bytes).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
         let seed = u64::from_le_bytes(seed_bytes);
+        // Timer ticks and probe phases count from the same instant.
+        let start = Instant::now();
         let mut driver = Driver {
             poll,
             waker,
             slots: Vec::new(),
             gauges: Vec::new(),
-            timers: TimerQueue::new(0, Instant::now(), timer_granularity(targets.iter().map(|t| t.as_ref()))),
+            timers: TimerQueue::new(0, start, timer_granularity(targets.iter().map(|t| t.as_ref()))),
             targets: Vec::new(),
             mode,
             seed,
-            probe_epoch: Instant::now(),
+            probe_epoch: start,
             reload: Arc::new(AtomicBool::new(false)),
             reloader: None,
             fd_budget: usize::MAX,
