@@ -21,14 +21,15 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ports=()
 for _ in 1 2; do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   websocat -t "ws-l:127.0.0.1:$port" mirror: >/dev/null 2>&1 &
   pids+=($!)
   ports+=("$port")
 done
-web=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+web=$(free_port)
 {
   printf '[defaults]\nping_interval = "10s"\npong_timeout = "5s"\n[kernel]\nscan_interval = "off"\n'
   for i in 0 1; do
@@ -43,8 +44,10 @@ RUST_LOG=error valgrind --tool=callgrind --cache-sim=yes --callgrind-out-file="$
 agent=$!
 pids+=("$agent")
 
-probes() { { curl -s "127.0.0.1:$web/metrics" || true; } | awk '/^sockpulse_ping_rtt_seconds_count/ {s += $2} END {print s + 0}'; }
-open_sessions() { { curl -s "127.0.0.1:$web/metrics" || true; } | awk '/^sockpulse_sessions\{state="open"/ {s += $2} END {print s + 0}'; }
+# The sum of the agent's series whose line starts with $1 (a regex).
+metric_sum() { { curl -s "127.0.0.1:$web/metrics" || true; } | awk -v re="^$1" '$0 ~ re {s += $2} END {print s + 0}'; }
+probes() { metric_sum 'sockpulse_ping_rtt_seconds_count'; }
+open_sessions() { metric_sum 'sockpulse_sessions[{]state="open"'; }
 # Under valgrind the connect storm takes a while; then let the first,
 # spread pings settle.
 for _ in $(seq 1 240); do
