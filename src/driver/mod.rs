@@ -552,13 +552,19 @@ impl<O: Observer> Driver<O> {
                     continue;
                 };
                 if slot.resolve_seq == r.seq {
-                    slot.session.handle_resolved(r.result, now, &mut self.out);
-                    self.after_session_call(r.slot, now);
+                    // A connect starts now, after the reads of this wake.
+                    let at = Instant::now();
+                    slot.session.handle_resolved(r.result, at, &mut self.out);
+                    self.after_session_call(r.slot, at);
                 }
             }
             while let Some(i) = self.timers.pop_expired(now) {
-                self.slots[i].session.handle_timeout(now, &mut self.out);
-                self.after_session_call(i, now);
+                // The clock as of this session's turn: a probe's send time
+                // must not include the reads and sends handled before it in
+                // this wake, or they would count in its RTT.
+                let at = Instant::now();
+                self.slots[i].session.handle_timeout(at, &mut self.out);
+                self.after_session_call(i, at);
             }
         }
     }
@@ -819,6 +825,10 @@ impl<O: Observer> Driver<O> {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn the_driver_pins_every_session_to_its_probe_anchor() {
         struct Quiet;
@@ -836,6 +846,65 @@ mod tests {
             .map(|(target, ordinal, n)| Some(probe_anchor(driver.probe_epoch, default_interval, target, ordinal, n)))
             .collect();
         assert_eq!(anchors, expected);
+    }
+
+    /// A loopback server that runs `serve` on each connection in its own thread.
+    fn loopback_server(serve: fn(std::net::TcpStream)) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve(stream));
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_probe_is_timed_from_its_own_turn_not_from_the_start_of_the_wake() {
+        let echo = loopback_server(|mut stream| {
+            if let Ok(mut reader) = stream.try_clone() {
+                let _ = std::io::copy(&mut reader, &mut stream);
+            }
+        });
+        // A byte every millisecond for a few seconds: every wake has a read
+        // to do before it gets to the timers.
+        let chatty = loopback_server(|mut stream| {
+            for _ in 0..5_000 {
+                if stream.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(ms(1));
+            }
+        });
+        // Every read makes its wake slow, so a probe sent after it would
+        // carry that delay in its RTT if timed from the start of the wake.
+        struct SlowReads(Vec<Duration>);
+        impl Observer for SlowReads {
+            fn on_event(&mut self, _: &EventContext<'_>, event: &SessionEvent) {
+                if let SessionEvent::Pong { rtt } = event {
+                    self.0.push(*rtt);
+                }
+            }
+            fn on_read_delay(&mut self, _: Duration) {
+                std::thread::sleep(ms(20));
+            }
+        }
+        let text = format!(
+            "[[target]]\nurl = \"tcp://127.0.0.1:{chatty}\"\n\
+             [[target]]\nurl = \"tcp://127.0.0.1:{echo}\"\nconnections = 20\nping_interval = \"1s\"\n\
+             pong_timeout = \"500ms\"\nprobe = {{ send = \"p\", expect = \"p\" }}\n"
+        );
+        let cfg = crate::config::parse(&text, "t", &[], &|_| None).expect("valid config");
+        let mut driver = Driver::new(&cfg.targets, Mode::Persistent, SlowReads(Vec::new())).expect("driver");
+        driver.run(Some(Instant::now() + ms(3_000)), ms(500)).expect("run");
+        let mut rtts = std::mem::take(&mut driver.observer.0);
+        assert!(rtts.len() >= 20, "only {} answers: {rtts:?}", rtts.len());
+        rtts.sort();
+        // A loopback echo answers in well under a millisecond; a probe timed
+        // from the start of its wake would include at least one 20 ms read.
+        let median = rtts[rtts.len() / 2];
+        assert!(median < ms(10), "median RTT {median:?} of {rtts:?}");
     }
 
     #[test]
@@ -867,7 +936,6 @@ mod tests {
             let cfg = crate::config::parse(&text, "t", &[], &|_| None).expect("valid config");
             TargetSpec::clone(&cfg.targets[0])
         };
-        let ms = Duration::from_millis;
         // Production-like timers: the coarsest grid.
         assert_eq!(timer_granularity([&spec(10_000, 5_000)]), MAX_TIMER_GRANULARITY);
         // The test suite's fast timers: 300 ms / 200 = 1.5 ms.
