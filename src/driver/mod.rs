@@ -178,6 +178,8 @@ pub struct Driver<O: Observer> {
     timers: TimerQueue,
     resolver: Resolver,
     out: Outbox,
+    /// Swapped with `out` on every session call, so neither side allocates.
+    out_spare: Outbox,
     observer: O,
     scratch: Vec<u8>,
     /// Sockets that still had data when their read budget ran out.
@@ -282,6 +284,7 @@ impl<O: Observer> Driver<O> {
             open_sockets: 0,
             resolver,
             out: Outbox::default(),
+            out_spare: Outbox::default(),
             observer,
             scratch: vec![0; SCRATCH],
             unfinished_reads: Vec::new(),
@@ -691,9 +694,15 @@ impl<O: Observer> Driver<O> {
     /// Carries out what a session asked for, reports its events, sends its
     /// output and re-arms its timer.
     fn after_session_call(&mut self, i: usize, now: Instant) {
+        let mut taken = std::mem::take(&mut self.out_spare);
         loop {
-            let io_requests = std::mem::take(&mut self.out.io);
-            let events = std::mem::take(&mut self.out.events);
+            // What the session pushed moves here; `out` gets the emptied
+            // buffers of the last round, capacity kept.
+            std::mem::swap(&mut taken, &mut self.out);
+            let Outbox {
+                events,
+                io: io_requests,
+            } = &mut taken;
             if io_requests.is_empty() && events.is_empty() {
                 break;
             }
@@ -705,7 +714,7 @@ impl<O: Observer> Driver<O> {
                 .any(wants_diagnosis)
                 .then(|| kernel_evidence(slot))
                 .flatten();
-            for ev in &events {
+            for ev in events.iter() {
                 if let SessionEvent::PhaseChanged { from, to } = ev {
                     if let (Some(registry), Some(inode)) = (&self.owned, slot.inode) {
                         if *to == Phase::Open || *from == Phase::Open {
@@ -733,10 +742,12 @@ impl<O: Observer> Driver<O> {
                 };
                 self.observer.on_event(&ctx, ev);
             }
-            for req in io_requests {
+            events.clear();
+            for req in io_requests.drain(..) {
                 self.do_io(i, req, now);
             }
         }
+        self.out_spare = taken;
         self.flush(i, now);
         let slot = &self.slots[i];
         self.gauges[i] = SessionGauge::of(slot.target, &slot.session);
