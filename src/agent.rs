@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use prometheus::Histogram;
 
@@ -238,7 +238,7 @@ impl Observer for MetricsObserver {
         }
     }
 
-    fn on_tick(&mut self, sessions: &[SessionGauge], now: Instant) {
+    fn on_tick(&mut self, sessions: &[SessionGauge], now_ms: u64) {
         if let Some(w) = self.rtt_log.as_mut() {
             if let Err(e) = w.flush() {
                 log::warn!("rtt log write failed, disabling it: {e}");
@@ -249,19 +249,19 @@ impl Observer for MetricsObserver {
         let mut up = vec![false; n];
         // The oldest instant per target, turned into an age once: a
         // subtraction per session was a quarter of the agent's instructions.
-        let mut oldest_pong: Vec<Option<Instant>> = vec![None; n];
-        let mut oldest_msg: Vec<Option<Instant>> = vec![None; n];
+        let mut oldest_pong: Vec<Option<u64>> = vec![None; n];
+        let mut oldest_msg: Vec<Option<u64>> = vec![None; n];
         for g in sessions {
-            let ti = g.target;
+            let ti = g.target();
             // Retired targets' sessions may still be closing: not reported.
-            if !g.open || !matches!(self.targets.get(ti), Some(Some(_))) {
+            if !g.open() || !matches!(self.targets.get(ti), Some(Some(_))) {
                 continue;
             }
             up[ti] = true;
-            oldest_pong[ti] = min_opt(oldest_pong[ti], g.last_pong);
-            oldest_msg[ti] = min_opt(oldest_msg[ti], g.last_message);
+            oldest_pong[ti] = min_opt(oldest_pong[ti], g.last_pong_ms());
+            oldest_msg[ti] = min_opt(oldest_msg[ti], g.last_message_ms());
         }
-        let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let age = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
         let pong_age: Vec<Option<f64>> = oldest_pong.into_iter().map(age).collect();
         let msg_age: Vec<Option<f64>> = oldest_msg.into_iter().map(age).collect();
         for (i, r) in self.live.iter_mut().enumerate() {

@@ -1125,7 +1125,7 @@ fn next_in_phase(anchor: Instant, interval: Duration, now: Instant) -> Instant {
 }
 
 /// The earlier of two optional instants.
-pub(crate) fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub(crate) fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
