@@ -897,13 +897,17 @@ mod tests {
         port
     }
 
-    #[test]
-    fn a_probe_is_timed_from_its_own_turn_not_from_the_start_of_the_wake() {
-        let echo = loopback_server(|mut stream| {
+    fn echo_server() -> u16 {
+        loopback_server(|mut stream| {
             if let Ok(mut reader) = stream.try_clone() {
                 let _ = std::io::copy(&mut reader, &mut stream);
             }
-        });
+        })
+    }
+
+    #[test]
+    fn a_probe_is_timed_from_its_own_turn_not_from_the_start_of_the_wake() {
+        let echo = echo_server();
         // A byte every millisecond for a few seconds: every wake has a read
         // to do before it gets to the timers.
         let chatty = loopback_server(|mut stream| {
@@ -947,11 +951,7 @@ mod tests {
     #[test]
     fn gauges_are_compact_and_on_the_clock_of_the_tick() {
         assert_eq!(std::mem::size_of::<SessionGauge>(), 24);
-        let echo = loopback_server(|mut stream| {
-            if let Ok(mut reader) = stream.try_clone() {
-                let _ = std::io::copy(&mut reader, &mut stream);
-            }
-        });
+        let echo = echo_server();
         // The last tick's view: (open, pong age, message age) per session.
         struct LastTick(Vec<(bool, Option<u64>, Option<u64>)>);
         impl Observer for LastTick {
