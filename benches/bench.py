@@ -1,10 +1,9 @@
 """sockpulse vs an idiomatic Python asyncio monitor, in one run on the same servers
 (the same server programs, started afresh for every measurement).
 
-For each session count: open N WebSocket sessions against websocat (or Node
-`ws`) echo servers in separate processes, ping each every 10 s with a 5 s
-pong deadline,
-and measure for both monitors: RSS per session (against a 1-session run of
+For each session count: open N WebSocket sessions against Node `ws` (or,
+with --server websocat, websocat) echo servers in separate processes, ping
+each every 10 s with a 5 s pong deadline, and measure for both monitors: RSS per session (against a 1-session run of
 the same monitor), CPU share of one core over a steady window, time to open
 every session, and ping RTT p50/p99/max over that window. The loopback
 1-byte TCP round trip is measured in the same run as the floor.
@@ -274,8 +273,7 @@ def measure_on_fresh_servers(cls, n, args, tmp, window):
     """`measure` against servers started for this measurement alone. A
     server that has been through earlier connect storms is not the same
     server: against Node servers the same sockpulse build used 1.85 % of a
-    core at 9k sessions on fresh ones and 2.50 % after three storms, and with
-    servers shared by a whole run the monitors' CPU drifted round by round."""
+    core at 9k sessions on fresh ones and 2.50 % after three storms."""
     servers, ports = start_servers(args.servers, args.server)
     try:
         return measure(cls, n, ports, tmp, window)
