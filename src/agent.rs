@@ -62,11 +62,11 @@ impl MetricsObserver {
     }
 }
 
-/// ` diagnosis=… [kernel: …]` for log lines, empty without evidence.
 fn rtt_histogram(metrics: &Metrics, spec: &TargetSpec) -> Histogram {
     metrics.ping_rtt.with_label_values(&[spec.name.as_str()])
 }
 
+/// ` diagnosis=… [kernel: …]` for log lines, empty without evidence.
 fn kernel_note(kernel: Option<&KernelEvidence>) -> String {
     match kernel {
         Some(k) => format!(
