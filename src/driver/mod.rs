@@ -110,10 +110,7 @@ impl SessionGauge {
                 last_message: 0,
             };
         }
-        let stamp = |t: Option<Instant>| {
-            t.or(s.stats.opened_at)
-                .map_or(0, |t| gauge_millis(t.saturating_duration_since(epoch)) + 1)
-        };
+        let stamp = |t: Option<Instant>| t.or(s.stats.opened_at).map_or(0, |t| gauge_stamp(t, epoch));
         let probes = s.spec().timing.ping_interval.is_some();
         let last = match s.spec().scheme {
             crate::session::spec::Scheme::Tcp => s.stats.last_rx,
@@ -149,10 +146,10 @@ impl SessionGauge {
     }
 }
 
-/// A duration in whole milliseconds for the gauge clock (saturating: half a
-/// billion years).
-fn gauge_millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1)
+/// `t` on the gauge clock: whole milliseconds since `epoch`, plus one so that
+/// zero can mean none (saturating: half a billion years).
+fn gauge_stamp(t: Instant, epoch: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_millis()).map_or(u64::MAX, |ms| ms.saturating_add(1))
 }
 
 /// Receives what sessions report. Runs on the loop thread: must not block.
@@ -297,7 +294,7 @@ impl<O: Observer> Driver<O> {
         let mut seed_bytes = [0u8; 8];
         getrandom::getrandom(&mut seed_bytes).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
         let seed = u64::from_le_bytes(seed_bytes);
-        // Timer ticks and probe phases count from the same instant.
+        // Timer ticks, probe phases and gauge instants count from one instant.
         let start = Instant::now();
         let mut driver = Driver {
             poll,
@@ -494,8 +491,7 @@ impl<O: Observer> Driver<O> {
                 }
             }
             if now >= next_tick {
-                let now_ms = gauge_millis(now.saturating_duration_since(self.epoch)) + 1;
-                self.observer.on_tick(&self.gauges, now_ms);
+                self.observer.on_tick(&self.gauges, gauge_stamp(now, self.epoch));
                 next_tick = now + Duration::from_secs(1);
             }
             // One-shot runs end when every session is done; persistent ones
