@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use prometheus::Histogram;
 
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
-use crate::metrics::{Metrics, PHASE_HANDSHAKE, PHASE_TCP, PHASE_TLS};
+use crate::metrics::{ConnectPhase, Metrics};
 use crate::session::min_opt;
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, SessionEvent};
@@ -115,18 +115,18 @@ impl Observer for MetricsObserver {
             SessionEvent::Opened { tcp, tls, handshake } => {
                 m.sessions_opened.with_label_values(&[name]).inc();
                 m.connect_duration
-                    .with_label_values(&[name, PHASE_TCP])
+                    .with_label_values(&[name, ConnectPhase::Tcp.as_str()])
                     .observe(tcp.as_secs_f64());
                 let mut timing = format!("tcp={}", ms(*tcp));
                 if let Some(t) = tls {
                     m.connect_duration
-                        .with_label_values(&[name, PHASE_TLS])
+                        .with_label_values(&[name, ConnectPhase::Tls.as_str()])
                         .observe(t.as_secs_f64());
                     timing.push_str(&format!(" tls={}", ms(*t)));
                 }
                 if let Some(h) = handshake {
                     m.connect_duration
-                        .with_label_values(&[name, PHASE_HANDSHAKE])
+                        .with_label_values(&[name, ConnectPhase::Handshake.as_str()])
                         .observe(h.as_secs_f64());
                     timing.push_str(&format!(" handshake={}", ms(*h)));
                 }

@@ -320,7 +320,7 @@ fn run(args: RunArgs) -> u8 {
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
     if let Some(interval) = cfg.kernel.scan_interval {
         let registry = Arc::new(crate::kernel::owned::OwnedRegistry::default());
-        match crate::kernel::watcher::spawn(&cfg.kernel, interval, Arc::clone(&metrics), Some(Arc::clone(&registry))) {
+        match crate::hostscan::spawn(&cfg.kernel, interval, Arc::clone(&metrics), Some(Arc::clone(&registry))) {
             Ok(_) => driver = driver.with_owned_registry(registry),
             Err(e) => log::warn!("host TCP table scan disabled: cannot start its thread: {e}"),
         }
@@ -360,7 +360,7 @@ fn run(args: RunArgs) -> u8 {
 }
 
 fn run_sockets(args: SocketsArgs) -> u8 {
-    use crate::kernel::{host::CloseWaitTracker, watcher};
+    use crate::kernel::{host::CloseWaitTracker, scan::ScanMethod};
     let mut kernel = match &args.config {
         Some(path) => match config::load_file(path) {
             Ok(c) => c.kernel,
@@ -377,18 +377,15 @@ fn run_sockets(args: SocketsArgs) -> u8 {
     if args.pid.is_some() {
         kernel.netns_pid = args.pid;
     }
-    match args.method.as_deref() {
-        Some("netlink") => kernel.method = config::ScanMethod::Netlink,
-        Some("procfs") => kernel.method = config::ScanMethod::Procfs,
-        Some(_) => kernel.method = config::ScanMethod::Auto,
-        None => {}
+    if let Some(method) = args.method.as_deref().and_then(ScanMethod::from_label) {
+        kernel.method = method;
     }
-    let mut host_cfg = watcher::host_config(&kernel);
-    let ns = watcher::namespace(&kernel);
+    let mut host_cfg = kernel.host_config();
+    let ns = kernel.namespace();
     let mut tracker = CloseWaitTracker::default();
     if let Some(age) = args.close_wait_age {
         host_cfg.close_wait_age_alert = age;
-        if let Err(e) = watcher::scan(kernel.method, ns, &host_cfg, &mut tracker) {
+        if let Err(e) = crate::kernel::scan::scan(kernel.method, ns, &host_cfg, &mut tracker) {
             complain!("cannot read the TCP table: {e}");
             return EXIT_USAGE;
         }
@@ -397,7 +394,7 @@ fn run_sockets(args: SocketsArgs) -> u8 {
         // A single scan cannot age anything: do not flag CLOSE_WAIT by age.
         host_cfg.close_wait_age_alert = Duration::MAX;
     }
-    let summary = match watcher::scan(kernel.method, ns, &host_cfg, &mut tracker) {
+    let summary = match crate::kernel::scan::scan(kernel.method, ns, &host_cfg, &mut tracker) {
         Ok((s, _)) => s,
         Err(e) => {
             complain!("cannot read the TCP table: {e}");

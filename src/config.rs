@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
+use crate::kernel::host::{self, HostConfig};
+use crate::kernel::scan::ScanMethod;
+use crate::kernel::table::Namespace;
 use crate::session::backoff::BackoffPolicy;
 use crate::session::spec::{
     Keepalive, OpenMessage, Probe, Scheme, SocketOptions, TargetSpec, Timing, TlsSpec, WsOptions,
@@ -66,15 +69,6 @@ pub struct Config {
     pub kernel: KernelConfig,
 }
 
-/// How the host TCP table is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanMethod {
-    /// Netlink for our own namespace, /proc when netlink fails or for another's.
-    Auto,
-    Netlink,
-    Procfs,
-}
-
 /// The `[kernel]` section: the host-wide TCP table scan.
 #[derive(Debug, Clone)]
 pub struct KernelConfig {
@@ -86,6 +80,23 @@ pub struct KernelConfig {
     /// Read another process's network namespace instead of our own.
     pub netns_pid: Option<u32>,
     pub method: ScanMethod,
+}
+
+impl KernelConfig {
+    /// What the table summary needs of this section.
+    pub fn host_config(&self) -> HostConfig {
+        HostConfig {
+            watch_ports: self.watch_ports.clone(),
+            close_wait_age_alert: self.close_wait_age_alert,
+            stuck_send_queue_bytes: self.stuck_send_queue_bytes,
+            ephemeral_range: host::ephemeral_range().unwrap_or(HostConfig::default().ephemeral_range),
+        }
+    }
+
+    /// The network namespace whose table is read.
+    pub fn namespace(&self) -> Namespace {
+        self.netns_pid.map(Namespace::OfPid).unwrap_or_default()
+    }
 }
 
 impl Default for KernelConfig {
@@ -810,15 +821,11 @@ pub fn parse(
         if let Some(n) = w.int(t, "kernel", "netns_pid", 1, i64::from(u32::MAX)) {
             kernel.netns_pid = Some(n as u32);
         }
-        match w.str(t, "kernel", "method") {
-            None => {}
-            Some("auto") => kernel.method = ScanMethod::Auto,
-            Some("netlink") => kernel.method = ScanMethod::Netlink,
-            Some("procfs") => kernel.method = ScanMethod::Procfs,
-            Some(other) => w.problem(
-                "kernel.method",
-                format!("{other:?} is not one of auto, netlink, procfs"),
-            ),
+        if let Some(text) = w.str(t, "kernel", "method") {
+            match ScanMethod::from_label(text) {
+                Some(m) => kernel.method = m,
+                None => w.problem("kernel.method", format!("{text:?} is not one of auto, netlink, procfs")),
+            }
         }
         if kernel.method == ScanMethod::Netlink && kernel.netns_pid.is_some() {
             w.problem(

@@ -4,8 +4,10 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod hostscan;
 pub mod http;
 pub mod kernel;
+mod labels;
 pub mod metrics;
 #[cfg(test)]
 mod proptests;

@@ -8,6 +8,7 @@ use prometheus::{
 
 use crate::kernel::owned::Mismatch;
 use crate::kernel::{Diagnosis, TcpState};
+use crate::labels::label_enum;
 use crate::session::{DisconnectReason, FailureReason, Phase};
 
 pub const TARGET_UP: &str = "sockpulse_target_up";
@@ -55,10 +56,23 @@ pub const READ_DELAY_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// Connect phases: `as_str` values of the `phase` label.
-pub const PHASE_TCP: &str = "tcp";
-pub const PHASE_TLS: &str = "tls";
-pub const PHASE_HANDSHAKE: &str = "handshake";
+label_enum! {
+    /// Connect phases: values of the `phase` label.
+    pub enum ConnectPhase {
+        Tcp,
+        Tls,
+        /// The HTTP upgrade.
+        Handshake,
+    }
+}
+
+label_enum! {
+    /// Socket queues: values of the `queue` label.
+    pub enum Queue {
+        Send,
+        Receive,
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -426,8 +440,8 @@ impl Metrics {
         for r in DisconnectReason::ALL {
             let _ = self.disconnects.remove_label_values(&[target, r.as_str()]);
         }
-        for phase in [PHASE_TCP, PHASE_TLS, PHASE_HANDSHAKE] {
-            let _ = self.connect_duration.remove_label_values(&[target, phase]);
+        for phase in ConnectPhase::ALL {
+            let _ = self.connect_duration.remove_label_values(&[target, phase.as_str()]);
         }
         for d in Diagnosis::ALL {
             let _ = self.diagnoses.remove_label_values(&[target, d.as_str()]);
@@ -466,7 +480,9 @@ mod tests {
         m.init_target("gone");
         m.init_target("kept");
         m.ping_rtt.with_label_values(&["gone"]).observe(0.001);
-        m.connect_duration.with_label_values(&["gone", PHASE_TLS]).observe(0.01);
+        m.connect_duration
+            .with_label_values(&["gone", ConnectPhase::Tls.as_str()])
+            .observe(0.01);
         m.last_pong_age.with_label_values(&["gone"]).set(1.0);
         m.tls_cert_expiry.with_label_values(&["gone"]).set(1.0);
         m.session_kernel_state

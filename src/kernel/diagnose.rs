@@ -2,50 +2,25 @@
 //! pong did not come; the socket's TCP state says whether the peer closed,
 //! the peer's application hung, or the path died.
 
-use std::fmt;
-
 use super::{TcpSnapshot, TcpState};
+use crate::labels::label_enum;
 use crate::session::{DisconnectReason, FailureReason};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Diagnosis {
-    /// ESTABLISHED and the peer's kernel acknowledges everything, yet the
-    /// application does not answer: the peer process is hung or overloaded.
-    PeerUnresponsive,
-    /// Data sent and not acknowledged, retransmissions under way: the
-    /// network path or the peer host is gone.
-    PathDead,
-    /// CLOSE_WAIT: the peer closed its side.
-    PeerClosed,
-    /// Still in SYN_SENT: the SYN was dropped (filtered), not refused.
-    SynUnanswered,
-    /// The kernel no longer has the connection (reset or closed).
-    SocketGone,
-}
-
-impl Diagnosis {
-    pub const ALL: [Diagnosis; 5] = [
-        Self::PeerUnresponsive,
-        Self::PathDead,
-        Self::PeerClosed,
-        Self::SynUnanswered,
-        Self::SocketGone,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PeerUnresponsive => "peer_unresponsive",
-            Self::PathDead => "path_dead",
-            Self::PeerClosed => "peer_closed",
-            Self::SynUnanswered => "syn_unanswered",
-            Self::SocketGone => "socket_gone",
-        }
-    }
-}
-
-impl fmt::Display for Diagnosis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+label_enum! {
+    /// What the socket's TCP state says caused a failure.
+    pub enum Diagnosis {
+        /// ESTABLISHED and the peer's kernel acknowledges everything, yet the
+        /// application does not answer: the peer process is hung or overloaded.
+        PeerUnresponsive,
+        /// Data sent and not acknowledged, retransmissions under way: the
+        /// network path or the peer host is gone.
+        PathDead,
+        /// CLOSE_WAIT: the peer closed its side.
+        PeerClosed,
+        /// Still in SYN_SENT: the SYN was dropped (filtered), not refused.
+        SynUnanswered,
+        /// The kernel no longer has the connection (reset or closed).
+        SocketGone,
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use super::table::SocketEntry;
 use super::TcpState;
+use crate::labels::label_enum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owned {
@@ -75,25 +76,15 @@ pub fn socket_inode(socket: &impl AsRawFd) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mismatch {
-    /// The agent thinks the session is open; the peer closed it.
-    CloseWait,
-    /// The agent thinks the session is open; the kernel has no such socket.
-    Gone,
-    /// The agent thinks the session is open; the kernel says another state.
-    OtherState,
-}
-
-impl Mismatch {
-    pub const ALL: [Mismatch; 3] = [Self::CloseWait, Self::Gone, Self::OtherState];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CloseWait => "close_wait",
-            Self::Gone => "gone",
-            Self::OtherState => "other_state",
-        }
+label_enum! {
+    /// How the kernel disagrees with a session the agent thinks open.
+    pub enum Mismatch {
+        /// The peer closed it.
+        CloseWait,
+        /// The kernel has no such socket.
+        Gone,
+        /// The kernel says another state.
+        OtherState,
     }
 }
 

@@ -20,23 +20,25 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::labels::label_enum;
 use backoff::Rng;
 use handshake::{Expectation, Progress};
 use memstream::MemStream;
 pub use reason::{DisconnectReason, FailureReason};
 use spec::{OpenMessage, Scheme, TargetSpec};
 
-/// Where a session is in its life. `as_str` values are metric label values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    Idle,
-    Resolving,
-    Connecting,
-    Handshaking,
-    Open,
-    Closing,
-    Backoff,
-    Stopped,
+label_enum! {
+    /// Where a session is in its life; label values of the `state` label.
+    pub enum Phase {
+        Idle,
+        Resolving,
+        Connecting,
+        Handshaking,
+        Open,
+        Closing,
+        Backoff,
+        Stopped,
+    }
 }
 
 impl Phase {
@@ -49,19 +51,6 @@ impl Phase {
         Phase::Closing,
         Phase::Backoff,
     ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Idle => "idle",
-            Phase::Resolving => "resolving",
-            Phase::Connecting => "connecting",
-            Phase::Handshaking => "handshaking",
-            Phase::Open => "open",
-            Phase::Closing => "closing",
-            Phase::Backoff => "backoff",
-            Phase::Stopped => "stopped",
-        }
-    }
 }
 
 /// Persistent sessions reconnect forever; one-shot sessions (the `status`

@@ -5,21 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backoff::BackoffPolicy;
+use crate::labels::label_enum;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Ws,
-    Wss,
-    Tcp,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Ws => "ws",
-            Scheme::Wss => "wss",
-            Scheme::Tcp => "tcp",
-        }
+label_enum! {
+    /// The transport a target URL names.
+    pub enum Scheme {
+        Ws,
+        Wss,
+        Tcp,
     }
 }
 

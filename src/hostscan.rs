@@ -1,72 +1,22 @@
-//! The host scan on its own thread, so that reading a table of 100k sockets
-//! never delays a ping on the session loop.
+//! The host TCP table scan on its own thread, exported as metrics, so that
+//! reading a table of 100k sockets never delays a ping on the session loop.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
+use crate::config::KernelConfig;
+use crate::kernel::host::{self, CloseWaitTracker, HostSummary};
+use crate::kernel::owned::{self, Owned, OwnedRegistry};
+use crate::kernel::scan::{self, ScanMethod};
+use crate::kernel::table::{Namespace, SocketEntry};
+use crate::kernel::TcpState;
+use crate::metrics::{Metrics, Queue};
 
-use super::host::{self, CloseWaitTracker, HostConfig, HostSummary};
-use super::netlink;
-use super::owned::{self, Owned, OwnedRegistry};
-use super::table::{self, Namespace, SocketEntry};
-use super::TcpState;
-use crate::config::{KernelConfig, ScanMethod};
-use crate::metrics::Metrics;
-
-pub const METHOD_PROCFS: &str = "procfs";
-pub const METHOD_NETLINK: &str = "netlink";
-
-/// Reads the table by the configured method; returns which one answered.
-/// `Auto` prefers netlink (our own namespace only) and falls back to /proc.
-pub fn read_table(method: ScanMethod, ns: Namespace) -> std::io::Result<(Vec<SocketEntry>, &'static str)> {
-    match (method, ns) {
-        (ScanMethod::Procfs, _) | (ScanMethod::Auto, Namespace::OfPid(_)) => Ok((table::read(ns)?, METHOD_PROCFS)),
-        (ScanMethod::Netlink, Namespace::OfPid(_)) => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "netlink reads only our own network namespace; use method = \"procfs\" with netns_pid",
-        )),
-        (ScanMethod::Netlink, Namespace::Own) => Ok((netlink::read(netlink::ALL_STATES)?, METHOD_NETLINK)),
-        (ScanMethod::Auto, Namespace::Own) => match netlink::read(netlink::ALL_STATES) {
-            Ok(entries) => Ok((entries, METHOD_NETLINK)),
-            Err(e) => {
-                log::debug!("netlink sock_diag failed ({e}); reading /proc instead");
-                Ok((table::read(ns)?, METHOD_PROCFS))
-            }
-        },
-    }
-}
-
-pub fn host_config(k: &KernelConfig) -> HostConfig {
-    HostConfig {
-        watch_ports: k.watch_ports.clone(),
-        close_wait_age_alert: k.close_wait_age_alert,
-        stuck_send_queue_bytes: k.stuck_send_queue_bytes,
-        ephemeral_range: host::ephemeral_range().unwrap_or(HostConfig::default().ephemeral_range),
-    }
-}
-
-pub fn namespace(k: &KernelConfig) -> Namespace {
-    k.netns_pid.map(Namespace::OfPid).unwrap_or_default()
-}
-
-/// One scan: read, summarize. Separate from the thread so `sockets` reuses it.
-pub fn scan(
-    method: ScanMethod,
-    ns: Namespace,
-    cfg: &HostConfig,
-    tracker: &mut CloseWaitTracker,
-) -> std::io::Result<(HostSummary, Duration)> {
-    let started = Instant::now();
-    let (entries, _) = read_table(method, ns)?;
-    let summary = host::summarize(&entries, cfg, tracker, Instant::now());
-    Ok((summary, started.elapsed()))
-}
-
-pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: &str) {
+pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: ScanMethod) {
     m.kernel_scan_duration
-        .with_label_values(&[method])
+        .with_label_values(&[method.as_str()])
         .observe(elapsed.as_secs_f64());
     for (port, p) in &s.ports {
         // Every state, so a state that emptied reads 0 rather than its last value.
@@ -75,10 +25,10 @@ pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: &str) {
             m.tcp_sockets.with_label_values(&[state.as_str(), port]).set(n as i64);
         }
         m.tcp_queue_bytes
-            .with_label_values(&[port, "send"])
+            .with_label_values(&[port, Queue::Send.as_str()])
             .set(p.tx_queue_bytes as i64);
         m.tcp_queue_bytes
-            .with_label_values(&[port, "receive"])
+            .with_label_values(&[port, Queue::Receive.as_str()])
             .set(p.rx_queue_bytes as i64);
         m.tcp_listen_queue.with_label_values(&[port]).set(p.listen_queue as i64);
         match p.listen_queue_ratio {
@@ -131,8 +81,8 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     owned_src: Option<Arc<OwnedRegistry>>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    let cfg = host_config(k);
-    let ns = namespace(k);
+    let cfg = k.host_config();
+    let ns = k.namespace();
     let method = k.method;
     // Our own sockets live in our namespace; another one's table has none.
     let owned_src = owned_src.filter(|_| ns == Namespace::Own);
@@ -142,7 +92,7 @@ pub fn spawn(
         loop {
             let before = owned_src.as_ref().map(|r| r.snapshot());
             let started = Instant::now();
-            let result = read_table(method, ns).map(|(entries, used)| {
+            let result = scan::read_table(method, ns).map(|(entries, used)| {
                 let summary = host::summarize(&entries, &cfg, &mut tracker, Instant::now());
                 (entries, summary, used)
             });
