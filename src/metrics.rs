@@ -1,45 +1,18 @@
-//! Every metric sockpulse exports is named here, and only here. Labels are
-//! bounded: per target (from config), per closed-set reason or state, never
-//! per session, peer port or error text.
+//! Every metric sockpulse exports, declared once in one table from which
+//! registration, per-target initialisation and removal are generated.
+//! Labels are bounded: per target (from config), per closed-set reason or
+//! state, never per session, peer port or error text.
 
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    histogram_opts, opts, Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::kernel::owned::Mismatch;
 use crate::kernel::{Diagnosis, TcpState};
 use crate::labels::label_enum;
 use crate::session::{DisconnectReason, FailureReason, Phase};
-
-pub const TARGET_UP: &str = "sockpulse_target_up";
-pub const SESSIONS: &str = "sockpulse_sessions";
-pub const CONNECT_ATTEMPTS: &str = "sockpulse_connect_attempts_total";
-pub const CONNECT_FAILURES: &str = "sockpulse_connect_failures_total";
-pub const SESSIONS_OPENED: &str = "sockpulse_sessions_opened_total";
-pub const DISCONNECTS: &str = "sockpulse_disconnects_total";
-pub const PING_RTT: &str = "sockpulse_ping_rtt_seconds";
-pub const PONG_TIMEOUTS: &str = "sockpulse_pong_timeouts_total";
-pub const STRAY_PONGS: &str = "sockpulse_stray_pongs_total";
-pub const LAST_PONG_AGE: &str = "sockpulse_last_pong_age_seconds";
-pub const LAST_MESSAGE_AGE: &str = "sockpulse_last_message_age_seconds";
-pub const CONNECT_DURATION: &str = "sockpulse_connect_duration_seconds";
-pub const TLS_CERT_EXPIRY: &str = "sockpulse_tls_cert_expiry_timestamp_seconds";
-pub const BUILD_INFO: &str = "sockpulse_build_info";
-pub const DIAGNOSES: &str = "sockpulse_diagnoses_total";
-pub const TCP_SOCKETS: &str = "sockpulse_tcp_sockets";
-pub const TCP_QUEUE_BYTES: &str = "sockpulse_tcp_queue_bytes";
-pub const TCP_LISTEN_QUEUE: &str = "sockpulse_tcp_listen_queue";
-pub const TCP_LISTEN_QUEUE_RATIO: &str = "sockpulse_tcp_listen_queue_ratio";
-pub const TCP_CLOSE_WAIT_OLDEST_AGE: &str = "sockpulse_tcp_close_wait_oldest_age_seconds";
-pub const TCP_CLOSE_WAIT_OVER_AGE: &str = "sockpulse_tcp_close_wait_over_age";
-pub const TCP_TIME_WAIT_PORT_RATIO: &str = "sockpulse_tcp_time_wait_port_ratio";
-pub const LOOP_READ_DELAY: &str = "sockpulse_loop_read_delay_seconds";
-pub const KERNEL_SCAN_DURATION: &str = "sockpulse_kernel_scan_duration_seconds";
-pub const KERNEL_SCAN_ERRORS: &str = "sockpulse_kernel_scan_errors_total";
-pub const SESSION_KERNEL_STATE: &str = "sockpulse_session_kernel_state";
-pub const KERNEL_MISMATCHES: &str = "sockpulse_kernel_mismatches_total";
-pub const CONFIG_RELOAD_SUCCESSFUL: &str = "sockpulse_config_last_reload_successful";
-pub const CONFIG_RELOAD_TIMESTAMP: &str = "sockpulse_config_last_reload_success_timestamp_seconds";
 
 /// Host scans take milliseconds to a second (100k sockets).
 pub const SCAN_BUCKETS: &[f64] = &[
@@ -74,383 +47,222 @@ label_enum! {
     }
 }
 
-pub struct Metrics {
-    pub registry: Registry,
-    pub target_up: IntGaugeVec,
-    pub sessions: IntGaugeVec,
-    pub connect_attempts: IntCounterVec,
-    pub connect_failures: IntCounterVec,
-    pub sessions_opened: IntCounterVec,
-    pub disconnects: IntCounterVec,
-    pub ping_rtt: HistogramVec,
-    pub pong_timeouts: IntCounterVec,
-    pub stray_pongs: IntCounterVec,
-    pub last_pong_age: GaugeVec,
-    pub last_message_age: GaugeVec,
-    pub connect_duration: HistogramVec,
-    pub tls_cert_expiry: GaugeVec,
-    pub diagnoses: IntCounterVec,
-    pub tcp_sockets: IntGaugeVec,
-    pub tcp_queue_bytes: IntGaugeVec,
-    pub tcp_listen_queue: IntGaugeVec,
-    pub tcp_listen_queue_ratio: GaugeVec,
-    pub tcp_close_wait_oldest_age: GaugeVec,
-    pub tcp_close_wait_over_age: IntGaugeVec,
-    pub tcp_time_wait_port_ratio: prometheus::Gauge,
-    pub kernel_scan_duration: HistogramVec,
-    pub loop_read_delay: prometheus::Histogram,
-    pub kernel_scan_errors: prometheus::IntCounter,
-    pub session_kernel_state: IntGaugeVec,
-    pub kernel_mismatches: IntCounterVec,
-    pub config_reload_successful: prometheus::IntGauge,
-    pub config_reload_timestamp: prometheus::Gauge,
+/// The table. Per-target metrics have `target` as their first label and at
+/// most one more, from a closed set: `init` ones exist (at zero) from the
+/// moment a target is added, so dashboards and `rate()` see them before the
+/// first event; `lazy` ones appear with their first value. Both go when a
+/// reload removes the target.
+macro_rules! metric_table {
+    (
+        per_target { $( $tfield:ident: $tty:ident($tname:literal, $thelp:literal $(, $tbuckets:expr)?)
+            $tmode:ident $([$tlabel:literal in $tvalues:expr])?; )* }
+        host { $( $hfield:ident: $hty:ident($hname:literal, $hhelp:literal $(, $hbuckets:expr)?)
+            [$($hlabel:literal),*]; )* }
+    ) => {
+        pub struct Metrics {
+            pub registry: Registry,
+            $( pub $tfield: $tty, )*
+            $( pub $hfield: $hty, )*
+        }
+
+        impl Metrics {
+            pub fn new() -> Metrics {
+                let registry = Registry::new();
+                let m = Metrics {
+                    $( $tfield: register(&registry, <$tty as Build>::build(
+                        $tname, $thelp, metric_table!(@buckets $($tbuckets)?), &["target" $(, $tlabel)?])), )*
+                    $( $hfield: register(&registry, <$hty as Build>::build(
+                        $hname, $hhelp, metric_table!(@buckets $($hbuckets)?), &[$($hlabel),*])), )*
+                    registry,
+                };
+                m.register_process_metrics();
+                m
+            }
+
+            /// Creates the `init` series of a target at zero.
+            pub fn init_target(&self, target: &str) {
+                $( metric_table!(@init $tmode, self.$tfield, target $(, $tvalues)?); )*
+            }
+
+            /// Drops every series of a target (after a reload removed it).
+            pub fn remove_target(&self, target: &str) {
+                $( for_each_series(target, metric_table!(@values $($tvalues)?), |labels| self.$tfield.remove_series(labels)); )*
+            }
+        }
+
+        /// Every metric's name and labels, in table order.
+        pub const CATALOGUE: &[(&str, &[&str])] = &[
+            $( ($tname, &["target" $(, $tlabel)?]), )*
+            $( ($hname, &[$($hlabel),*]), )*
+        ];
+    };
+    (@buckets $b:expr) => { Some($b) };
+    (@buckets) => { None };
+    (@values $v:expr) => { Some($v.iter().map(|v| v.as_str())) };
+    (@values) => { None::<std::iter::Empty<&'static str>> };
+    (@init init, $metric:expr, $target:ident $(, $values:expr)?) => {
+        for_each_series($target, metric_table!(@values $($values)?), |labels| $metric.touch_series(labels))
+    };
+    (@init lazy, $metric:expr, $target:ident $(, $values:expr)?) => {};
 }
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    // Names are fixed at compile time and registered once per registry, so
-    // a failure here is a programming error caught by the tests.
-    registry.register(Box::new(c.clone())).expect("metric registered twice");
+metric_table! {
+    per_target {
+        target_up: IntGaugeVec("sockpulse_target_up",
+            "1 when at least one session to the target is open and answering probes") init;
+        sessions: IntGaugeVec("sockpulse_sessions", "Sessions by state") init ["state" in Phase::EXPORTED];
+        connect_attempts: IntCounterVec("sockpulse_connect_attempts_total", "Connection attempts started") init;
+        connect_failures: IntCounterVec("sockpulse_connect_failures_total",
+            "Connection attempts that failed before the session opened, by reason")
+            init ["reason" in FailureReason::ALL];
+        sessions_opened: IntCounterVec("sockpulse_sessions_opened_total",
+            "Connection attempts that reached the open state") init;
+        disconnects: IntCounterVec("sockpulse_disconnects_total", "Open sessions that ended, by reason")
+            init ["reason" in DisconnectReason::ALL];
+        ping_rtt: HistogramVec("sockpulse_ping_rtt_seconds", "Round trip of WebSocket pings and TCP probes",
+            RTT_BUCKETS) init;
+        pong_timeouts: IntCounterVec("sockpulse_pong_timeouts_total", "Probes not answered within pong_timeout") init;
+        stray_pongs: IntCounterVec("sockpulse_stray_pongs_total", "Pongs that answered no outstanding ping") init;
+        last_pong_age: GaugeVec("sockpulse_last_pong_age_seconds",
+            "Seconds since the last answered probe, worst open session") lazy;
+        last_message_age: GaugeVec("sockpulse_last_message_age_seconds",
+            "Seconds since the last data message or bytes received, worst open session") lazy;
+        connect_duration: HistogramVec("sockpulse_connect_duration_seconds", "Time spent in each connect phase",
+            RTT_BUCKETS) lazy ["phase" in ConnectPhase::ALL];
+        tls_cert_expiry: GaugeVec("sockpulse_tls_cert_expiry_timestamp_seconds",
+            "notAfter of the peer's leaf certificate, Unix seconds") lazy;
+        diagnoses: IntCounterVec("sockpulse_diagnoses_total",
+            "Failed sessions by what the kernel's TCP state says caused it") init ["diagnosis" in Diagnosis::ALL];
+        session_kernel_state: IntGaugeVec("sockpulse_session_kernel_state",
+            "The agent's own sockets by the state the kernel's TCP table gives them")
+            lazy ["state" in TcpState::ALL];
+        kernel_mismatches: IntCounterVec("sockpulse_kernel_mismatches_total",
+            "Scans that found a session the agent thinks open in another kernel state, or gone")
+            init ["kind" in Mismatch::ALL];
+    }
+    host {
+        tcp_sockets: IntGaugeVec("sockpulse_tcp_sockets",
+            "Host TCP sockets (IPv4 and IPv6) by state and watched port (\"other\" for the rest)") ["state", "port"];
+        tcp_queue_bytes: IntGaugeVec("sockpulse_tcp_queue_bytes",
+            "Bytes in send and receive queues, summed per watched port") ["port", "queue"];
+        tcp_listen_queue: IntGaugeVec("sockpulse_tcp_listen_queue",
+            "Connections waiting in accept queues of LISTEN sockets, per watched port") ["port"];
+        tcp_listen_queue_ratio: GaugeVec("sockpulse_tcp_listen_queue_ratio",
+            "Fullest accept queue per watched port against its backlog (netlink scans only)") ["port"];
+        tcp_close_wait_oldest_age: GaugeVec("sockpulse_tcp_close_wait_oldest_age_seconds",
+            "Age of the oldest CLOSE_WAIT socket per watched port, tracked across scans") ["port"];
+        tcp_close_wait_over_age: IntGaugeVec("sockpulse_tcp_close_wait_over_age",
+            "CLOSE_WAIT sockets older than kernel.close_wait_age_alert, per watched port") ["port"];
+        tcp_time_wait_port_ratio: Gauge("sockpulse_tcp_time_wait_port_ratio",
+            "TIME_WAIT sockets over the size of the ephemeral port range") [];
+        kernel_scan_duration: HistogramVec("sockpulse_kernel_scan_duration_seconds",
+            "Time to read and summarize the host TCP table", SCAN_BUCKETS) ["method"];
+        kernel_scan_errors: IntCounter("sockpulse_kernel_scan_errors_total", "Host TCP table scans that failed") [];
+        loop_read_delay: Histogram("sockpulse_loop_read_delay_seconds",
+            "Time received bytes waited in the kernel (by its receive timestamp) before the loop read them",
+            READ_DELAY_BUCKETS) [];
+        build_info: IntGaugeVec("sockpulse_build_info", "Build information; always 1") ["version"];
+        config_reload_successful: IntGauge("sockpulse_config_last_reload_successful",
+            "1 if the last configuration load succeeded") [];
+        config_reload_timestamp: Gauge("sockpulse_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, Unix seconds") [];
+    }
+}
+
+/// Calls `f` with the label values of each series of `target`: the target
+/// alone, or the target with each value of its second label.
+fn for_each_series<'a>(target: &'a str, values: Option<impl Iterator<Item = &'a str>>, mut f: impl FnMut(&[&str])) {
+    match values {
+        Some(values) => values.for_each(|v| f(&[target, v])),
+        None => f(&[target]),
+    }
+}
+
+/// One constructor for every collector type the table uses.
+trait Build: Sized {
+    fn build(name: &str, help: &str, buckets: Option<&[f64]>, labels: &[&str]) -> Self;
+}
+
+/// Names, help and labels are fixed at compile time: a failure here is a
+/// programming error that the unit tests catch.
+const VALID: &str = "metric table entries are valid";
+
+fn histogram_opts(name: &str, help: &str, buckets: Option<&[f64]>) -> HistogramOpts {
+    let opts = HistogramOpts::new(name, help);
+    match buckets {
+        Some(b) => opts.buckets(b.to_vec()),
+        None => opts,
+    }
+}
+
+macro_rules! build_vec {
+    ($($ty:ident),*) => {$(
+        impl Build for $ty {
+            fn build(name: &str, help: &str, _: Option<&[f64]>, labels: &[&str]) -> Self {
+                $ty::new(Opts::new(name, help), labels).expect(VALID)
+            }
+        }
+    )*};
+}
+build_vec!(IntGaugeVec, IntCounterVec, GaugeVec);
+
+macro_rules! build_scalar {
+    ($($ty:ident),*) => {$(
+        impl Build for $ty {
+            fn build(name: &str, help: &str, _: Option<&[f64]>, _: &[&str]) -> Self {
+                $ty::with_opts(Opts::new(name, help)).expect(VALID)
+            }
+        }
+    )*};
+}
+build_scalar!(IntGauge, IntCounter, Gauge);
+
+impl Build for HistogramVec {
+    fn build(name: &str, help: &str, buckets: Option<&[f64]>, labels: &[&str]) -> Self {
+        HistogramVec::new(histogram_opts(name, help, buckets), labels).expect(VALID)
+    }
+}
+
+impl Build for Histogram {
+    fn build(name: &str, help: &str, buckets: Option<&[f64]>, _: &[&str]) -> Self {
+        Histogram::with_opts(histogram_opts(name, help, buckets)).expect(VALID)
+    }
+}
+
+/// Creating and dropping one labelled series, whatever the metric type.
+trait Series {
+    fn touch_series(&self, labels: &[&str]);
+    fn remove_series(&self, labels: &[&str]);
+}
+
+impl<T: MetricVecBuilder> Series for MetricVec<T> {
+    fn touch_series(&self, labels: &[&str]) {
+        // A new series starts at zero.
+        let _ = self.with_label_values(labels);
+    }
+
+    fn remove_series(&self, labels: &[&str]) {
+        // Absent series are fine: lazy ones may never have appeared.
+        let _ = self.remove_label_values(labels);
+    }
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("every metric name is registered once");
     c
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let r = &registry;
-        let t = &["target"];
-        let m = Metrics {
-            target_up: register(
-                r,
-                IntGaugeVec::new(
-                    opts!(
-                        TARGET_UP,
-                        "1 when at least one session to the target is open and answering probes"
-                    ),
-                    t,
-                )
-                .expect("valid"),
-            ),
-            sessions: register(
-                r,
-                IntGaugeVec::new(opts!(SESSIONS, "Sessions by state"), &["target", "state"]).expect("valid"),
-            ),
-            connect_attempts: register(
-                r,
-                IntCounterVec::new(opts!(CONNECT_ATTEMPTS, "Connection attempts started"), t).expect("valid"),
-            ),
-            connect_failures: register(
-                r,
-                IntCounterVec::new(
-                    opts!(
-                        CONNECT_FAILURES,
-                        "Connection attempts that failed before the session opened, by reason"
-                    ),
-                    &["target", "reason"],
-                )
-                .expect("valid"),
-            ),
-            sessions_opened: register(
-                r,
-                IntCounterVec::new(
-                    opts!(SESSIONS_OPENED, "Connection attempts that reached the open state"),
-                    t,
-                )
-                .expect("valid"),
-            ),
-            disconnects: register(
-                r,
-                IntCounterVec::new(
-                    opts!(DISCONNECTS, "Open sessions that ended, by reason"),
-                    &["target", "reason"],
-                )
-                .expect("valid"),
-            ),
-            ping_rtt: register(
-                r,
-                HistogramVec::new(
-                    histogram_opts!(
-                        PING_RTT,
-                        "Round trip of WebSocket pings and TCP probes",
-                        RTT_BUCKETS.to_vec()
-                    ),
-                    t,
-                )
-                .expect("valid"),
-            ),
-            pong_timeouts: register(
-                r,
-                IntCounterVec::new(opts!(PONG_TIMEOUTS, "Probes not answered within pong_timeout"), t).expect("valid"),
-            ),
-            stray_pongs: register(
-                r,
-                IntCounterVec::new(opts!(STRAY_PONGS, "Pongs that answered no outstanding ping"), t).expect("valid"),
-            ),
-            last_pong_age: register(
-                r,
-                GaugeVec::new(
-                    opts!(
-                        LAST_PONG_AGE,
-                        "Seconds since the last answered probe, worst open session"
-                    ),
-                    t,
-                )
-                .expect("valid"),
-            ),
-            last_message_age: register(
-                r,
-                GaugeVec::new(
-                    opts!(
-                        LAST_MESSAGE_AGE,
-                        "Seconds since the last data message or bytes received, worst open session"
-                    ),
-                    t,
-                )
-                .expect("valid"),
-            ),
-            connect_duration: register(
-                r,
-                HistogramVec::new(
-                    histogram_opts!(
-                        CONNECT_DURATION,
-                        "Time spent in each connect phase",
-                        RTT_BUCKETS.to_vec()
-                    ),
-                    &["target", "phase"],
-                )
-                .expect("valid"),
-            ),
-            tls_cert_expiry: register(
-                r,
-                GaugeVec::new(
-                    opts!(TLS_CERT_EXPIRY, "notAfter of the peer's leaf certificate, Unix seconds"),
-                    t,
-                )
-                .expect("valid"),
-            ),
-            diagnoses: register(
-                r,
-                IntCounterVec::new(
-                    opts!(
-                        DIAGNOSES,
-                        "Failed sessions by what the kernel's TCP state says caused it"
-                    ),
-                    &["target", "diagnosis"],
-                )
-                .expect("valid"),
-            ),
-            tcp_sockets: register(
-                r,
-                IntGaugeVec::new(
-                    opts!(
-                        TCP_SOCKETS,
-                        "Host TCP sockets (IPv4 and IPv6) by state and watched port (\"other\" for the rest)"
-                    ),
-                    &["state", "port"],
-                )
-                .expect("valid"),
-            ),
-            tcp_queue_bytes: register(
-                r,
-                IntGaugeVec::new(
-                    opts!(
-                        TCP_QUEUE_BYTES,
-                        "Bytes in send and receive queues, summed per watched port"
-                    ),
-                    &["port", "queue"],
-                )
-                .expect("valid"),
-            ),
-            tcp_listen_queue: register(
-                r,
-                IntGaugeVec::new(
-                    opts!(
-                        TCP_LISTEN_QUEUE,
-                        "Connections waiting in accept queues of LISTEN sockets, per watched port"
-                    ),
-                    &["port"],
-                )
-                .expect("valid"),
-            ),
-            tcp_listen_queue_ratio: register(
-                r,
-                GaugeVec::new(
-                    opts!(
-                        TCP_LISTEN_QUEUE_RATIO,
-                        "Fullest accept queue per watched port against its backlog (netlink scans only)"
-                    ),
-                    &["port"],
-                )
-                .expect("valid"),
-            ),
-            tcp_close_wait_oldest_age: register(
-                r,
-                GaugeVec::new(
-                    opts!(
-                        TCP_CLOSE_WAIT_OLDEST_AGE,
-                        "Age of the oldest CLOSE_WAIT socket per watched port, tracked across scans"
-                    ),
-                    &["port"],
-                )
-                .expect("valid"),
-            ),
-            tcp_close_wait_over_age: register(
-                r,
-                IntGaugeVec::new(
-                    opts!(
-                        TCP_CLOSE_WAIT_OVER_AGE,
-                        "CLOSE_WAIT sockets older than kernel.close_wait_age_alert, per watched port"
-                    ),
-                    &["port"],
-                )
-                .expect("valid"),
-            ),
-            tcp_time_wait_port_ratio: register(
-                r,
-                prometheus::Gauge::with_opts(opts!(
-                    TCP_TIME_WAIT_PORT_RATIO,
-                    "TIME_WAIT sockets over the size of the ephemeral port range"
-                ))
-                .expect("valid"),
-            ),
-            kernel_scan_duration: register(
-                r,
-                HistogramVec::new(
-                    histogram_opts!(
-                        KERNEL_SCAN_DURATION,
-                        "Time to read and summarize the host TCP table",
-                        SCAN_BUCKETS.to_vec()
-                    ),
-                    &["method"],
-                )
-                .expect("valid"),
-            ),
-            loop_read_delay: register(
-                r,
-                prometheus::Histogram::with_opts(histogram_opts!(
-                    LOOP_READ_DELAY,
-                    "Time received bytes waited in the kernel (by its receive timestamp) before the loop read them",
-                    READ_DELAY_BUCKETS.to_vec()
-                ))
-                .expect("valid"),
-            ),
-            kernel_scan_errors: register(
-                r,
-                prometheus::IntCounter::with_opts(opts!(KERNEL_SCAN_ERRORS, "Host TCP table scans that failed"))
-                    .expect("valid"),
-            ),
-            session_kernel_state: register(
-                r,
-                IntGaugeVec::new(
-                    opts!(
-                        SESSION_KERNEL_STATE,
-                        "The agent's own sockets by the state the kernel's TCP table gives them"
-                    ),
-                    &["target", "state"],
-                )
-                .expect("valid"),
-            ),
-            kernel_mismatches: register(
-                r,
-                IntCounterVec::new(
-                    opts!(
-                        KERNEL_MISMATCHES,
-                        "Scans that found a session the agent thinks open in another kernel state, or gone"
-                    ),
-                    &["target", "kind"],
-                )
-                .expect("valid"),
-            ),
-            config_reload_successful: register(
-                r,
-                prometheus::IntGauge::with_opts(opts!(
-                    CONFIG_RELOAD_SUCCESSFUL,
-                    "1 if the last configuration load succeeded"
-                ))
-                .expect("valid"),
-            ),
-            config_reload_timestamp: register(
-                r,
-                prometheus::Gauge::with_opts(opts!(
-                    CONFIG_RELOAD_TIMESTAMP,
-                    "When the configuration was last loaded successfully, Unix seconds"
-                ))
-                .expect("valid"),
-            ),
-            registry,
-        };
-        let build = register(
-            &m.registry,
-            IntGaugeVec::new(opts!(BUILD_INFO, "Build information; always 1"), &["version"]).expect("valid"),
-        );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    fn register_process_metrics(&self) {
+        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
-            if let Err(e) = m.registry.register(Box::new(pc)) {
+            if let Err(e) = self.registry.register(Box::new(pc)) {
                 log::warn!("process metrics unavailable: {e}");
             }
-        }
-        m
-    }
-
-    /// Creates every series of a target at zero, so that dashboards and
-    /// `rate()` see it before the first event.
-    pub fn init_target(&self, target: &str) {
-        self.target_up.with_label_values(&[target]).set(0);
-        for phase in Phase::EXPORTED {
-            self.sessions.with_label_values(&[target, phase.as_str()]).set(0);
-        }
-        self.connect_attempts.with_label_values(&[target]);
-        self.sessions_opened.with_label_values(&[target]);
-        for r in FailureReason::ALL {
-            self.connect_failures.with_label_values(&[target, r.as_str()]);
-        }
-        for r in DisconnectReason::ALL {
-            self.disconnects.with_label_values(&[target, r.as_str()]);
-        }
-        self.ping_rtt.with_label_values(&[target]);
-        self.pong_timeouts.with_label_values(&[target]);
-        self.stray_pongs.with_label_values(&[target]);
-        for d in Diagnosis::ALL {
-            self.diagnoses.with_label_values(&[target, d.as_str()]);
-        }
-        for kind in Mismatch::ALL {
-            self.kernel_mismatches.with_label_values(&[target, kind.as_str()]);
-        }
-    }
-
-    /// Drops every series of a target (after a reload removed it).
-    pub fn remove_target(&self, target: &str) {
-        let one = [target];
-        let _ = self.target_up.remove_label_values(&one);
-        let _ = self.connect_attempts.remove_label_values(&one);
-        let _ = self.sessions_opened.remove_label_values(&one);
-        let _ = self.ping_rtt.remove_label_values(&one);
-        let _ = self.pong_timeouts.remove_label_values(&one);
-        let _ = self.stray_pongs.remove_label_values(&one);
-        let _ = self.last_pong_age.remove_label_values(&one);
-        let _ = self.last_message_age.remove_label_values(&one);
-        let _ = self.tls_cert_expiry.remove_label_values(&one);
-        for phase in Phase::EXPORTED {
-            let _ = self.sessions.remove_label_values(&[target, phase.as_str()]);
-        }
-        for r in FailureReason::ALL {
-            let _ = self.connect_failures.remove_label_values(&[target, r.as_str()]);
-        }
-        for r in DisconnectReason::ALL {
-            let _ = self.disconnects.remove_label_values(&[target, r.as_str()]);
-        }
-        for phase in ConnectPhase::ALL {
-            let _ = self.connect_duration.remove_label_values(&[target, phase.as_str()]);
-        }
-        for d in Diagnosis::ALL {
-            let _ = self.diagnoses.remove_label_values(&[target, d.as_str()]);
-        }
-        for state in TcpState::ALL {
-            let _ = self.session_kernel_state.remove_label_values(&[target, state.as_str()]);
-        }
-        for kind in Mismatch::ALL {
-            let _ = self.kernel_mismatches.remove_label_values(&[target, kind.as_str()]);
         }
     }
 
@@ -480,14 +292,19 @@ mod tests {
         m.init_target("gone");
         m.init_target("kept");
         m.ping_rtt.with_label_values(&["gone"]).observe(0.001);
-        m.connect_duration
-            .with_label_values(&["gone", ConnectPhase::Tls.as_str()])
-            .observe(0.01);
+        for phase in ConnectPhase::ALL {
+            m.connect_duration
+                .with_label_values(&["gone", phase.as_str()])
+                .observe(0.01);
+        }
         m.last_pong_age.with_label_values(&["gone"]).set(1.0);
+        m.last_message_age.with_label_values(&["gone"]).set(1.0);
         m.tls_cert_expiry.with_label_values(&["gone"]).set(1.0);
-        m.session_kernel_state
-            .with_label_values(&["gone", "established"])
-            .set(2);
+        for state in TcpState::ALL {
+            m.session_kernel_state
+                .with_label_values(&["gone", state.as_str()])
+                .set(2);
+        }
         m.remove_target("gone");
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(
@@ -512,9 +329,55 @@ mod tests {
             "sockpulse_connect_failures_total{reason=\"bad_accept\",target=\"a\"} 0",
             "sockpulse_disconnects_total{reason=\"pong_timeout\",target=\"a\"} 0",
             "sockpulse_ping_rtt_seconds_bucket{target=\"a\",le=\"0.0001\"} 0",
+            "sockpulse_diagnoses_total{diagnosis=\"path_dead\",target=\"a\"} 0",
+            "sockpulse_kernel_mismatches_total{kind=\"gone\",target=\"a\"} 0",
             "sockpulse_build_info{version=",
         ] {
             assert!(text.contains(needle), "missing {needle}");
+        }
+        // Lazy series wait for their first value.
+        assert!(!text.contains("sockpulse_last_pong_age_seconds{"), "{text}");
+        assert!(!text.contains("sockpulse_session_kernel_state{"), "{text}");
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions_and_label_values_are_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, labels) in CATALOGUE {
+            assert!(seen.insert(name), "{name} declared twice");
+            assert!(name.starts_with("sockpulse_"), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!(!labels.contains(&"le"), "{name}");
+        }
+        let sets: [&[&str]; 9] = [
+            &Phase::EXPORTED.map(Phase::as_str),
+            &FailureReason::ALL.map(FailureReason::as_str),
+            &DisconnectReason::ALL.map(DisconnectReason::as_str),
+            &Diagnosis::ALL.map(Diagnosis::as_str),
+            &TcpState::ALL.map(TcpState::as_str),
+            &Mismatch::ALL.map(Mismatch::as_str),
+            &ConnectPhase::ALL.map(ConnectPhase::as_str),
+            &Queue::ALL.map(Queue::as_str),
+            &crate::kernel::scan::ScanMethod::ALL.map(crate::kernel::scan::ScanMethod::as_str),
+        ];
+        for set in sets {
+            let unique: std::collections::HashSet<_> = set.iter().collect();
+            assert_eq!(unique.len(), set.len(), "{set:?}");
+            for v in set {
+                assert!(
+                    v.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{v}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_metric() {
+        let readme = include_str!("../README.md");
+        for (name, _) in CATALOGUE {
+            assert!(readme.contains(&format!("`{name}`")), "README does not document {name}");
         }
     }
 }
