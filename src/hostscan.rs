@@ -52,9 +52,9 @@ pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: ScanMetho
 /// read, so a session closing mid-scan is not mistaken for a lost socket.
 fn export_owned(m: &Metrics, registry: &OwnedRegistry, before: &HashMap<u64, Owned>, table: &[SocketEntry]) {
     let names = registry.target_names();
-    let view = owned::join(before, table, names.len());
-    for (name, states) in names.iter().zip(&view.by_target) {
-        let Some(name) = name else { continue };
+    let view = owned::join(before, table, &names);
+    for (id, states) in &view.by_target {
+        let Some(name) = names.get(*id) else { continue };
         for state in TcpState::ALL {
             let n = states.get(&state).copied().unwrap_or(0);
             m.session_kernel_state
@@ -63,7 +63,7 @@ fn export_owned(m: &Metrics, registry: &OwnedRegistry, before: &HashMap<u64, Own
         }
     }
     for (target, inode, kind) in view.mismatches {
-        let Some(Some(name)) = names.get(target) else { continue };
+        let Some(name) = names.get(target) else { continue };
         if registry.get(inode).is_some_and(|o| o.open) {
             m.kernel_mismatches.with_label_values(&[name, kind.as_str()]).inc();
             log::warn!(

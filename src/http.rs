@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -12,7 +12,9 @@ use std::time::Duration;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::driver::LoopHandle;
 use crate::metrics::Metrics;
+use crate::observer::TargetReport;
 use crate::session::handshake::accept_key;
 
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -23,10 +25,10 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub telemetry_path: String,
     pub echo_endpoint: bool,
-    /// The reload flag and the loop's waker, when POST /-/reload is enabled.
-    pub lifecycle: Option<(Arc<AtomicBool>, Arc<mio::Waker>)>,
+    /// The event loop, when POST /-/reload is enabled.
+    pub lifecycle: Option<LoopHandle>,
     /// The agent's live per-target state, served at /api/v1/status.
-    pub status: Arc<std::sync::Mutex<Vec<crate::status::TargetReport>>>,
+    pub status: Arc<std::sync::Mutex<Vec<TargetReport>>>,
 }
 
 pub fn spawn(listener: TcpListener, state: Arc<HttpState>) -> io::Result<thread::JoinHandle<()>> {
@@ -126,9 +128,8 @@ fn serve(mut stream: TcpStream, state: &HttpState) -> io::Result<()> {
     let path = req.path.split('?').next().unwrap_or("/");
     if path == "/-/reload" && req.method == "POST" {
         return match &state.lifecycle {
-            Some((flag, waker)) => {
-                flag.store(true, Ordering::SeqCst);
-                let _ = waker.wake();
+            Some(handle) => {
+                handle.reload();
                 respond(&mut stream, "202 Accepted", "text/plain", b"reload requested\n")
             }
             None => respond(

@@ -12,15 +12,10 @@ use crate::session::backoff::BackoffPolicy;
 use crate::session::spec::*;
 use crate::session::{handshake, IoRequest, Mode, Outbox, Phase, Session, SessionEvent};
 
+/// Short timers and small limits, so that arbitrary event orders reach them.
 fn spec(scheme: Scheme) -> Arc<TargetSpec> {
+    let base = TargetSpec::for_test(scheme);
     Arc::new(TargetSpec {
-        name: "p".into(),
-        url: "ws://p/".into(),
-        scheme,
-        host: "p".into(),
-        port: 80,
-        host_header: "p".into(),
-        connections: 1,
         timing: Timing {
             ping_interval: Some(Duration::from_secs(2)),
             pong_timeout: Duration::from_secs(1),
@@ -35,18 +30,15 @@ fn spec(scheme: Scheme) -> Arc<TargetSpec> {
             },
         },
         ws: WsOptions {
-            path: "/".into(),
             max_message_size: 4096,
             max_frame_size: 4096,
-            ..Default::default()
+            ..base.ws.clone()
         },
-        tls: None,
         probe: (scheme == Scheme::Tcp).then(|| Probe {
             send: b"PING\r\n".to_vec(),
             expect: b"+PONG".to_vec(),
         }),
-        socket: SocketOptions::default(),
-        fingerprint: 0,
+        ..base
     })
 }
 

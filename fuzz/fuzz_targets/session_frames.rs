@@ -11,21 +11,37 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use sockpulse::session::backoff::BackoffPolicy;
 use sockpulse::session::handshake::accept_key;
-use sockpulse::session::spec::TargetSpec;
+use sockpulse::session::spec::{Scheme, TargetSpec, Timing, WsOptions};
 use sockpulse::session::{IoRequest, Mode, Outbox, Phase, Session, MAX_PENDING_OUTPUT};
 
-/// The target as an agent would load it (through the config parser), with
-/// short timers and small limits so the fuzzer reaches them.
+/// Short timers and small limits so the fuzzer reaches them.
 fn spec() -> Arc<TargetSpec> {
     static SPEC: OnceLock<Arc<TargetSpec>> = OnceLock::new();
     let spec = SPEC.get_or_init(|| {
-        let text = "[[target]]\nurl = \"ws://fuzz.test/\"\nping_interval = \"100ms\"\npong_timeout = \"50ms\"\n\
-                    idle_timeout = \"1s\"\nconnect_timeout = \"1s\"\nhandshake_timeout = \"1s\"\n\
-                    close_timeout = \"200ms\"\nbackoff = { min = \"10ms\", max = \"100ms\", reset_after = \"1s\" }\n\
-                    max_message_size = 65536\nmax_frame_size = 16384\n";
-        let config = sockpulse::config::parse(text, "fuzz.toml", &[], &|_| None).expect("valid fuzz config");
-        Arc::clone(&config.targets[0])
+        let base = TargetSpec::for_test(Scheme::Ws);
+        Arc::new(TargetSpec {
+            timing: Timing {
+                ping_interval: Some(Duration::from_millis(100)),
+                pong_timeout: Duration::from_millis(50),
+                idle_timeout: Some(Duration::from_secs(1)),
+                connect_timeout: Duration::from_secs(1),
+                handshake_timeout: Duration::from_secs(1),
+                close_timeout: Duration::from_millis(200),
+                backoff: BackoffPolicy {
+                    min: Duration::from_millis(10),
+                    max: Duration::from_millis(100),
+                    reset_after: Duration::from_secs(1),
+                },
+            },
+            ws: WsOptions {
+                max_message_size: 65536,
+                max_frame_size: 16384,
+                ..base.ws.clone()
+            },
+            ..base
+        })
     });
     Arc::clone(spec)
 }

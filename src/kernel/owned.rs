@@ -9,10 +9,11 @@ use std::sync::Mutex;
 use super::table::SocketEntry;
 use super::TcpState;
 use crate::labels::label_enum;
+use crate::targets::{TargetId, TargetMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owned {
-    pub target: usize,
+    pub target: TargetId,
     /// The agent believes the session is open.
     pub open: bool,
 }
@@ -22,25 +23,28 @@ pub struct Owned {
 #[derive(Debug, Default)]
 pub struct OwnedRegistry {
     inner: Mutex<HashMap<u64, Owned>>,
-    /// Target names by index; `None` for targets a reload removed.
-    names: Mutex<Vec<Option<String>>>,
+    /// Names of the live targets.
+    names: Mutex<TargetMap<String>>,
 }
 
 impl OwnedRegistry {
-    pub fn set_target_name(&self, index: usize, name: Option<String>) {
+    /// Names target `id`, or forgets it (`None`) once a reload removed it.
+    pub fn set_target_name(&self, id: TargetId, name: Option<String>) {
         if let Ok(mut names) = self.names.lock() {
-            if names.len() <= index {
-                names.resize(index + 1, None);
+            match name {
+                Some(name) => names.insert(id, name),
+                None => {
+                    names.remove(id);
+                }
             }
-            names[index] = name;
         }
     }
 
-    pub fn target_names(&self) -> Vec<Option<String>> {
+    pub fn target_names(&self) -> TargetMap<String> {
         self.names.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
-    pub fn insert(&self, inode: u64, target: usize) {
+    pub fn insert(&self, inode: u64, target: TargetId) {
         if let Ok(mut m) = self.inner.lock() {
             m.insert(inode, Owned { target, open: false });
         }
@@ -90,26 +94,30 @@ label_enum! {
 
 #[derive(Debug, Default, PartialEq)]
 pub struct OwnedView {
-    /// Per target index: owned sockets by kernel state.
-    pub by_target: Vec<BTreeMap<TcpState, u64>>,
+    /// Per target: owned sockets by kernel state.
+    pub by_target: BTreeMap<TargetId, BTreeMap<TcpState, u64>>,
     /// (target, inode, kind) for open sessions the kernel disagrees with.
-    pub mismatches: Vec<(usize, u64, Mismatch)>,
+    pub mismatches: Vec<(TargetId, u64, Mismatch)>,
 }
 
-/// Joins what the agent owns with what the kernel lists.
-pub fn join(owned: &HashMap<u64, Owned>, table: &[SocketEntry], targets: usize) -> OwnedView {
+/// Joins what the agent owns with what the kernel lists; `targets` are the
+/// live ones (sockets of removed targets are not reported).
+pub fn join<T>(owned: &HashMap<u64, Owned>, table: &[SocketEntry], targets: &TargetMap<T>) -> OwnedView {
     let mut view = OwnedView {
-        by_target: vec![BTreeMap::new(); targets],
+        by_target: targets.iter().map(|(id, _)| (id, BTreeMap::new())).collect(),
         mismatches: Vec::new(),
     };
     let mut seen = std::collections::HashSet::new();
     for e in table {
         let Some(o) = owned.get(&e.inode) else { continue };
-        if e.inode == 0 || o.target >= targets {
+        if e.inode == 0 {
             continue;
         }
+        let Some(states) = view.by_target.get_mut(&o.target) else {
+            continue;
+        };
         seen.insert(e.inode);
-        *view.by_target[o.target].entry(e.state).or_default() += 1;
+        *states.entry(e.state).or_default() += 1;
         if o.open {
             match e.state {
                 TcpState::Established => {}
@@ -119,7 +127,7 @@ pub fn join(owned: &HashMap<u64, Owned>, table: &[SocketEntry], targets: usize) 
         }
     }
     for (inode, o) in owned {
-        if o.open && !seen.contains(inode) && o.target < targets {
+        if o.open && !seen.contains(inode) && targets.get(o.target).is_some() {
             view.mismatches.push((o.target, *inode, Mismatch::Gone));
         }
     }
@@ -137,12 +145,20 @@ mod tests {
 
     #[test]
     fn joins_by_inode_and_finds_disagreements() {
+        let mut targets = TargetMap::default();
+        let (t0, t1) = (targets.push("a"), targets.push("b"));
         let owned: HashMap<u64, Owned> = [
-            (10, Owned { target: 0, open: true }),
-            (11, Owned { target: 0, open: true }),
-            (12, Owned { target: 1, open: false }), // still connecting
-            (13, Owned { target: 1, open: true }),  // gone from the kernel
-            (14, Owned { target: 1, open: true }),
+            (10, Owned { target: t0, open: true }),
+            (11, Owned { target: t0, open: true }),
+            (
+                12,
+                Owned {
+                    target: t1,
+                    open: false,
+                },
+            ), // still connecting
+            (13, Owned { target: t1, open: true }), // gone from the kernel
+            (14, Owned { target: t1, open: true }),
         ]
         .into_iter()
         .collect();
@@ -154,26 +170,32 @@ mod tests {
             entry(TcpState::Established, 99), // not ours
             entry(TcpState::TimeWait, 0),
         ];
-        let v = join(&owned, &table, 2);
-        assert_eq!(v.by_target[0][&TcpState::Established], 1);
-        assert_eq!(v.by_target[0][&TcpState::CloseWait], 1);
-        assert_eq!(v.by_target[1][&TcpState::SynSent], 1);
+        let v = join(&owned, &table, &targets);
+        assert_eq!(v.by_target[&t0][&TcpState::Established], 1);
+        assert_eq!(v.by_target[&t0][&TcpState::CloseWait], 1);
+        assert_eq!(v.by_target[&t1][&TcpState::SynSent], 1);
         assert_eq!(
             v.mismatches,
             vec![
-                (0, 11, Mismatch::CloseWait),
-                (1, 13, Mismatch::Gone),
-                (1, 14, Mismatch::OtherState)
+                (t0, 11, Mismatch::CloseWait),
+                (t1, 13, Mismatch::Gone),
+                (t1, 14, Mismatch::OtherState)
             ]
         );
+        // A removed target's sockets are no longer reported.
+        targets.remove(t1);
+        let v = join(&owned, &table, &targets);
+        assert_eq!(v.by_target.keys().collect::<Vec<_>>(), [&t0]);
+        assert!(v.mismatches.iter().all(|m| m.0 == t0), "{:?}", v.mismatches);
     }
 
     #[test]
     fn registry_round_trip_and_real_inode() {
         let r = OwnedRegistry::default();
-        r.insert(5, 1);
+        let id = TargetMap::<()>::default().next_id();
+        r.insert(5, id);
         r.set_open(5, true);
-        assert_eq!(r.get(5), Some(Owned { target: 1, open: true }));
+        assert_eq!(r.get(5), Some(Owned { target: id, open: true }));
         r.remove(5);
         assert!(r.snapshot().is_empty());
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

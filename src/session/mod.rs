@@ -181,7 +181,7 @@ pub struct Session {
     /// Probes go out at instants congruent to this modulo the ping interval
     /// (see `set_probe_anchor`); without it, at a random phase.
     probe_anchor: Option<Instant>,
-    pub stats: SessionStats,
+    stats: SessionStats,
 }
 
 enum Step {
@@ -215,6 +215,11 @@ impl Session {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// What the session remembers across connections.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
     }
 
     /// Bytes waiting for the socket.

@@ -32,6 +32,25 @@ pub struct Timing {
     pub backoff: BackoffPolicy,
 }
 
+impl Default for Timing {
+    /// What a target gets when its configuration says nothing.
+    fn default() -> Self {
+        Timing {
+            ping_interval: Some(Duration::from_secs(10)),
+            pong_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(60)),
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+            backoff: BackoffPolicy {
+                min: Duration::from_millis(500),
+                max: Duration::from_secs(30),
+                reset_after: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum OpenMessage {
     Text(String),
@@ -106,4 +125,33 @@ pub struct TargetSpec {
     /// Changes when anything that configures this target changes: a reload
     /// keeps the sessions of targets whose fingerprint is unchanged.
     pub fingerprint: u64,
+}
+
+impl TargetSpec {
+    /// A target for tests and fuzzing: `scheme` to `example.test` (port 80,
+    /// path `/`) with the default timers and 1 MiB limits, no TLS, no probe.
+    /// Change what a test needs with struct update syntax.
+    #[doc(hidden)]
+    pub fn for_test(scheme: Scheme) -> TargetSpec {
+        TargetSpec {
+            name: "t".into(),
+            url: format!("{scheme}://example.test/"),
+            scheme,
+            host: "example.test".into(),
+            port: 80,
+            host_header: "example.test".into(),
+            connections: 1,
+            timing: Timing::default(),
+            ws: WsOptions {
+                path: "/".into(),
+                max_message_size: 1 << 20,
+                max_frame_size: 1 << 20,
+                ..Default::default()
+            },
+            tls: None,
+            probe: None,
+            socket: SocketOptions::default(),
+            fingerprint: 0,
+        }
+    }
 }

@@ -1,49 +1,9 @@
 //! Session core tests, driven by a virtual clock: no sockets, no sleeping.
 
-use super::backoff::BackoffPolicy;
 use super::spec::*;
 use super::*;
 
 const MS: Duration = Duration::from_millis(1);
-
-fn timing() -> Timing {
-    Timing {
-        ping_interval: Some(Duration::from_secs(10)),
-        pong_timeout: Duration::from_secs(5),
-        idle_timeout: Some(Duration::from_secs(60)),
-        connect_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(5),
-        close_timeout: Duration::from_secs(2),
-        backoff: BackoffPolicy {
-            min: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            reset_after: Duration::from_secs(60),
-        },
-    }
-}
-
-fn spec(scheme: Scheme) -> TargetSpec {
-    TargetSpec {
-        name: "t".into(),
-        url: "ws://example.test/".into(),
-        scheme,
-        host: "example.test".into(),
-        port: 80,
-        host_header: "example.test".into(),
-        connections: 1,
-        timing: timing(),
-        ws: WsOptions {
-            path: "/".into(),
-            max_message_size: 1 << 20,
-            max_frame_size: 1 << 20,
-            ..Default::default()
-        },
-        tls: None,
-        probe: None,
-        socket: SocketOptions::default(),
-        fingerprint: 0,
-    }
-}
 
 struct Harness {
     s: Session,
@@ -205,7 +165,7 @@ fn sent_ping_payload(h: &mut Harness) -> Vec<u8> {
 
 #[test]
 fn tcp_session_opens_and_idle_timeout_fires_at_deadline_not_before() {
-    let mut h = Harness::new(spec(Scheme::Tcp), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Tcp), Mode::Persistent);
     h.connect();
     assert_eq!(h.s.phase(), Phase::Open);
     let opened = h.now;
@@ -231,11 +191,11 @@ fn tcp_session_opens_and_idle_timeout_fires_at_deadline_not_before() {
 
 #[test]
 fn ws_handshake_request_is_well_formed_and_keys_are_random() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     let req = String::from_utf8(h.connect()).unwrap();
     assert!(req.starts_with("GET / HTTP/1.1\r\nHost: example.test\r\n"), "{req}");
     let key = request_key(req.as_bytes());
-    let mut other = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut other = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     other.s.rng = Rng::new(7);
     let other_key = request_key(&other.connect());
     assert_ne!(key, other_key);
@@ -249,7 +209,7 @@ fn ws_handshake_request_is_well_formed_and_keys_are_random() {
 
 #[test]
 fn ping_pong_matching_measures_rtt_and_ignores_stray_pongs() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     // The first ping goes out as soon as the session opens.
     h.tick();
@@ -294,7 +254,7 @@ fn ping_pong_matching_measures_rtt_and_ignores_stray_pongs() {
 
 #[test]
 fn a_pong_split_over_reads_counts_once_it_is_whole() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.tick();
     let pong = frame(true, 0xA, &sent_ping_payload(&mut h));
@@ -308,7 +268,7 @@ fn a_pong_split_over_reads_counts_once_it_is_whole() {
 
 #[test]
 fn bytes_shaped_like_a_pong_inside_a_data_frame_are_data() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.tick();
     let pong = frame(true, 0xA, &sent_ping_payload(&mut h));
@@ -330,7 +290,7 @@ fn bytes_shaped_like_a_pong_inside_a_data_frame_are_data() {
 fn sessions_opened_together_spread_their_ping_phase() {
     let mut seconds = Vec::new();
     for seed in 0..20 {
-        let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+        let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
         h.s.rng = Rng::new(seed);
         h.open_ws();
         let opened = h.now;
@@ -349,7 +309,7 @@ fn sessions_opened_together_spread_their_ping_phase() {
 
 #[test]
 fn an_anchored_session_probes_on_its_phase_even_when_the_loop_runs_late() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     let anchor = h.now + Duration::from_millis(3_500);
     h.s.set_probe_anchor(anchor);
     h.open_ws();
@@ -380,7 +340,7 @@ fn an_anchored_session_probes_on_its_phase_even_when_the_loop_runs_late() {
 
 #[test]
 fn a_probe_due_while_the_last_is_unanswered_waits_for_the_next_round_on_its_phase() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     // Anchored just after the session opens: the second ping falls due while
     // the first is still in flight.
     let anchor = h.now + 4 * MS;
@@ -415,7 +375,7 @@ fn next_in_phase_is_the_first_later_instant_a_whole_number_of_intervals_from_the
 
 #[test]
 fn pong_timeout_fires_at_deadline_and_schedules_reconnect_within_backoff() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.tick();
     let _ = sent_ping_payload(&mut h);
@@ -452,7 +412,7 @@ fn pong_timeout_fires_at_deadline_and_schedules_reconnect_within_backoff() {
 
 #[test]
 fn a_late_pong_after_the_deadline_does_not_count() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.tick();
     let payload = sent_ping_payload(&mut h);
@@ -465,7 +425,7 @@ fn a_late_pong_after_the_deadline_does_not_count() {
 
 #[test]
 fn server_pings_are_answered_with_the_same_payload() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.input(&frame(true, 0x9, b"srv-ping"));
     let frames = client_frames(&h.take_wire());
@@ -474,7 +434,7 @@ fn server_pings_are_answered_with_the_same_payload() {
 
 #[test]
 fn data_messages_are_echoed_only_when_echo_is_set() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.input(&frame(true, 0x1, b"hello"));
     assert!(
@@ -482,7 +442,7 @@ fn data_messages_are_echoed_only_when_echo_is_set() {
         "a monitor stays silent by default"
     );
 
-    let mut echoing = spec(Scheme::Ws);
+    let mut echoing = TargetSpec::for_test(Scheme::Ws);
     echoing.ws.echo = true;
     let mut h = Harness::new(echoing, Mode::Persistent);
     h.open_ws();
@@ -498,7 +458,7 @@ fn data_messages_are_echoed_only_when_echo_is_set() {
 
 #[test]
 fn pong_interleaved_in_a_fragmented_message_is_matched() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.tick();
     let payload = sent_ping_payload(&mut h);
@@ -521,7 +481,7 @@ fn pong_interleaved_in_a_fragmented_message_is_matched() {
 
 #[test]
 fn peer_close_frame_reports_its_code_and_replies() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     let mut payload = 1001u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"bye");
@@ -548,12 +508,12 @@ fn peer_close_frame_reports_its_code_and_replies() {
 
 #[test]
 fn eof_without_close_frame_is_eof_and_reset_is_reset() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.s.handle_eof(h.now, &mut h.out);
     assert_eq!(h.disconnects(), vec![DisconnectReason::Eof]);
 
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.s.handle_io_error(io::ErrorKind::ConnectionReset.into(), h.now, &mut h.out);
     assert_eq!(h.disconnects(), vec![DisconnectReason::Reset]);
@@ -580,7 +540,7 @@ fn hostile_frames_are_protocol_errors() {
         ("message over max", frame(true, 0x2, &vec![0u8; (1 << 20) + 1])),
     ];
     for (name, bytes) in cases {
-        let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+        let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
         h.open_ws();
         h.input(&bytes);
         assert_eq!(h.disconnects(), vec![DisconnectReason::ProtocolError], "case {name}");
@@ -591,14 +551,14 @@ fn hostile_frames_are_protocol_errors() {
 #[test]
 fn connect_phase_failures_are_classified_and_retried() {
     // DNS error.
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.s.start(h.now, &mut h.out);
     h.s.handle_resolved(Err(io::Error::other("no such host")), h.now, &mut h.out);
     assert_eq!(h.failures(), vec![FailureReason::Dns]);
     assert_eq!(h.s.phase(), Phase::Backoff);
 
     // Refused on every address: the last error decides.
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.s.start(h.now, &mut h.out);
     let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let b: SocketAddr = "[::1]:1".parse().unwrap();
@@ -614,7 +574,7 @@ fn connect_phase_failures_are_classified_and_retried() {
     assert_eq!(h.failures(), vec![FailureReason::Refused]);
 
     // Connect timeout at the deadline, not before.
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.s.start(h.now, &mut h.out);
     h.s.handle_resolved(Ok(vec![a]), h.now, &mut h.out);
     h.advance(Duration::from_secs(5) - MS);
@@ -625,7 +585,7 @@ fn connect_phase_failures_are_classified_and_retried() {
     assert_eq!(h.failures(), vec![FailureReason::ConnectTimeout]);
 
     // Handshake timeout.
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.connect();
     h.take_events();
     h.advance(Duration::from_secs(5) - MS);
@@ -643,7 +603,7 @@ fn connect_phase_failures_are_classified_and_retried() {
         ),
         (upgrade_response("not-the-key"), FailureReason::BadAccept),
     ] {
-        let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+        let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
         h.connect();
         h.take_events();
         h.input(resp.as_bytes());
@@ -651,7 +611,7 @@ fn connect_phase_failures_are_classified_and_retried() {
     }
 
     // Connection closed before the answer.
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.connect();
     h.take_events();
     h.s.handle_eof(h.now, &mut h.out);
@@ -660,7 +620,7 @@ fn connect_phase_failures_are_classified_and_retried() {
 
 #[test]
 fn backoff_grows_while_failing_and_resets_after_a_healthy_session() {
-    let mut h = Harness::new(spec(Scheme::Tcp), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Tcp), Mode::Persistent);
     let mut caps = Vec::new();
     h.s.start(h.now, &mut h.out);
     for _ in 0..6 {
@@ -689,7 +649,7 @@ fn backoff_grows_while_failing_and_resets_after_a_healthy_session() {
 
 #[test]
 fn tcp_probe_matches_expected_reply_split_across_reads() {
-    let mut sp = spec(Scheme::Tcp);
+    let mut sp = TargetSpec::for_test(Scheme::Tcp);
     sp.probe = Some(Probe {
         send: b"PING\r\n".to_vec(),
         expect: b"+PONG".to_vec(),
@@ -721,7 +681,7 @@ fn tcp_probe_matches_expected_reply_split_across_reads() {
 
 #[test]
 fn pings_disabled_leaves_idle_timeout_as_the_only_liveness_check() {
-    let mut sp = spec(Scheme::Ws);
+    let mut sp = TargetSpec::for_test(Scheme::Ws);
     sp.timing.ping_interval = None;
     sp.timing.idle_timeout = Some(Duration::from_secs(3));
     let mut h = Harness::new(sp, Mode::Persistent);
@@ -736,7 +696,7 @@ fn pings_disabled_leaves_idle_timeout_as_the_only_liveness_check() {
 
 #[test]
 fn one_shot_closes_after_its_pings_and_stops() {
-    let mut sp = spec(Scheme::Ws);
+    let mut sp = TargetSpec::for_test(Scheme::Ws);
     sp.timing.ping_interval = Some(Duration::from_millis(100));
     sp.timing.pong_timeout = Duration::from_millis(50);
     let mut h = Harness::new(sp, Mode::OneShot { pings: 2 });
@@ -762,7 +722,7 @@ fn one_shot_closes_after_its_pings_and_stops() {
 
 #[test]
 fn one_shot_failure_stops_without_retry() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::OneShot { pings: 1 });
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::OneShot { pings: 1 });
     h.s.start(h.now, &mut h.out);
     h.s.handle_resolved(Err(io::Error::other("nx")), h.now, &mut h.out);
     assert_eq!(h.s.phase(), Phase::Stopped);
@@ -771,7 +731,7 @@ fn one_shot_failure_stops_without_retry() {
 
 #[test]
 fn stop_sends_going_away_and_gives_up_after_close_timeout() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.tick();
     h.take_wire();
@@ -789,7 +749,7 @@ fn stop_sends_going_away_and_gives_up_after_close_timeout() {
 
 #[test]
 fn stale_callbacks_in_other_phases_are_ignored() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
     h.s.handle_resolved(Ok(vec![addr]), h.now, &mut h.out);
@@ -800,7 +760,7 @@ fn stale_callbacks_in_other_phases_are_ignored() {
 
 #[test]
 fn output_backlog_from_a_peer_that_never_reads_is_bounded() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     // Pings with distinct payloads; the driver never drains the output.
     let mut dropped = false;
@@ -826,13 +786,13 @@ fn close_codes_out_of_range_are_protocol_errors_and_valid_ones_peer_close() {
         (1000, DisconnectReason::PeerClose),
         (4000, DisconnectReason::PeerClose), // private use
     ] {
-        let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+        let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
         h.open_ws();
         h.input(&frame(true, 0x8, &code.to_be_bytes()));
         assert_eq!(h.disconnects(), vec![expected], "close code {code}");
     }
     // A one-byte close payload is malformed too.
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     h.input(&frame(true, 0x8, &[3]));
     assert_eq!(h.disconnects(), vec![DisconnectReason::ProtocolError]);
@@ -840,7 +800,7 @@ fn close_codes_out_of_range_are_protocol_errors_and_valid_ones_peer_close() {
 
 #[test]
 fn a_handshake_answer_dripping_one_byte_at_a_time_times_out() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     let key = request_key(&h.connect());
     h.take_events();
     let answer = upgrade_response(&key);
@@ -855,7 +815,7 @@ fn a_handshake_answer_dripping_one_byte_at_a_time_times_out() {
 
 #[test]
 fn invalid_utf8_in_a_close_reason_is_a_protocol_error() {
-    let mut h = Harness::new(spec(Scheme::Ws), Mode::Persistent);
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
     let mut payload = 1000u16.to_be_bytes().to_vec();
     payload.extend_from_slice(&[0xff, 0xfe, 0xfd]);

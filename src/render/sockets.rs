@@ -1,8 +1,9 @@
-//! `sockpulse sockets`: a one-shot host TCP report in the spirit of `ss -s`,
-//! plus watched ports and the sockets worth a look.
+//! The `sockets` report as text, in the spirit of `ss -s`: totals by state,
+//! watched ports, and the sockets worth a look.
 
 use std::fmt::Write as _;
 
+use super::columns;
 use crate::kernel::host::HostSummary;
 
 const COLUMNS: [(&str, &str); 5] = [
@@ -13,7 +14,9 @@ const COLUMNS: [(&str, &str); 5] = [
     ("SYN-SENT", "syn_sent"),
 ];
 
-pub fn render(s: &HostSummary) -> String {
+/// The host report: totals, TIME_WAIT pressure, a row per watched port,
+/// then the sockets worth a look.
+pub fn report(s: &HostSummary) -> String {
     let mut out = String::new();
     let states: Vec<String> = s.by_state.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "TCP sockets: {} ({})", s.total, states.join(", "));
@@ -46,14 +49,8 @@ pub fn render(s: &HostSummary) -> String {
         row.push(format!("{:.0}s", p.close_wait_oldest_seconds));
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
     out.push('\n');
-    for row in &rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
+    out.push_str(&columns(&rows));
     if !s.suspicious.is_empty() {
         let _ = writeln!(out, "\nSuspicious sockets:");
         for x in &s.suspicious {

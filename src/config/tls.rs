@@ -1,6 +1,8 @@
-//! Builds rustls client configurations for wss:// targets.
+//! Building the rustls client configuration of a wss:// target from its
+//! `tls` settings: roots, client certificate, server name.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -37,30 +39,85 @@ fn system_roots() -> Arc<RootCertStore> {
     }))
 }
 
-fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Why a target's TLS settings cannot be built.
+#[derive(Debug)]
+pub enum TlsError {
+    ServerName {
+        name: String,
+        reason: String,
+    },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// A PEM file that does not hold what it should.
+    Pem {
+        path: PathBuf,
+        reason: String,
+    },
+    /// A certificate rustls refused, or a client certificate and key that
+    /// do not go together.
+    Certificate {
+        what: String,
+        reason: String,
+    },
+    Rustls(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::ServerName { name, reason } => write!(f, "{name:?} is not a valid TLS server name: {reason}"),
+            TlsError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            TlsError::Pem { path, reason } => write!(f, "{}: {reason}", path.display()),
+            TlsError::Certificate { what, reason } => write!(f, "{what}: {reason}"),
+            TlsError::Rustls(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+fn pem_error(path: &Path, reason: impl fmt::Display) -> TlsError {
+    TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = read_file(path)?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
-    let certs = certs.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    let certs = certs.map_err(|e| pem_error(path, format!("bad PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(format!("{}: no PEM certificates found", path.display()));
+        return Err(pem_error(path, "no PEM certificates found"));
     }
     Ok(certs)
 }
 
-fn read_key(path: &PathBuf) -> Result<PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let data = read_file(path)?;
     rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?
-        .ok_or_else(|| format!("{}: no private key found", path.display()))
+        .map_err(|e| pem_error(path, format!("bad PEM: {e}")))?
+        .ok_or_else(|| pem_error(path, "no private key found"))
 }
 
 /// A client config and the name to verify for one target.
-pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>, ServerName<'static>), String> {
-    let name = ServerName::try_from(server_name.to_string())
-        .map_err(|e| format!("{server_name:?} is not a valid TLS server name: {e}"))?;
+pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsError> {
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| TlsError::ServerName {
+        name: server_name.to_string(),
+        reason: e.to_string(),
+    })?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsError::Rustls)?;
     let builder = if opts.insecure_skip_verify {
         log::warn!(
             "TLS certificate verification is DISABLED for {server_name} (insecure_skip_verify = true): \
@@ -74,7 +131,10 @@ pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>,
             Some(path) => {
                 let mut store = RootCertStore::empty();
                 for cert in read_certs(path)? {
-                    store.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+                    store.add(cert).map_err(|e| TlsError::Certificate {
+                        what: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
                 }
                 Arc::new(store)
             }
@@ -85,7 +145,10 @@ pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>,
     let mut config = match (&opts.client_cert, &opts.client_key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
-            .map_err(|e| format!("client certificate: {e}"))?,
+            .map_err(|e| TlsError::Certificate {
+                what: "client certificate".into(),
+                reason: e.to_string(),
+            })?,
         _ => builder.with_no_client_auth(),
     };
     // Offer HTTP/1.1 only: the upgrade does not exist in HTTP/2.

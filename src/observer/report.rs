@@ -1,7 +1,6 @@
-//! `sockpulse status`: connect to each target once, probe a few times,
-//! close, and report — as a table for people or JSON for scripts.
+//! Session events folded into per-target reports: the verdict of a one-shot
+//! `status` run, and the live state a running agent serves at /api/v1/status.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::driver::{EventContext, Observer};
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, SessionEvent};
+use crate::targets::TargetMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TargetReport {
@@ -135,20 +135,25 @@ impl TargetReport {
     }
 }
 
+/// Folds the events of a one-shot run into one report per target.
 pub struct StatusObserver {
-    pub reports: Vec<TargetReport>,
+    reports: TargetMap<TargetReport>,
 }
 
 impl StatusObserver {
+    /// Reports for `targets`, keyed by the ids the driver gives them (in
+    /// list order, see `Driver::new`).
     pub fn new(targets: &[Arc<TargetSpec>], pings: u32) -> Self {
-        StatusObserver {
-            reports: targets.iter().map(|t| TargetReport::new(t, pings)).collect(),
+        let mut reports = TargetMap::default();
+        for t in targets {
+            reports.push(TargetReport::new(t, pings));
         }
+        StatusObserver { reports }
     }
 
     /// Settles verdicts once the driver has returned.
     pub fn finish(mut self) -> Vec<TargetReport> {
-        for r in &mut self.reports {
+        for (_, r) in self.reports.iter_mut() {
             r.summarize_rtts();
             r.healthy = r.reason.is_none() && r.opened && r.pings_answered >= r.pings_wanted;
             if !r.healthy && r.reason.is_none() {
@@ -159,7 +164,7 @@ impl StatusObserver {
                 ));
             }
         }
-        self.reports
+        self.reports.values().cloned().collect()
     }
 }
 
@@ -169,106 +174,4 @@ impl Observer for StatusObserver {
             r.record(ctx, event);
         }
     }
-}
-
-fn opt_ms(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
-}
-
-pub fn render_table(reports: &[TargetReport], now_unix: i64) -> String {
-    let mut rows: Vec<[String; 9]> = vec![[
-        "TARGET".to_string(),
-        "VERDICT".into(),
-        "REASON".into(),
-        "DIAGNOSIS".into(),
-        "TCP ms".into(),
-        "TLS ms".into(),
-        "HANDSHAKE ms".into(),
-        "RTT min/avg/max ms".into(),
-        "CERT EXPIRES".into(),
-    ]];
-    for r in reports {
-        let rtt = match (r.rtt_min_ms, r.rtt_avg_ms, r.rtt_max_ms) {
-            (Some(a), Some(b), Some(c)) => format!("{a:.2}/{b:.2}/{c:.2}"),
-            _ => "-".into(),
-        };
-        let cert = r
-            .cert_not_after_unix
-            .map(|t| format!("in {} days", (t - now_unix).div_euclid(86_400)))
-            .unwrap_or_else(|| "-".into());
-        rows.push([
-            r.target.clone(),
-            if r.healthy { "ok".into() } else { "FAIL".into() },
-            r.reason.clone().unwrap_or_else(|| "-".into()),
-            r.diagnosis.clone().unwrap_or_else(|| "-".into()),
-            opt_ms(r.tcp_connect_ms),
-            opt_ms(r.tls_ms),
-            opt_ms(r.handshake_ms),
-            rtt,
-            cert,
-        ]);
-    }
-    let widths: Vec<usize> = (0..9)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    for r in reports.iter().filter(|r| !r.healthy) {
-        let _ = writeln!(out, "{}: {}", r.target, r.detail.as_deref().unwrap_or(""));
-        if let Some(k) = &r.kernel {
-            let _ = writeln!(out, "  {k}");
-        }
-    }
-    out
-}
-
-/// Why `status --agent` could not get an answer.
-#[derive(Debug)]
-pub enum AgentError {
-    /// The URL itself is wrong: exit 2.
-    Usage(String),
-    /// The agent did not answer properly: exit 1.
-    Unreachable(String),
-}
-
-/// Asks a running agent for its live per-target state (GET /api/v1/status).
-pub fn fetch_from_agent(base: &str, timeout: Duration) -> Result<Vec<TargetReport>, AgentError> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let url = url::Url::parse(base).map_err(|e| AgentError::Usage(format!("--agent {base:?}: {e}")))?;
-    if url.scheme() != "http" {
-        return Err(AgentError::Usage(format!(
-            "--agent {base:?}: only http:// is supported"
-        )));
-    }
-    let host = url
-        .host_str()
-        .ok_or_else(|| AgentError::Usage(format!("--agent {base:?} has no host")))?;
-    let port = url.port().unwrap_or(80);
-    let unreachable = |e: String| AgentError::Unreachable(format!("agent {base}: {e}"));
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| unreachable(e.to_string()))?
-        .next()
-        .ok_or_else(|| unreachable("no address".into()))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| unreachable(e.to_string()))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| unreachable(e.to_string()))?;
-    write!(s, "GET /api/v1/status HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| unreachable(e.to_string()))?;
-    let mut resp = Vec::new();
-    // A status answer is small; refuse to buffer a hostile endless one.
-    s.take(16 << 20)
-        .read_to_end(&mut resp)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| unreachable("malformed HTTP answer".into()))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(unreachable(format!("answered {:?}", head.lines().next().unwrap_or(""))));
-    }
-    serde_json::from_str(body).map_err(|e| unreachable(format!("bad status JSON: {e}")))
 }

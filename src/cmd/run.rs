@@ -1,0 +1,16 @@
+//! `sockpulse run`: the agent, until SIGINT or SIGTERM.
+
+use crate::agent::{self, AgentOptions};
+use crate::cli::args::RunArgs;
+use crate::cli::{Error, Exit};
+
+pub fn run(args: RunArgs) -> Result<Exit, Error> {
+    agent::run(AgentOptions {
+        sources: (&args.targets).into(),
+        listen_address: args.listen_address,
+        telemetry_path: args.telemetry_path,
+        enable_lifecycle: args.enable_lifecycle,
+        rtt_log: args.rtt_log,
+    })?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,367 @@
+//! Configuration: a TOML file and/or `--target` URLs, read into validated
+//! targets and sections, then resolved into what the agent runs (TLS
+//! configurations built). The TOML is walked by hand rather than through
+//! serde so that every problem (unknown keys included) is reported at once,
+//! each with the field it belongs to.
+
+mod defaults;
+mod resolve;
+mod sections;
+mod target;
+pub mod tls;
+pub mod url;
+mod walker;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::{Table, Value};
+
+use crate::session::spec::TargetSpec;
+pub use defaults::MAX_CONNECTIONS_PER_TARGET;
+pub use sections::{KernelConfig, WebConfig, DEFAULT_LISTEN_ADDRESS};
+use walker::Walker;
+
+const TOP_KEYS: &[&str] = &["defaults", "target", "web", "kernel"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} has {} problem(s):", self.source_name, self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub targets: Vec<Arc<TargetSpec>>,
+    pub web: WebConfig,
+    pub kernel: KernelConfig,
+}
+
+/// Where a configuration comes from: a file, `--target` URLs, or both.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    /// Added to the file's targets.
+    pub urls: Vec<String>,
+}
+
+impl Sources {
+    pub fn file(path: &Path) -> Sources {
+        Sources {
+            file: Some(path.to_path_buf()),
+            urls: Vec::new(),
+        }
+    }
+}
+
+/// Reads and validates a configuration, expanding `${VAR}` from the
+/// environment: the one loader every command and every reload uses.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let Some(path) = &sources.file else {
+        return parse("", "command line", &sources.urls, &env);
+    };
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source_name: name.clone(),
+        problems: vec![Problem {
+            field: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    parse(&text, &name, &sources.urls, &env)
+}
+
+/// Validates config text plus extra `--target` URLs, with `env` for
+/// `${VAR}`, and resolves it.
+pub fn parse(
+    text: &str,
+    source_name: &str,
+    extra_urls: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        source_name: source_name.to_string(),
+        problems,
+    };
+    let doc = text
+        .parse::<Table>()
+        .map_err(|e| fail(vec![syntax_problem(text, &e)]))?;
+    let mut w = Walker::new(env);
+    w.check_keys(&doc, "", &[TOP_KEYS]);
+    let mut defaults = defaults::Defaults::default();
+    if let Some(t) = w.table(&doc, "", "defaults") {
+        w.check_keys(t, "defaults", &[defaults::KEYS]);
+        defaults = defaults::read(&mut w, t, "defaults", &defaults);
+        defaults::check(&mut w, "defaults", &defaults);
+    }
+    let web = w
+        .table(&doc, "", "web")
+        .map(|t| sections::read_web(&mut w, t))
+        .unwrap_or_default();
+    let kernel = w
+        .table(&doc, "", "kernel")
+        .map(|t| sections::read_kernel(&mut w, t))
+        .unwrap_or_default();
+    let mut plain = Vec::new();
+    match doc.get("target") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("target[{i}]");
+                match item {
+                    Value::Table(t) => plain.extend(target::read(&mut w, t, &path, &defaults)),
+                    other => w.problem(path, format!("expected a table, found {}", other.type_str())),
+                }
+            }
+        }
+        Some(other) => w.problem(
+            "target",
+            format!("expected [[target]] tables, found {}", other.type_str()),
+        ),
+    }
+    for (i, url) in extra_urls.iter().enumerate() {
+        plain.extend(target::from_url(&mut w, &format!("--target[{i}]"), url, &defaults));
+    }
+    check_unique_names(&mut w, &plain);
+    let targets = resolve::targets(&mut w, plain);
+    if w.problems.is_empty() {
+        Ok(Config { targets, web, kernel })
+    } else {
+        Err(fail(w.problems))
+    }
+}
+
+fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let field = e
+        .span()
+        .map(|s| {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        })
+        .unwrap_or_else(|| "(syntax)".into());
+    Problem {
+        field,
+        message: e.message().to_string(),
+    }
+}
+
+/// Names are the `target` label: two targets may not share one.
+fn check_unique_names(w: &mut Walker<'_>, plain: &[target::PlainTarget]) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, t) in plain.iter().enumerate() {
+        if let Some(first) = seen.insert(t.spec.name.as_str(), i) {
+            w.problem(
+                format!("target[{i}].name"),
+                format!("{:?} is already used by target[{first}]", t.spec.name),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse_ok(text: &str) -> Config {
+        parse(text, "test.toml", &[], &no_env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse(text, "test.toml", &[], &no_env)
+            .expect_err("should fail")
+            .problems
+    }
+
+    fn fields(text: &str) -> Vec<String> {
+        problems(text).into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults_and_overrides() {
+        let cfg = parse(
+            r#"
+            [defaults]
+            ping_interval = "2s"
+            pong_timeout = "1s"
+            backoff = { min = "100ms", max = "5s" }
+
+            [[target]]
+            name = "quotes"
+            url = "ws://[::1]:8080/stream?x=1"
+            connections = 4
+            headers = { Authorization = "Bearer ${TOKEN}" }
+            origin = "https://example.net"
+            subprotocols = ["v2"]
+            on_open = ['{"op":"subscribe"}']
+            idle_timeout = "off"
+
+            [[target]]
+            url = "tcp://127.0.0.1:6379"
+            probe = { send = "PING\r\n", expect = "+PONG" }
+            "#,
+            "t",
+            &["ws://localhost:9/".into()],
+            &|k| (k == "TOKEN").then(|| "s3cret".to_string()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.targets.len(), 3);
+        let q = &cfg.targets[0];
+        assert_eq!(q.name, "quotes");
+        assert_eq!(
+            (q.host.as_str(), q.port, q.host_header.as_str()),
+            ("::1", 8080, "[::1]:8080")
+        );
+        assert_eq!(q.ws.path, "/stream?x=1");
+        assert_eq!(q.connections, 4);
+        assert_eq!(
+            q.ws.headers,
+            vec![("Authorization".to_string(), "Bearer s3cret".to_string())]
+        );
+        assert!(q.ws.require_subprotocol);
+        assert_eq!(q.timing.ping_interval, Some(Duration::from_secs(2)));
+        assert_eq!(q.timing.idle_timeout, None);
+        assert_eq!(q.timing.backoff.max, Duration::from_secs(5));
+        let r = &cfg.targets[1];
+        assert_eq!(r.name, "tcp://127.0.0.1:6379");
+        assert_eq!(r.probe.as_ref().map(|p| p.send.clone()), Some(b"PING\r\n".to_vec()));
+        assert_eq!(r.timing.idle_timeout, Some(Duration::from_secs(60)));
+        let extra = &cfg.targets[2];
+        assert_eq!((extra.port, extra.timing.pong_timeout), (9, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn tcp_without_probe_has_no_pings_and_no_idle_timeout_by_default() {
+        let cfg = parse_ok("[[target]]\nurl = \"tcp://db:5432\"\n");
+        assert_eq!(cfg.targets[0].timing.ping_interval, None);
+        assert_eq!(cfg.targets[0].timing.idle_timeout, None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let f = fields(
+            r#"
+            bogus = 1
+            [defaults]
+            ping_interval = "5s"
+            pong_timeout = "5s"
+            [[target]]
+            url = "http://x/"
+            [[target]]
+            url = "ws://ok/"
+            idle_timeout = "soon"
+            colour = "red"
+            connections = 0
+            headers = { Host = "x", "Bad Name" = "y" }
+            [[target]]
+            name = "no url"
+            [[target]]
+            url = "tcp://h"
+            "#,
+        );
+        for expected in [
+            "bogus",
+            "defaults.pong_timeout",
+            "target[0].url",
+            "target[1].idle_timeout",
+            "target[1].colour",
+            "target[1].connections",
+            "target[1].headers.Host",
+            "target[1].headers.Bad Name",
+            "target[2].url",
+            "target[3].url",
+        ] {
+            assert!(f.contains(&expected.to_string()), "missing {expected} in {f:?}");
+        }
+    }
+
+    #[test]
+    fn scheme_specific_keys_are_rejected_elsewhere() {
+        let f = fields("[[target]]\nurl = \"tcp://h:1\"\nsubprotocols = [\"x\"]\ntls = {}\n[[target]]\nurl = \"ws://h/\"\nprobe = { send = \"a\", expect = \"b\" }\n");
+        assert_eq!(f, vec!["target[0].subprotocols", "target[0].tls", "target[1].probe"]);
+    }
+
+    #[test]
+    fn missing_env_var_and_duplicate_names_are_problems() {
+        let p = problems(
+            "[[target]]\nurl = \"ws://h/\"\nheaders = { X-Token = \"${NOPE}\" }\n[[target]]\nurl = \"ws://h/\"\n",
+        );
+        let text: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("target[0].headers.X-Token") && t.contains("NOPE")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|t| t.starts_with("target[1].name")), "{text:?}");
+    }
+
+    #[test]
+    fn kernel_section_is_validated() {
+        let cfg =
+            parse_ok("[kernel]\nscan_interval = \"2s\"\nwatch_ports = [8080, 6379]\nclose_wait_age_alert = \"1m\"\n");
+        assert_eq!(cfg.kernel.scan_interval, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.kernel.watch_ports, vec![8080, 6379]);
+        assert_eq!(cfg.kernel.close_wait_age_alert, Duration::from_secs(60));
+        assert_eq!(
+            parse_ok("[kernel]\nscan_interval = \"off\"\n").kernel.scan_interval,
+            None
+        );
+        let f = fields("[kernel]\nwatch_ports = [0, 70000, \"x\"]\nnetns_pid = -1\nbogus = 1\n");
+        assert_eq!(
+            f,
+            vec![
+                "kernel.bogus",
+                "kernel.netns_pid",
+                "kernel.watch_ports[0]",
+                "kernel.watch_ports[1]",
+                "kernel.watch_ports[2]"
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let p = problems("[defaults]\nping_interval = \n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].field, "line 2");
+    }
+
+    #[test]
+    fn wss_with_missing_ca_file_is_a_problem() {
+        let p = problems("[[target]]\nurl = \"wss://h/\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n");
+        assert_eq!(p[0].field, "target[0].tls");
+        assert!(p[0].message.contains("/nonexistent/ca.pem"), "{}", p[0].message);
+    }
+}

@@ -1,0 +1,317 @@
+//! One `[[target]]` (or `--target` URL) read into a validated target, by
+//! small readers for each group of keys: WebSocket options, the TCP probe
+//! and the TLS settings. TLS configurations are built later (`resolve`).
+
+use std::hash::{Hash, Hasher};
+
+use toml::Table;
+
+use super::defaults::{self, Defaults};
+use super::tls::TlsOptions;
+use super::url::{parse_target_url, ParsedUrl};
+use super::walker::{join, Walker};
+use crate::session::spec::{OpenMessage, Probe, Scheme, TargetSpec, WsOptions};
+
+const TARGET_ONLY_KEYS: &[&str] = &["name", "url", "probe", "tls"];
+/// Keys that only mean something for ws:// and wss:// targets.
+const WS_ONLY_KEYS: &[&str] = &[
+    "headers",
+    "origin",
+    "subprotocols",
+    "require_subprotocol",
+    "on_open",
+    "on_open_binary_hex",
+];
+const TLS_KEYS: &[&str] = &[
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "server_name",
+    "insecure_skip_verify",
+];
+/// Request headers the handshake itself owns.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "origin",
+];
+/// Longest TCP probe answer pattern: the window the core searches is 4 KiB.
+const MAX_EXPECT: usize = 1024;
+
+/// A target as configured: validated, with its TLS settings as written.
+#[derive(Debug)]
+pub(super) struct PlainTarget {
+    /// Where it came from (`target[2]`, `--target[0]`), for problems.
+    pub field: String,
+    /// Everything but `tls`, which `resolve` fills in.
+    pub spec: TargetSpec,
+    pub tls: Option<PlainTls>,
+}
+
+#[derive(Debug)]
+pub(super) struct PlainTls {
+    pub options: TlsOptions,
+    /// The name to verify: `tls.server_name`, else the URL's host.
+    pub server_name: String,
+}
+
+/// A `[[target]]` table at `path`.
+pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, defaults: &Defaults) -> Option<PlainTarget> {
+    w.check_keys(table, path, &[defaults::KEYS, TARGET_ONLY_KEYS, WS_ONLY_KEYS]);
+    let d = defaults::read(w, table, path, defaults);
+    defaults::check(w, path, &d);
+    let Some(url) = w.str(table, path, "url").map(str::to_string) else {
+        if !table.contains_key("url") {
+            w.problem(join(path, "url"), "missing (every target needs a url)");
+        }
+        return None;
+    };
+    let parsed = match parse_target_url(&url) {
+        Ok(p) => p,
+        Err(e) => {
+            w.problem(join(path, "url"), e.to_string());
+            return None;
+        }
+    };
+    let name = w
+        .str(table, path, "name")
+        .map(str::to_string)
+        .unwrap_or_else(|| url.clone());
+    build(w, table, path, name, url, parsed, d)
+}
+
+/// A `--target URL`: the URL with the `[defaults]`.
+pub(super) fn from_url(w: &mut Walker<'_>, path: &str, url: &str, defaults: &Defaults) -> Option<PlainTarget> {
+    match parse_target_url(url) {
+        Ok(parsed) => {
+            defaults::check(w, path, defaults);
+            build(
+                w,
+                &Table::new(),
+                path,
+                url.to_string(),
+                url.to_string(),
+                parsed,
+                defaults.clone(),
+            )
+        }
+        Err(e) => {
+            w.problem(path, e.to_string());
+            None
+        }
+    }
+}
+
+fn build(
+    w: &mut Walker<'_>,
+    table: &Table,
+    path: &str,
+    name: String,
+    url: String,
+    parsed: ParsedUrl,
+    d: Defaults,
+) -> Option<PlainTarget> {
+    check_scheme_keys(w, table, path, parsed.scheme);
+    let ws = read_ws_options(w, table, path, &parsed.path, &d);
+    let probe = read_probe(w, table, path);
+    let tls = (parsed.scheme == Scheme::Wss).then(|| {
+        let options = read_tls(w, table, path);
+        let server_name = options.server_name.clone().unwrap_or_else(|| parsed.host.clone());
+        PlainTls { options, server_name }
+    });
+    let probes = parsed.scheme != Scheme::Tcp || probe.is_some();
+    let mut timing = d.timing.clone();
+    timing.idle_timeout = d.idle_timeout_for(parsed.scheme, probe.is_some());
+    if !probes {
+        timing.ping_interval = None;
+    }
+    let fingerprint = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (table.to_string(), &name, &url, format!("{d:?}"), &ws.headers).hash(&mut h);
+        h.finish()
+    };
+    let spec = TargetSpec {
+        name,
+        url,
+        scheme: parsed.scheme,
+        host: parsed.host,
+        port: parsed.port,
+        host_header: parsed.host_header,
+        connections: d.connections,
+        timing,
+        ws,
+        tls: None,
+        probe,
+        socket: d.socket,
+        fingerprint,
+    };
+    Some(PlainTarget {
+        field: path.to_string(),
+        spec,
+        tls,
+    })
+}
+
+fn check_scheme_keys(w: &mut Walker<'_>, table: &Table, path: &str, scheme: Scheme) {
+    if scheme == Scheme::Tcp {
+        for &key in WS_ONLY_KEYS {
+            if table.contains_key(key) {
+                w.problem(join(path, key), "only applies to ws:// and wss:// targets");
+            }
+        }
+    }
+    if scheme != Scheme::Wss && table.contains_key("tls") {
+        w.problem(join(path, "tls"), "only applies to wss:// targets");
+    }
+    if scheme != Scheme::Tcp && table.contains_key("probe") {
+        w.problem(
+            join(path, "probe"),
+            "only applies to tcp:// targets (WebSocket targets use ping frames)",
+        );
+    }
+}
+
+fn read_ws_options(w: &mut Walker<'_>, table: &Table, path: &str, url_path: &str, d: &Defaults) -> WsOptions {
+    let headers = read_headers(w, table, path);
+    let origin = w.str(table, path, "origin").map(str::to_string);
+    let subprotocols = w.strings(table, path, "subprotocols").unwrap_or_default();
+    for (i, sp) in subprotocols.iter().enumerate() {
+        if !is_token(sp) {
+            w.problem(
+                format!("{}[{i}]", join(path, "subprotocols")),
+                "not a valid subprotocol token",
+            );
+        }
+    }
+    let require_subprotocol = w
+        .bool(table, path, "require_subprotocol")
+        .unwrap_or(!subprotocols.is_empty());
+    WsOptions {
+        path: url_path.to_string(),
+        origin,
+        subprotocols,
+        require_subprotocol,
+        headers,
+        on_open: read_on_open(w, table, path),
+        max_message_size: d.max_message_size,
+        max_frame_size: d.max_frame_size,
+        echo: false,
+    }
+}
+
+/// Extra upgrade request headers, `${VAR}` expanded.
+fn read_headers(w: &mut Walker<'_>, table: &Table, path: &str) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    let Some(h) = w.table(table, path, "headers") else {
+        return headers;
+    };
+    let hpath = join(path, "headers");
+    for (hname, value) in h {
+        let field = join(&hpath, hname);
+        if !is_token(hname) {
+            w.problem(&field, "not a valid HTTP header name");
+            continue;
+        }
+        if RESERVED_HEADERS.contains(&hname.to_ascii_lowercase().as_str()) {
+            w.problem(
+                &field,
+                "set by the handshake itself (use origin / subprotocols for those)",
+            );
+            continue;
+        }
+        let Some(raw) = value.as_str() else {
+            w.problem(&field, format!("expected a string, found {}", value.type_str()));
+            continue;
+        };
+        let expanded = w.expand_env(&field, raw);
+        if expanded.contains(['\r', '\n']) {
+            w.problem(&field, "header values must not contain line breaks");
+            continue;
+        }
+        headers.push((hname.clone(), expanded));
+    }
+    headers
+}
+
+/// Text messages, then binary (hex) ones, sent right after the upgrade.
+fn read_on_open(w: &mut Walker<'_>, table: &Table, path: &str) -> Vec<OpenMessage> {
+    let mut on_open: Vec<OpenMessage> = w
+        .strings(table, path, "on_open")
+        .unwrap_or_default()
+        .into_iter()
+        .map(OpenMessage::Text)
+        .collect();
+    if let Some(hexes) = w.strings(table, path, "on_open_binary_hex") {
+        for (i, h) in hexes.iter().enumerate() {
+            match decode_hex(h) {
+                Some(bytes) => on_open.push(OpenMessage::Binary(bytes)),
+                None => w.problem(
+                    format!("{}[{i}]", join(path, "on_open_binary_hex")),
+                    "not an even-length hex string",
+                ),
+            }
+        }
+    }
+    on_open
+}
+
+fn read_probe(w: &mut Walker<'_>, table: &Table, path: &str) -> Option<Probe> {
+    let p = w.table(table, path, "probe")?;
+    let ppath = join(path, "probe");
+    w.check_keys(p, &ppath, &[&["send", "expect"]]);
+    let send = w.str(p, &ppath, "send").map(|s| s.as_bytes().to_vec());
+    let expect = w.str(p, &ppath, "expect").map(|s| s.as_bytes().to_vec());
+    match (send, expect) {
+        (Some(send), Some(expect)) if !send.is_empty() && !expect.is_empty() => {
+            if expect.len() > MAX_EXPECT {
+                w.problem(join(&ppath, "expect"), format!("longer than {MAX_EXPECT} bytes"));
+            }
+            Some(Probe { send, expect })
+        }
+        _ => {
+            w.problem(&ppath, "needs non-empty send and expect strings");
+            None
+        }
+    }
+}
+
+fn read_tls(w: &mut Walker<'_>, table: &Table, path: &str) -> TlsOptions {
+    let mut opts = TlsOptions::default();
+    let Some(t) = w.table(table, path, "tls") else {
+        return opts;
+    };
+    let tpath = join(path, "tls");
+    w.check_keys(t, &tpath, &[TLS_KEYS]);
+    opts.ca_file = w.str(t, &tpath, "ca_file").map(Into::into);
+    opts.client_cert = w.str(t, &tpath, "client_cert").map(Into::into);
+    opts.client_key = w.str(t, &tpath, "client_key").map(Into::into);
+    opts.server_name = w.str(t, &tpath, "server_name").map(str::to_string);
+    opts.insecure_skip_verify = w.bool(t, &tpath, "insecure_skip_verify").unwrap_or(false);
+    if opts.client_cert.is_some() != opts.client_key.is_some() {
+        w.problem(&tpath, "client_cert and client_key go together");
+    }
+    opts
+}
+
+/// RFC 7230 token characters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

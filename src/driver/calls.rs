@@ -1,0 +1,154 @@
+//! What happens after every call into a session: its I/O requests carried
+//! out, its events reported (with the kernel's evidence when it failed), its
+//! output sent and its timer re-armed.
+
+use std::io;
+use std::time::Instant;
+
+use mio::Interest;
+
+use super::gauges::SessionGauge;
+use super::pacing::establishing;
+use super::{socket, Driver, EventContext, KernelEvidence, Observer};
+use crate::kernel::owned;
+use crate::kernel::{diagnose, tcpinfo};
+use crate::session::{reason, IoRequest, Outbox, Phase, SessionEvent};
+
+fn wants_diagnosis(ev: &SessionEvent) -> bool {
+    match ev {
+        SessionEvent::ConnectFailed { reason, .. } => diagnose::failure_wants_diagnosis(*reason),
+        SessionEvent::Disconnected { reason, .. } => diagnose::disconnect_wants_diagnosis(*reason),
+        _ => false,
+    }
+}
+
+fn kernel_evidence(socket: Option<&mio::net::TcpStream>) -> Option<KernelEvidence> {
+    let snapshot = tcpinfo::read(socket?).ok()?;
+    Some(KernelEvidence {
+        snapshot,
+        diagnosis: diagnose::diagnose(&snapshot),
+    })
+}
+
+impl<O: Observer> Driver<O> {
+    pub(super) fn after_session_call(&mut self, i: usize, now: Instant) {
+        let mut taken = std::mem::take(&mut self.out_spare);
+        loop {
+            // What the session pushed moves here; `out` gets the emptied
+            // buffers of the last round, capacity kept.
+            std::mem::swap(&mut taken, &mut self.out);
+            let Outbox {
+                events,
+                io: io_requests,
+            } = &mut taken;
+            if io_requests.is_empty() && events.is_empty() {
+                break;
+            }
+            let slot = &self.slots[i];
+            // The socket is still open here (closing comes after the events),
+            // so the kernel can say what state the failed connection is in.
+            let evidence = events
+                .iter()
+                .any(wants_diagnosis)
+                .then(|| kernel_evidence(slot.socket.as_ref()))
+                .flatten();
+            for ev in events.iter() {
+                if let SessionEvent::PhaseChanged { from, to } = ev {
+                    if let (Some(registry), Some(inode)) = (&self.owned, slot.inode) {
+                        if *to == Phase::Open || *from == Phase::Open {
+                            registry.set_open(inode, *to == Phase::Open);
+                        }
+                    }
+                    if *to == Phase::Stopped {
+                        self.stopped += 1;
+                    } else if *from == Phase::Stopped {
+                        self.stopped -= 1;
+                    }
+                    match (establishing(*from), establishing(*to)) {
+                        (false, true) => self.establishing += 1,
+                        (true, false) => self.establishing = self.establishing.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+                let ctx = EventContext {
+                    target: slot.target,
+                    ordinal: slot.ordinal,
+                    session: &slot.session,
+                    kernel: if wants_diagnosis(ev) { evidence.as_ref() } else { None },
+                    read_delay: self.read_delay,
+                    now,
+                };
+                self.observer.on_event(&ctx, ev);
+            }
+            events.clear();
+            for req in io_requests.drain(..) {
+                self.do_io(i, req, now);
+            }
+        }
+        self.out_spare = taken;
+        self.flush(i, now);
+        let slot = &self.slots[i];
+        self.gauges[i] = SessionGauge::of(slot.target, &slot.session, self.epoch);
+        let at = slot.session.poll_timeout();
+        self.timers.arm(i, at);
+    }
+
+    pub(super) fn do_io(&mut self, i: usize, req: IoRequest, now: Instant) {
+        match req {
+            IoRequest::Resolve { host, port } => {
+                let slot = &mut self.slots[i];
+                slot.resolve_seq += 1;
+                if let Some(result) = self.resolver.submit(i, slot.resolve_seq, &host, port) {
+                    slot.session.handle_resolved(result, now, &mut self.out);
+                }
+            }
+            IoRequest::Connect(addr) => {
+                self.close_socket(i, &[]);
+                if self.open_sockets >= self.fd_budget {
+                    let slot = &mut self.slots[i];
+                    log::debug!(
+                        "target {}: file-descriptor budget ({}) in use",
+                        slot.session.spec().name,
+                        self.fd_budget
+                    );
+                    let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+                    slot.session.handle_connected(Err(emfile), now, &mut self.out);
+                    return;
+                }
+                let slot = &mut self.slots[i];
+                let result = socket::connect(addr, &slot.session.spec().socket).and_then(|mut sock| {
+                    slot.generation = slot.generation.wrapping_add(1);
+                    let t = slot.token(i);
+                    self.poll
+                        .registry()
+                        .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)?;
+                    Ok(sock)
+                });
+                match result {
+                    Ok(sock) => {
+                        if let Some(registry) = &self.owned {
+                            slot.inode = owned::socket_inode(&sock);
+                            if let Some(inode) = slot.inode {
+                                registry.insert(inode, slot.target);
+                            }
+                        }
+                        slot.socket = Some(sock);
+                        slot.connecting = true;
+                        slot.wants_write = true;
+                        self.open_sockets += 1;
+                    }
+                    Err(e) => {
+                        if e.raw_os_error().is_some_and(reason::is_fd_exhaustion) {
+                            log::error!(
+                                "target {}: out of file descriptors (EMFILE): raise LimitNOFILE / ulimit -n or lower connections",
+                                slot.session.spec().name
+                            );
+                        }
+                        slot.session.handle_connected(Err(e), now, &mut self.out);
+                    }
+                }
+            }
+            IoRequest::CloseSocket { farewell } => self.close_socket(i, &farewell),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! What the driver tells the rest of the agent: the `Observer` trait and
+//! the context each session event comes with.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::gauges::SessionGauge;
+use crate::kernel::{Diagnosis, TcpSnapshot};
+use crate::session::spec::TargetSpec;
+use crate::session::{Session, SessionEvent};
+use crate::targets::TargetId;
+
+/// What the kernel said about a session's socket when it failed.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelEvidence {
+    pub snapshot: TcpSnapshot,
+    pub diagnosis: Option<Diagnosis>,
+}
+
+/// Where an event comes from.
+pub struct EventContext<'a> {
+    pub target: TargetId,
+    /// Numbers the sessions of one target from 0, for log lines.
+    pub ordinal: u32,
+    pub session: &'a Session,
+    /// Set on failure events whose cause the TCP state can tell.
+    pub kernel: Option<&'a KernelEvidence>,
+    /// For events raised by received bytes: how long they waited in the
+    /// kernel before the loop read them (their `now` is their arrival).
+    pub read_delay: Option<Duration>,
+    pub now: Instant,
+}
+
+/// Receives what sessions report. Runs on the loop thread: must not block.
+pub trait Observer {
+    fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent);
+    /// Called about once a second with every session's gauge inputs and the
+    /// time on their clock (see `SessionGauge`).
+    fn on_tick(&mut self, _sessions: &[SessionGauge], _now_ms: u64) {}
+    /// Bytes were read that had waited this long in the kernel.
+    fn on_read_delay(&mut self, _delay: Duration) {}
+    /// A reload added a target under a new id.
+    fn on_target_added(&mut self, _id: TargetId, _spec: &Arc<TargetSpec>) {}
+    /// A reload removed a target; its sessions are closing.
+    fn on_target_removed(&mut self, _id: TargetId, _spec: &Arc<TargetSpec>) {}
+    /// A reload was attempted: the change it made, or why it was refused.
+    fn on_reload(&mut self, _result: Result<&ReloadSummary, &str>) {}
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: usize,
+    pub added: usize,
+    pub removed: usize,
+}

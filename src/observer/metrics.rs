@@ -1,0 +1,294 @@
+//! Session events turned into Prometheus metrics, log lines and the live
+//! per-target status a running agent serves.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::Histogram;
+
+use super::report::TargetReport;
+use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use crate::metrics::{ConnectPhase, Metrics};
+use crate::session::min_opt;
+use crate::session::spec::TargetSpec;
+use crate::session::{DisconnectReason, Phase, SessionEvent};
+use crate::targets::{TargetId, TargetMap};
+use crate::wallclock::{unix_now, unix_now_ms};
+
+/// Everything the observer keeps per live target.
+struct TargetState {
+    spec: Arc<TargetSpec>,
+    /// Resolved once: a label lookup per pong (hash and lock) costs more
+    /// than the observation.
+    rtt: Histogram,
+    /// What `status --agent` shows of it.
+    live: TargetReport,
+}
+
+impl TargetState {
+    fn new(metrics: &Metrics, spec: &Arc<TargetSpec>) -> TargetState {
+        metrics.init_target(&spec.name);
+        TargetState {
+            spec: Arc::clone(spec),
+            rtt: metrics.ping_rtt.with_label_values(&[spec.name.as_str()]),
+            live: TargetReport::new(spec, 0),
+        }
+    }
+}
+
+pub struct MetricsObserver {
+    metrics: Arc<Metrics>,
+    targets: TargetMap<TargetState>,
+    /// Every RTT sample as `unix_ms target rtt_us`, for offline analysis
+    /// (exact percentiles and maxima a histogram cannot give).
+    rtt_log: Option<BufWriter<File>>,
+    /// What the HTTP thread serves: a snapshot taken once a second, so
+    /// pongs never take a lock.
+    published: Arc<Mutex<Vec<TargetReport>>>,
+}
+
+/// RTT samples kept per target for the live status.
+const LIVE_RTT_SAMPLES: usize = 64;
+
+impl MetricsObserver {
+    /// An observer for `targets`, keyed by the ids the driver gives them (in
+    /// list order, see `Driver::new`).
+    pub fn new(metrics: Arc<Metrics>, targets: &[Arc<TargetSpec>]) -> Self {
+        let mut states = TargetMap::default();
+        for t in targets {
+            states.push(TargetState::new(&metrics, t));
+        }
+        metrics.config_reload_successful.set(1);
+        metrics.config_reload_timestamp.set(unix_now() as f64);
+        MetricsObserver {
+            metrics,
+            targets: states,
+            rtt_log: None,
+            published: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The live status snapshot the HTTP thread serves at /api/v1/status.
+    pub fn status_handle(&self) -> Arc<Mutex<Vec<TargetReport>>> {
+        Arc::clone(&self.published)
+    }
+
+    pub fn with_rtt_log(mut self, file: File) -> Self {
+        self.rtt_log = Some(BufWriter::with_capacity(64 * 1024, file));
+        self
+    }
+}
+
+/// ` diagnosis=… [kernel: …]` for log lines, empty without evidence.
+fn kernel_note(kernel: Option<&KernelEvidence>) -> String {
+    match kernel {
+        Some(k) => format!(
+            " diagnosis={} [{}]",
+            k.diagnosis.map(|d| d.as_str()).unwrap_or("unclear"),
+            k.snapshot.summary()
+        ),
+        None => String::new(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}ms", d.as_secs_f64() * 1e3)
+}
+
+impl Observer for MetricsObserver {
+    fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
+        let Some(state) = self.targets.get_mut(ctx.target) else {
+            return;
+        };
+        let name = state.spec.name.as_str();
+        let ordinal = ctx.ordinal;
+        state.live.record(ctx, event);
+        // Trimmed in batches (and before each snapshot), not per pong.
+        if state.live.rtt_samples() >= 2 * LIVE_RTT_SAMPLES {
+            state.live.trim_rtts(LIVE_RTT_SAMPLES);
+        }
+        let m = &self.metrics;
+        let kernel = kernel_note(ctx.kernel);
+        if let Some(d) = ctx.kernel.and_then(|k| k.diagnosis) {
+            m.diagnoses.with_label_values(&[name, d.as_str()]).inc();
+        }
+        match event {
+            SessionEvent::PhaseChanged { from, to } => {
+                if Phase::EXPORTED.contains(from) {
+                    m.sessions.with_label_values(&[name, from.as_str()]).dec();
+                }
+                if Phase::EXPORTED.contains(to) {
+                    m.sessions.with_label_values(&[name, to.as_str()]).inc();
+                }
+                log::debug!("target={name} session={ordinal} {} -> {}", from.as_str(), to.as_str());
+            }
+            SessionEvent::ConnectAttempt => m.connect_attempts.with_label_values(&[name]).inc(),
+            SessionEvent::Opened { tcp, tls, handshake } => {
+                m.sessions_opened.with_label_values(&[name]).inc();
+                m.connect_duration
+                    .with_label_values(&[name, ConnectPhase::Tcp.as_str()])
+                    .observe(tcp.as_secs_f64());
+                let mut timing = format!("tcp={}", ms(*tcp));
+                if let Some(t) = tls {
+                    m.connect_duration
+                        .with_label_values(&[name, ConnectPhase::Tls.as_str()])
+                        .observe(t.as_secs_f64());
+                    timing.push_str(&format!(" tls={}", ms(*t)));
+                }
+                if let Some(h) = handshake {
+                    m.connect_duration
+                        .with_label_values(&[name, ConnectPhase::Handshake.as_str()])
+                        .observe(h.as_secs_f64());
+                    timing.push_str(&format!(" handshake={}", ms(*h)));
+                }
+                log::info!("target={name} session={ordinal} open ({timing})");
+            }
+            SessionEvent::ConnectFailed { reason, detail } => {
+                m.connect_failures.with_label_values(&[name, reason.as_str()]).inc();
+                log::warn!("target={name} session={ordinal} connect failed: reason={reason}{kernel} ({detail})");
+            }
+            SessionEvent::Disconnected {
+                reason,
+                detail,
+                close_code,
+                open_for,
+            } => {
+                m.disconnects.with_label_values(&[name, reason.as_str()]).inc();
+                let code = close_code.map(|c| format!(" close_code={c}")).unwrap_or_default();
+                let line = format!(
+                    "target={name} session={ordinal} disconnected: reason={reason}{code}{kernel} after {} ({detail})",
+                    humantime::format_duration(Duration::from_secs(open_for.as_secs()))
+                );
+                if *reason == DisconnectReason::LocalClose {
+                    log::info!("{line}");
+                } else {
+                    log::warn!("{line}");
+                }
+            }
+            SessionEvent::Pong { rtt } => {
+                state.rtt.observe(rtt.as_secs_f64());
+                log::trace!("target={name} session={ordinal} rtt={}", ms(*rtt));
+                if let Some(w) = self.rtt_log.as_mut() {
+                    let _ = match ctx.read_delay {
+                        Some(d) => writeln!(w, "{} {name} {} {}", unix_now_ms(), rtt.as_micros(), d.as_micros()),
+                        None => writeln!(w, "{} {name} {} -", unix_now_ms(), rtt.as_micros()),
+                    };
+                }
+            }
+            SessionEvent::PongTimeout => m.pong_timeouts.with_label_values(&[name]).inc(),
+            SessionEvent::StrayPong => m.stray_pongs.with_label_values(&[name]).inc(),
+            SessionEvent::CertExpiry { not_after_unix } => {
+                m.tls_cert_expiry.with_label_values(&[name]).set(*not_after_unix as f64);
+                let left = *not_after_unix - unix_now();
+                if left < 14 * 86_400 {
+                    log::warn!("target={name} certificate expires in {} days", left / 86_400);
+                }
+            }
+        }
+    }
+
+    fn on_read_delay(&mut self, delay: Duration) {
+        self.metrics.loop_read_delay.observe(delay.as_secs_f64());
+    }
+
+    fn on_target_added(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
+        self.targets.insert(id, TargetState::new(&self.metrics, spec));
+        log::info!(
+            "target={} added ({} connection(s)) {}",
+            spec.name,
+            spec.connections,
+            spec.url
+        );
+    }
+
+    fn on_target_removed(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
+        self.targets.remove(id);
+        // A removed target's series go with it, as Prometheus expects.
+        self.metrics.remove_target(&spec.name);
+        log::info!("target={} removed: closing its sessions", spec.name);
+    }
+
+    fn on_reload(&mut self, result: Result<&ReloadSummary, &str>) {
+        match result {
+            Ok(s) => {
+                self.metrics.config_reload_successful.set(1);
+                self.metrics.config_reload_timestamp.set(unix_now() as f64);
+                log::info!(
+                    "configuration reloaded: {} target(s) kept, {} added, {} removed",
+                    s.kept,
+                    s.added,
+                    s.removed
+                );
+            }
+            Err(e) => {
+                self.metrics.config_reload_successful.set(0);
+                // Config errors list one problem per line: one log line here.
+                let e = e.trim_end().replace('\n', "; ");
+                log::error!("configuration reload failed, keeping the running one: {e}");
+            }
+        }
+    }
+
+    fn on_tick(&mut self, sessions: &[SessionGauge], now_ms: u64) {
+        if let Some(w) = self.rtt_log.as_mut() {
+            if let Err(e) = w.flush() {
+                log::warn!("rtt log write failed, disabling it: {e}");
+                self.rtt_log = None;
+            }
+        }
+        // The oldest instant per target, turned into an age once per target
+        // rather than once per session.
+        let mut oldest = vec![Oldest::default(); self.targets.id_bound()];
+        for g in sessions {
+            // Removed targets' sessions may still be closing: not reported.
+            if !g.open() || self.targets.get(g.target()).is_none() {
+                continue;
+            }
+            let o = &mut oldest[g.target().index()];
+            o.up = true;
+            o.pong = min_opt(o.pong, g.last_pong_ms());
+            o.message = min_opt(o.message, g.last_message_ms());
+        }
+        let age = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
+        for (id, state) in self.targets.iter_mut() {
+            let o = oldest[id.index()];
+            let r = &mut state.live;
+            r.healthy = o.up;
+            if r.healthy {
+                r.clear_failure();
+            }
+            r.trim_rtts(LIVE_RTT_SAMPLES);
+            r.summarize_rtts();
+            let name = state.spec.name.as_str();
+            let m = &self.metrics;
+            m.target_up.with_label_values(&[name]).set(i64::from(o.up));
+            // No open session: no age to report rather than a stale one.
+            match age(o.pong) {
+                Some(a) => m.last_pong_age.with_label_values(&[name]).set(a),
+                None => {
+                    let _ = m.last_pong_age.remove_label_values(&[name]);
+                }
+            }
+            match age(o.message) {
+                Some(a) => m.last_message_age.with_label_values(&[name]).set(a),
+                None => {
+                    let _ = m.last_message_age.remove_label_values(&[name]);
+                }
+            }
+        }
+        if let Ok(mut p) = self.published.lock() {
+            *p = self.targets.values().map(|t| t.live.clone()).collect();
+        }
+    }
+}
+
+/// One target's open sessions summed up for the gauges.
+#[derive(Debug, Default, Clone, Copy)]
+struct Oldest {
+    up: bool,
+    /// Oldest last-pong and last-message instants, on the gauge clock.
+    pong: Option<u64>,
+    message: Option<u64>,
+}

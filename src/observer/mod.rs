@@ -1,0 +1,9 @@
+//! What the agent does with session events: `metrics` turns them into
+//! Prometheus series, logs and the live status of a running agent; `report`
+//! folds them into the per-target reports of `status`.
+
+pub mod metrics;
+pub mod report;
+
+pub use metrics::MetricsObserver;
+pub use report::{StatusObserver, TargetReport};

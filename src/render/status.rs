@@ -1,0 +1,55 @@
+//! The `status` report as a table: one row per target with its verdict,
+//! reason, diagnosis, connect timings, RTTs and certificate expiry.
+
+use std::fmt::Write as _;
+
+use super::columns;
+use crate::observer::TargetReport;
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// The `status` table, then the details of every unhealthy target.
+pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
+    let mut rows: Vec<[String; 9]> = vec![[
+        "TARGET".to_string(),
+        "VERDICT".into(),
+        "REASON".into(),
+        "DIAGNOSIS".into(),
+        "TCP ms".into(),
+        "TLS ms".into(),
+        "HANDSHAKE ms".into(),
+        "RTT min/avg/max ms".into(),
+        "CERT EXPIRES".into(),
+    ]];
+    for r in reports {
+        let rtt = match (r.rtt_min_ms, r.rtt_avg_ms, r.rtt_max_ms) {
+            (Some(a), Some(b), Some(c)) => format!("{a:.2}/{b:.2}/{c:.2}"),
+            _ => "-".into(),
+        };
+        let cert = r
+            .cert_not_after_unix
+            .map(|t| format!("in {} days", (t - now_unix).div_euclid(86_400)))
+            .unwrap_or_else(|| "-".into());
+        rows.push([
+            r.target.clone(),
+            if r.healthy { "ok".into() } else { "FAIL".into() },
+            r.reason.clone().unwrap_or_else(|| "-".into()),
+            r.diagnosis.clone().unwrap_or_else(|| "-".into()),
+            opt_ms(r.tcp_connect_ms),
+            opt_ms(r.tls_ms),
+            opt_ms(r.handshake_ms),
+            rtt,
+            cert,
+        ]);
+    }
+    let mut out = columns(&rows);
+    for r in reports.iter().filter(|r| !r.healthy) {
+        let _ = writeln!(out, "{}: {}", r.target, r.detail.as_deref().unwrap_or(""));
+        if let Some(k) = &r.kernel {
+            let _ = writeln!(out, "  {k}");
+        }
+    }
+    out
+}
