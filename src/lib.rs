@@ -1,4 +1,29 @@
-//! sockpulse: a connection-liveness monitoring agent.
+//! sockpulse: a connection-liveness monitoring agent. It holds WebSocket
+//! and TCP sessions to its targets, proves every few seconds that each one
+//! is alive, says why one failed (with the kernel's view of the socket), and
+//! exports it all as Prometheus metrics.
+//!
+//! # Architecture
+//! ```text
+//!  config ──► TargetSpec (validated; TLS configurations built)
+//!                │
+//!                ▼
+//!  driver: one mio loop (sockets, timers, DNS threads) ◄── LoopHandle (signals, /-/reload)
+//!    │ bytes read, connect results, `now`     ▲ I/O requests, bytes to send, deadlines
+//!    ▼                                        │
+//!  session: sans-IO core (phases, backoff, TLS, WebSocket, liveness protocols)
+//!    │ events
+//!    ▼
+//!  observer: metrics, logs, live status (run) or per-target reports (status)
+//!
+//!  hostscan thread: kernel TCP table (netlink or /proc), summarised ──► metrics
+//!  http threads: /metrics, /, /healthz, /api/v1/status, /ws echo, /-/reload
+//! ```
+//! The I/O boundary is the driver: `session` and `kernel`'s parsers never
+//! touch a socket or read the clock (time is passed in), so they are tested
+//! with a virtual clock and fuzzed. `agent` assembles the running agent;
+//! `cmd` holds one module per subcommand and `cli` maps their outcome to an
+//! exit code. Every metric is declared in `metrics`.
 
 pub mod agent;
 pub mod agent_client;

@@ -2,30 +2,38 @@
 //! and the current `Instant`, answering with I/O requests, bytes to send and
 //! the next deadline. It never reads the clock and never touches a socket,
 //! so every timeout is testable with a virtual clock.
+//!
+//! `Session` (here) owns the phases, backoff and the open connection;
+//! `conn` the connection's bytes, `tls` the TLS pump, `ws` the WebSocket
+//! upgrade and codec, `app` the liveness protocol that proves the peer
+//! alive (RFC 6455 pings, TCP probes), `schedule` when it probes.
 
+pub mod app;
 pub mod backoff;
 pub mod boundary;
+mod conn;
 pub mod handshake;
 pub mod memstream;
 pub mod ping;
 pub mod reason;
+pub mod rng;
+pub mod schedule;
 pub mod spec;
+mod tls;
+mod ws;
 
-use std::borrow::Cow;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
-
 use crate::labels::label_enum;
-use backoff::Rng;
-use handshake::{Expectation, Progress};
-use memstream::MemStream;
+use app::{App, Ctx, Input, Report};
+use conn::{Codec, Conn, Link};
 pub use reason::{DisconnectReason, FailureReason};
-use spec::{OpenMessage, Scheme, TargetSpec};
+use rng::Rng;
+use schedule::Phasing;
+use spec::{Scheme, TargetSpec};
 
 label_enum! {
     /// Where a session is in its life; label values of the `state` label.
@@ -64,15 +72,12 @@ pub enum Mode {
 /// Work the driver must do for a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum IoRequest {
-    Resolve {
-        host: String,
-        port: u16,
-    },
+    /// Resolve, then answer with `handle_resolved`.
+    Resolve { host: String, port: u16 },
+    /// Start a non-blocking connect, then answer with `handle_connected`.
     Connect(SocketAddr),
     /// Send `farewell` best-effort, then close the socket.
-    CloseSocket {
-        farewell: Vec<u8>,
-    },
+    CloseSocket { farewell: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,42 +134,39 @@ pub struct SessionStats {
 /// Unsent output beyond this means the peer stopped reading: a probe
 /// monitor never has this much to say.
 pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
-/// tungstenite's read buffer: reserved per session, so kept to a probe's size.
-const WS_READ_CHUNK: usize = 256;
-/// Bytes kept while searching a TCP probe's answer for its pattern.
-const PROBE_WINDOW: usize = 4096;
 
-// The WebSocket lives inline: `Conn` is boxed already, and keeping the codec
-// in the connection's own allocation saves a cold pointer chase per probe
-// (at thousands of sessions each probe touches memory nothing else has).
-#[allow(clippy::large_enum_variant)]
-enum Proto {
-    /// TLS still handshaking: nothing to say yet.
-    AwaitTls,
-    WsHandshake {
-        key: String,
-        buf: Vec<u8>,
-    },
-    Ws(WebSocket<MemStream>),
-    Tcp {
-        window: Vec<u8>,
-    },
-}
-
-struct Conn {
-    tls: Option<Box<rustls::ClientConnection>>,
-    proto: Proto,
-    /// Bytes for the socket (ciphertext when TLS is on).
-    wire_out: Vec<u8>,
-    connect_started: Instant,
-    tcp_connected_at: Instant,
-    tls_done_at: Option<Instant>,
-    next_ping: Option<Instant>,
-    /// The probe in flight: its id (WebSocket ping payload) and send time.
-    outstanding: Option<(u64, Instant)>,
-    ping_seq: u64,
-}
-
+/// One session to a target: a state machine that lives through many
+/// connections (resolve → connect → TLS → upgrade → open → closing, or a
+/// failure → backoff → resolve again).
+///
+/// # Calling contract
+/// A session never touches a socket, never reads the clock and never
+/// sleeps. Its driver:
+/// - feeds it input: `start` once, then `handle_resolved` (the answer to an
+///   `IoRequest::Resolve`), `handle_connected` (the connect an
+///   `IoRequest::Connect` started finished or failed), `handle_input`
+///   (bytes read), `handle_eof`, `handle_io_error`, `handle_timeout`, and
+///   `stop` to close for good;
+/// - after every call, drains the shared `Outbox`: carries out its
+///   `IoRequest`s in order, reports its `SessionEvent`s, writes
+///   `pending_output` to the socket and says how much went with
+///   `consume_output`, then reads `poll_timeout` again;
+/// - passes `now` into every call, from a monotonic clock. For
+///   `handle_input` it is when the bytes reached the host (the kernel's
+///   receive time), which may be earlier than the loop's clock: RTTs end
+///   there.
+///
+/// `poll_timeout` is the earliest instant at which `handle_timeout` has
+/// work: nothing changes by itself before it, and calling `handle_timeout`
+/// early does nothing. `None` means nothing is due until input arrives.
+/// Input that does not fit the current phase (a DNS answer after its
+/// timeout) is ignored.
+///
+/// # Randomness
+/// Backoff jitter, probe phases without an anchor and WebSocket keys come
+/// from the session's seeded `Rng`, so tests replay exactly. Frame masks
+/// come from the thread's CSPRNG, as tungstenite's own do: RFC 6455 §5.3
+/// requires them unpredictable, and they change no behaviour.
 pub struct Session {
     spec: Arc<TargetSpec>,
     mode: Mode,
@@ -176,7 +178,6 @@ pub struct Session {
     attempt_started: Option<Instant>,
     addrs: Vec<SocketAddr>,
     conn: Option<Box<Conn>>,
-    closing_after_local: bool,
     stop_requested: bool,
     /// Probes go out at instants congruent to this modulo the ping interval
     /// (see `set_probe_anchor`); without it, at a random phase.
@@ -184,6 +185,7 @@ pub struct Session {
     stats: SessionStats,
 }
 
+/// What handling some input decided for the session as a whole.
 enum Step {
     Continue,
     Fail(FailureReason, String),
@@ -202,7 +204,6 @@ impl Session {
             attempt_started: None,
             addrs: Vec::new(),
             conn: None,
-            closing_after_local: false,
             stop_requested: false,
             probe_anchor: None,
             stats: SessionStats::default(),
@@ -224,15 +225,17 @@ impl Session {
 
     /// Bytes waiting for the socket.
     pub fn pending_output(&self) -> &[u8] {
-        self.conn.as_ref().map(|c| c.wire_out.as_slice()).unwrap_or(&[])
+        self.conn.as_ref().map(|c| c.wire.out.as_slice()).unwrap_or(&[])
     }
 
+    /// The driver wrote the first `n` bytes of `pending_output`.
     pub fn consume_output(&mut self, n: usize) {
         if let Some(c) = self.conn.as_mut() {
-            c.wire_out.drain(..n.min(c.wire_out.len()));
-            if c.wire_out.is_empty() {
+            let out = &mut c.wire.out;
+            out.drain(..n.min(out.len()));
+            if out.is_empty() {
                 // Idle sessions far outnumber busy ones: hold no spare capacity.
-                c.wire_out = Vec::new();
+                *out = Vec::new();
             }
         }
     }
@@ -241,14 +244,10 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut earliest = self.phase_deadline;
         if self.phase == Phase::Open {
-            let timing = &self.spec.timing;
             if let Some(c) = &self.conn {
-                earliest = min_opt(earliest, c.next_ping);
-                if let Some((_, sent)) = c.outstanding {
-                    earliest = min_opt(earliest, Some(sent + timing.pong_timeout));
-                }
+                earliest = min_opt(earliest, c.app.poll_timeout(&self.spec));
             }
-            if let (Some(idle), Some(last)) = (timing.idle_timeout, self.stats.last_rx) {
+            if let (Some(idle), Some(last)) = (self.spec.timing.idle_timeout, self.stats.last_rx) {
                 earliest = min_opt(earliest, Some(last + idle));
             }
         }
@@ -258,9 +257,8 @@ impl Session {
     /// Pins the probe schedule of every connection of this session to
     /// `anchor` plus whole ping intervals. The driver gives neighbouring
     /// sessions neighbouring phases, so that the probes of one timer tick
-    /// touch neighbouring session state (the cost of a probe at thousands
-    /// of sessions is mostly cache and TLB misses), while the sessions of a
-    /// target still spread evenly over the interval.
+    /// touch neighbouring session state, while the sessions of a target
+    /// still spread evenly over the interval.
     pub fn set_probe_anchor(&mut self, anchor: Instant) {
         self.probe_anchor = Some(anchor);
     }
@@ -318,39 +316,20 @@ impl Session {
             return;
         }
         let started = self.attempt_started.unwrap_or(now);
-        let mut conn = Box::new(Conn {
-            tls: None,
-            proto: Proto::AwaitTls,
-            wire_out: Vec::new(),
-            connect_started: started,
-            tcp_connected_at: now,
-            tls_done_at: None,
-            next_ping: None,
-            outstanding: None,
-            ping_seq: 0,
-        });
-        let spec = Arc::clone(&self.spec);
-        match spec.scheme {
+        match self.spec.scheme {
             Scheme::Tcp => {
-                conn.proto = Proto::Tcp { window: Vec::new() };
-                self.conn = Some(conn);
+                self.conn = Some(Box::new(Conn::new(started, now, Codec::Tcp)));
                 self.open(now, out);
             }
             Scheme::Ws | Scheme::Wss => {
+                self.conn = Some(Box::new(Conn::new(started, now, Codec::AwaitTls)));
                 self.set_phase(Phase::Handshaking, out);
-                self.phase_deadline = Some(now + spec.timing.handshake_timeout);
-                if let Some(tls) = &spec.tls {
-                    match rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone()) {
-                        Ok(c) => conn.tls = Some(Box::new(c)),
-                        Err(e) => {
-                            self.conn = Some(conn);
-                            return self.fail(FailureReason::Tls, e.to_string(), now, out);
-                        }
+                self.phase_deadline = Some(now + self.spec.timing.handshake_timeout);
+                if self.spec.tls.is_some() {
+                    if let Err(step) = self.start_tls() {
+                        self.apply(step, now, out);
                     }
-                    self.conn = Some(conn);
-                    self.pump_tls_out();
                 } else {
-                    self.conn = Some(conn);
                     self.send_upgrade_request();
                 }
             }
@@ -371,14 +350,6 @@ impl Session {
         self.check_backlog(now, out);
     }
 
-    fn check_backlog(&mut self, now: Instant, out: &mut Outbox) {
-        let queued = self.pending_output().len();
-        if self.phase == Phase::Open && queued > MAX_PENDING_OUTPUT {
-            let detail = format!("{queued} bytes unsent: the peer is not reading");
-            self.apply(Step::Drop(DisconnectReason::SendBacklog, detail, None), now, out);
-        }
-    }
-
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self, now: Instant, out: &mut Outbox) {
         let step = match self.phase {
@@ -392,15 +363,10 @@ impl Session {
                 };
                 Step::Fail(FailureReason::HandshakeEof, detail.into())
             }
-            Phase::Open => {
-                // Let tungstenite see the EOF: a close frame may still be buffered.
-                if let Some(Proto::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.proto) {
-                    ws.get_mut().set_eof();
-                    self.drive_ws(now, out)
-                } else {
-                    Step::Drop(DisconnectReason::Eof, "peer closed the connection".into(), None)
-                }
-            }
+            // The codec may still hold a close frame: let it see the EOF.
+            Phase::Open => self
+                .ws_eof(now, out)
+                .unwrap_or_else(|| Step::Drop(DisconnectReason::Eof, "peer closed the connection".into(), None)),
             Phase::Closing => {
                 self.finish_local_close(now, out);
                 Step::Continue
@@ -441,68 +407,55 @@ impl Session {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
-        let timing = self.spec.timing.clone();
-        if let Some(deadline) = self.phase_deadline {
-            if now >= deadline {
-                self.phase_deadline = None;
-                match self.phase {
-                    Phase::Backoff => return self.begin_attempt(now, out),
-                    Phase::Resolving => return self.fail(FailureReason::Dns, "resolution timed out".into(), now, out),
-                    Phase::Connecting => {
-                        return self.fail(FailureReason::ConnectTimeout, "TCP connect timed out".into(), now, out)
-                    }
-                    Phase::Handshaking => {
-                        let during = match self.conn.as_ref() {
-                            Some(c) if c.tls.is_some() && c.tls_done_at.is_none() => "TLS handshake",
-                            _ => "WebSocket upgrade",
-                        };
-                        return self.fail(
-                            FailureReason::HandshakeTimeout,
-                            format!(
-                                "no answer to the {during} within {}",
-                                humantime::format_duration(timing.handshake_timeout)
-                            ),
-                            now,
-                            out,
-                        );
-                    }
-                    Phase::Closing => return self.finish_local_close(now, out),
-                    _ => {}
-                }
-            }
+        if self.phase_deadline.is_some_and(|d| now >= d) {
+            self.phase_deadline = None;
+            return self.phase_deadline_passed(now, out);
         }
         if self.phase != Phase::Open {
             return;
         }
+        let timing = &self.spec.timing;
         if let (Some(idle), Some(last)) = (timing.idle_timeout, self.stats.last_rx) {
             if now >= last + idle {
                 let detail = format!("nothing received for {}", humantime::format_duration(idle));
                 return self.apply(Step::Drop(DisconnectReason::IdleTimeout, detail, None), now, out);
             }
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        if let Some((_, sent)) = conn.outstanding {
-            if now >= sent + timing.pong_timeout {
-                out.events.push(SessionEvent::PongTimeout);
-                let detail = format!("no pong within {}", humantime::format_duration(timing.pong_timeout));
-                return self.apply(Step::Drop(DisconnectReason::PongTimeout, detail, None), now, out);
-            }
-        }
-        if let Some(at) = conn.next_ping {
-            if now >= at && conn.outstanding.is_none() {
-                let step = self.send_probe(now);
-                self.apply(step, now, out);
-                self.check_backlog(now, out);
-            } else if now >= at {
-                // Still waiting for the previous answer: skip this round.
-                conn.next_ping = timing.ping_interval.map(|i| next_in_phase(at, i, now));
-            }
-        }
+        let step = self.call_app(now, out, |app, ctx| app.on_timeout(ctx));
+        self.apply(step, now, out);
+        self.check_backlog(now, out);
     }
 
     // ---- internals ----
+
+    fn phase_deadline_passed(&mut self, now: Instant, out: &mut Outbox) {
+        match self.phase {
+            Phase::Backoff => self.begin_attempt(now, out),
+            Phase::Resolving => self.fail(FailureReason::Dns, "resolution timed out".into(), now, out),
+            Phase::Connecting => self.fail(FailureReason::ConnectTimeout, "TCP connect timed out".into(), now, out),
+            Phase::Handshaking => {
+                let during = match self.conn.as_ref() {
+                    Some(c) if c.wire.tls.is_some() && c.tls_done_at.is_none() => "TLS handshake",
+                    _ => "WebSocket upgrade",
+                };
+                let detail = format!(
+                    "no answer to the {during} within {}",
+                    humantime::format_duration(self.spec.timing.handshake_timeout)
+                );
+                self.fail(FailureReason::HandshakeTimeout, detail, now, out);
+            }
+            Phase::Closing => self.finish_local_close(now, out),
+            _ => {}
+        }
+    }
+
+    fn check_backlog(&mut self, now: Instant, out: &mut Outbox) {
+        let queued = self.pending_output().len();
+        if self.phase == Phase::Open && queued > MAX_PENDING_OUTPUT {
+            let detail = format!("{queued} bytes unsent: the peer is not reading");
+            self.apply(Step::Drop(DisconnectReason::SendBacklog, detail, None), now, out);
+        }
+    }
 
     fn begin_attempt(&mut self, now: Instant, out: &mut Outbox) {
         if self.stop_requested {
@@ -532,6 +485,7 @@ impl Session {
         }
     }
 
+    /// The connection is established: its liveness protocol starts.
     fn open(&mut self, now: Instant, out: &mut Outbox) {
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -540,399 +494,75 @@ impl Session {
         let tls = conn
             .tls_done_at
             .map(|t| t.saturating_duration_since(conn.tcp_connected_at));
-        let handshake = match conn.proto {
-            Proto::Ws(_) => Some(now.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
+        let handshake = match conn.codec {
+            Codec::Ws(_) => Some(now.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
             _ => None,
         };
-        let probes = matches!(conn.proto, Proto::Ws(_)) || self.spec.probe.is_some();
-        // The first probe goes out at once so RTT is known from the start.
-        conn.next_ping = if probes && self.spec.timing.ping_interval.is_some() {
-            Some(now)
-        } else {
-            None
-        };
+        conn.app = App::start(&self.spec, now);
+        let probes = conn.app.probes();
         self.phase_deadline = None;
         self.addrs = Vec::new();
         self.stats.opened_at = Some(now);
         self.stats.last_rx = Some(now);
         self.set_phase(Phase::Open, out);
         out.events.push(SessionEvent::Opened { tcp, tls, handshake });
-        if matches!(self.mode, Mode::OneShot { .. }) && self.conn.as_ref().is_some_and(|c| c.next_ping.is_none()) {
+        if matches!(self.mode, Mode::OneShot { .. }) && !probes {
             // Nothing to probe: connecting was the whole check.
             self.close_locally(now, out);
         }
     }
 
-    fn send_upgrade_request(&mut self) {
-        let mut nonce = [0u8; 16];
-        self.rng.fill(&mut nonce);
-        let key = handshake::encode_key(&nonce);
-        let spec = &self.spec;
-        let request = handshake::build_request(&handshake::RequestParams {
-            host_header: &spec.host_header,
-            path: &spec.ws.path,
-            key: &key,
-            origin: spec.ws.origin.as_deref(),
-            subprotocols: &spec.ws.subprotocols,
-            headers: &spec.ws.headers,
-        });
-        if let Some(conn) = self.conn.as_mut() {
-            conn.proto = Proto::WsHandshake { key, buf: Vec::new() };
-            conn.write_plain(&request);
-        }
+    /// Feeds input to the liveness protocol.
+    fn app_input(&mut self, input: Input<'_>, now: Instant, out: &mut Outbox) -> Step {
+        self.call_app(now, out, |app, ctx| app.on_input(input, ctx))
     }
 
-    /// Runs received bytes through TLS when it is on; returns the plaintext.
-    fn decrypt<'b>(&mut self, bytes: &'b [u8], now: Instant, out: &mut Outbox) -> Result<Cow<'b, [u8]>, Step> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(Cow::Borrowed(&[]));
+    /// Calls the open connection's liveness protocol and acts on its report.
+    fn call_app(&mut self, now: Instant, out: &mut Outbox, call: impl FnOnce(&mut App, Ctx<'_>) -> Report) -> Step {
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Step::Continue;
         };
-        let Some(tls) = conn.tls.as_mut() else {
-            return Ok(Cow::Borrowed(bytes));
+        let ctx = Ctx {
+            now,
+            spec: &self.spec,
+            phasing: Phasing {
+                anchor: self.probe_anchor,
+                spread: self.mode == Mode::Persistent,
+                rng: &mut self.rng,
+            },
+            link: Link {
+                wire: &mut conn.wire,
+                codec: &mut conn.codec,
+            },
         };
-        let mut rest = bytes;
-        let mut plain = Vec::new();
-        let mut peer_closed = false;
-        while !rest.is_empty() {
-            if let Err(e) = tls.read_tls(&mut rest) {
-                return Err(tls_step(self.phase, e.to_string()));
+        match call(&mut conn.app, ctx) {
+            Report::Quiet => Step::Continue,
+            Report::Answered(rtt) => {
+                self.record_pong(rtt, now, out);
+                Step::Continue
             }
-            if let Err(e) = tls.process_new_packets() {
-                // Send the alert rustls queued, then give up on the session.
-                let _ = tls.write_tls(&mut conn.wire_out);
-                return Err(tls_step(self.phase, e.to_string()));
+            Report::Stray => {
+                out.events.push(SessionEvent::StrayPong);
+                Step::Continue
             }
-            let mut chunk = [0u8; 4096];
-            loop {
-                match tls.reader().read(&mut chunk) {
-                    Ok(0) => {
-                        peer_closed = true;
-                        break;
-                    }
-                    Ok(n) => plain.extend_from_slice(&chunk[..n]),
-                    Err(_) => break, // WouldBlock: no more plaintext for now
-                }
+            Report::Unanswered => {
+                out.events.push(SessionEvent::PongTimeout);
+                let timeout = humantime::format_duration(self.spec.timing.pong_timeout);
+                Step::Drop(DisconnectReason::PongTimeout, format!("no pong within {timeout}"), None)
             }
-        }
-        let tls_just_done = conn.tls_done_at.is_none() && !tls.is_handshaking();
-        if tls_just_done {
-            conn.tls_done_at = Some(now);
-            if let Some(not_after_unix) = tls
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|der| cert_not_after(der.as_ref()))
-            {
-                out.events.push(SessionEvent::CertExpiry { not_after_unix });
-            }
-        }
-        self.pump_tls_out();
-        if tls_just_done {
-            self.send_upgrade_request();
-        }
-        if peer_closed && plain.is_empty() {
-            return Err(match self.phase {
-                Phase::Handshaking => {
-                    Step::Fail(FailureReason::HandshakeEof, "TLS close_notify during handshake".into())
-                }
-                _ => Step::Drop(DisconnectReason::Eof, "TLS close_notify".into(), None),
-            });
-        }
-        Ok(Cow::Owned(plain))
-    }
-
-    fn pump_tls_out(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.flush_tls();
         }
     }
 
     fn feed_plaintext(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
         if let Some(payload) = self.codec_free_pong(plain) {
-            self.take_pong(payload, now, out);
-            return Step::Continue;
+            return self.app_input(Input::Pong(payload), now, out);
         }
-        let Some(conn) = self.conn.as_mut() else {
-            return Step::Continue;
-        };
-        match &mut conn.proto {
-            Proto::AwaitTls => Step::Continue,
-            Proto::WsHandshake { key, buf } => {
-                buf.extend_from_slice(plain);
-                let spec = &self.spec;
-                let want = Expectation {
-                    key,
-                    subprotocols: &spec.ws.subprotocols,
-                    require_subprotocol: spec.ws.require_subprotocol,
-                };
-                match handshake::parse_response(buf, &want) {
-                    Ok(Progress::NeedMore) => Step::Continue,
-                    Err(rejected) => Step::Fail(rejected.reason, rejected.detail),
-                    Ok(Progress::Done(accepted)) => {
-                        // The core already holds received bytes; tungstenite only
-                        // stages them, so its eagerly reserved buffer stays small.
-                        let config = WebSocketConfig::default()
-                            .read_buffer_size(WS_READ_CHUNK)
-                            .write_buffer_size(0)
-                            .max_message_size(Some(spec.ws.max_message_size))
-                            .max_frame_size(Some(spec.ws.max_frame_size));
-                        let ws = WebSocket::from_partially_read(
-                            MemStream::after_handshake(&accepted.leftover),
-                            accepted.leftover,
-                            Role::Client,
-                            Some(config),
-                        );
-                        conn.proto = Proto::Ws(ws);
-                        self.open(now, out);
-                        if self.phase != Phase::Open {
-                            return Step::Continue;
-                        }
-                        self.send_on_open_messages();
-                        // Frames may have arrived together with the 101.
-                        self.drive_ws(now, out)
-                    }
-                }
-            }
-            Proto::Ws(ws) => {
-                ws.get_mut().push_input(plain);
-                self.drive_ws(now, out)
-            }
-            Proto::Tcp { window } => {
-                let Some(probe) = &self.spec.probe else {
-                    return Step::Continue;
-                };
-                let Some((_, sent)) = conn.outstanding else {
-                    return Step::Continue;
-                };
-                window.extend_from_slice(plain);
-                if contains(window, &probe.expect) {
-                    window.clear();
-                    conn.outstanding = None;
-                    self.record_pong(now.saturating_duration_since(sent), now, out);
-                } else if window.len() > PROBE_WINDOW {
-                    // Keep only a tail long enough to hold a split match.
-                    let keep = probe.expect.len().saturating_sub(1);
-                    let cut = window.len() - keep;
-                    window.drain(..cut);
-                }
-                Step::Continue
-            }
+        match self.conn.as_ref().map(|c| &c.codec) {
+            None | Some(Codec::AwaitTls) => Step::Continue,
+            Some(Codec::WsHandshake { .. }) => self.handshake_input(plain, now, out),
+            Some(Codec::Ws(_)) => self.ws_input(plain, now, out),
+            Some(Codec::Tcp) => self.app_input(Input::Bytes(plain), now, out),
         }
-    }
-
-    fn send_on_open_messages(&mut self) {
-        let spec = Arc::clone(&self.spec);
-        if let Some(Proto::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.proto) {
-            for m in &spec.ws.on_open {
-                let msg = match m {
-                    OpenMessage::Text(t) => Message::text(t.clone()),
-                    OpenMessage::Binary(b) => Message::binary(b.clone()),
-                };
-                let _ = ws.write(msg);
-            }
-            let _ = ws.flush();
-        }
-        self.flush_ws_output();
-    }
-
-    /// Reads every complete message tungstenite can decode from its input.
-    fn drive_ws(&mut self, now: Instant, out: &mut Outbox) -> Step {
-        let mut step = Step::Continue;
-        while let Some(conn) = self.conn.as_mut() {
-            let Proto::Ws(ws) = &mut conn.proto else {
-                break;
-            };
-            match ws.read() {
-                Ok(Message::Pong(payload)) => {
-                    if self.take_pong(&payload, now, out) && self.phase != Phase::Open {
-                        break;
-                    }
-                }
-                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
-                    self.stats.last_message = Some(now);
-                    if self.spec.ws.echo {
-                        // Queued in tungstenite; the flush below sends it.
-                        let _ = ws.write(msg);
-                    }
-                }
-                Ok(Message::Ping(_)) | Ok(Message::Frame(_)) => {}
-                Ok(Message::Close(frame)) => {
-                    if self.phase == Phase::Closing {
-                        // The answer to our own close: done.
-                        let _ = ws.flush();
-                        self.flush_ws_output();
-                        self.finish_local_close(now, out);
-                        break;
-                    }
-                    let (code, text) = match frame {
-                        Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
-                        None => (None, String::new()),
-                    };
-                    let _ = ws.flush(); // queue tungstenite's close reply
-                    self.flush_ws_output();
-                    // tungstenite answers a close frame whose code may not be
-                    // sent with 1002 and hands us that instead of the original.
-                    let rewritten = code == Some(1002) && text == "Protocol violation";
-                    step = match code {
-                        Some(_) if rewritten => Step::Drop(
-                            DisconnectReason::ProtocolError,
-                            "close frame with a code that may not be sent (RFC 6455 section 7.4); answered 1002".into(),
-                            code,
-                        ),
-                        Some(c) => Step::Drop(
-                            DisconnectReason::PeerClose,
-                            format!("close frame code {c} {text:?}"),
-                            code,
-                        ),
-                        None => Step::Drop(DisconnectReason::PeerClose, "close frame without status".into(), None),
-                    };
-                    break;
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(tungstenite::Error::ConnectionClosed)
-                | Err(tungstenite::Error::AlreadyClosed)
-                | Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
-                    if self.phase == Phase::Closing {
-                        self.finish_local_close(now, out);
-                    } else {
-                        step = Step::Drop(
-                            DisconnectReason::Eof,
-                            "peer closed the connection without a close frame".into(),
-                            None,
-                        );
-                    }
-                    break;
-                }
-                Err(tungstenite::Error::Io(e)) => {
-                    step = Step::Drop(DisconnectReason::IoError, e.to_string(), None);
-                    break;
-                }
-                Err(e) => {
-                    // Protocol violations, oversized messages, bad UTF-8: say
-                    // why in the close frame, then drop the connection.
-                    let code = match e {
-                        tungstenite::Error::Capacity(_) => CloseCode::Size,
-                        tungstenite::Error::Utf8(_) => CloseCode::Invalid,
-                        _ => CloseCode::Protocol,
-                    };
-                    let _ = ws.close(Some(CloseFrame {
-                        code,
-                        reason: "".into(),
-                    }));
-                    let _ = ws.flush();
-                    self.flush_ws_output();
-                    step = Step::Drop(DisconnectReason::ProtocolError, e.to_string(), None);
-                    break;
-                }
-            }
-        }
-        if let Some(Proto::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.proto) {
-            let _ = ws.flush(); // automatic pong replies to server pings
-            ws.get_mut().compact();
-        }
-        self.flush_ws_output();
-        step
-    }
-
-    /// The payload of `plain` when it is the common read at scale, one bare
-    /// pong, and tungstenite holds no partial frame (so it cannot be the rest
-    /// of one): then it is matched directly, not staged through tungstenite's
-    /// buffers, whose cold memory was much of a probe's user-space cost at
-    /// thousands of sessions.
-    fn codec_free_pong<'a>(&self, plain: &'a [u8]) -> Option<&'a [u8]> {
-        match self.conn.as_deref().map(|c| &c.proto) {
-            Some(Proto::Ws(ws)) if self.phase == Phase::Open && ws.get_ref().drained_at_frame_boundary() => {
-                ping::bare_pong(plain)
-            }
-            _ => None,
-        }
-    }
-
-    /// A pong counts only when it carries the id of the probe in flight;
-    /// returns whether it did.
-    fn take_pong(&mut self, payload: &[u8], now: Instant, out: &mut Outbox) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
-            return false;
-        };
-        match conn.outstanding {
-            Some((id, sent)) if payload == id.to_be_bytes() => {
-                conn.outstanding = None;
-                self.record_pong(now.saturating_duration_since(sent), now, out);
-                true
-            }
-            _ => {
-                out.events.push(SessionEvent::StrayPong);
-                false
-            }
-        }
-    }
-
-    /// Moves what tungstenite wrote into the wire buffer (through TLS if on).
-    fn flush_ws_output(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let Proto::Ws(ws) = &mut conn.proto else {
-            return;
-        };
-        let bytes = std::mem::take(&mut ws.get_mut().output);
-        if bytes.is_empty() {
-            return;
-        }
-        if conn.tls.is_none() && conn.wire_out.is_empty() {
-            conn.wire_out = bytes; // the common case: hand the buffer over, no copy
-        } else {
-            conn.write_plain(&bytes);
-        }
-    }
-
-    fn send_probe(&mut self, now: Instant) -> Step {
-        let spec = Arc::clone(&self.spec);
-        let first = self.conn.as_ref().is_some_and(|c| c.ping_seq == 0);
-        let due = self.conn.as_ref().and_then(|c| c.next_ping).unwrap_or(now);
-        let next = spec.timing.ping_interval.map(|interval| {
-            if first && self.mode == Mode::Persistent {
-                // Sessions opened together would otherwise ping together
-                // forever. Move this one to its phase: its anchor, or a random
-                // one. At most an interval later, so the detection bound holds.
-                match self.probe_anchor {
-                    Some(anchor) => next_in_phase(anchor, interval, now),
-                    None => {
-                        let half = interval.as_micros() as u64 / 2;
-                        now + Duration::from_micros(half + self.rng.below_inclusive(half))
-                    }
-                }
-            } else {
-                // From when it was due, not when the loop got to it, so the
-                // phase does not drift by the timer grid's lateness.
-                next_in_phase(due, interval, now)
-            }
-        });
-        let Some(conn) = self.conn.as_mut() else {
-            return Step::Continue;
-        };
-        conn.ping_seq = conn.ping_seq.wrapping_add(1);
-        let id = conn.ping_seq;
-        conn.outstanding = Some((id, now));
-        conn.next_ping = next;
-        match &mut conn.proto {
-            Proto::Ws(_) => {
-                // Whole frames only reach the wire buffer (tungstenite's
-                // output is moved there after every call), so the ping never
-                // lands inside another frame.
-                self.flush_ws_output();
-                if let Some(conn) = self.conn.as_mut() {
-                    conn.write_plain(&ping::frame(id, ping::random_mask()));
-                }
-            }
-            Proto::Tcp { window } => {
-                window.clear();
-                if let Some(p) = &spec.probe {
-                    conn.write_plain(&p.send);
-                }
-            }
-            _ => {}
-        }
-        Step::Continue
     }
 
     fn record_pong(&mut self, rtt: Duration, now: Instant, out: &mut Outbox) {
@@ -946,27 +576,10 @@ impl Session {
         }
     }
 
+    /// Our side ends the session: with a close frame where the protocol has
+    /// one (then `Closing` until the answer or `close_timeout`).
     fn close_locally(&mut self, now: Instant, out: &mut Outbox) {
-        let mut waits_for_peer = false;
-        if let Some(conn) = self.conn.as_mut() {
-            if let Proto::Ws(ws) = &mut conn.proto {
-                let code = if self.stop_requested {
-                    CloseCode::Away
-                } else {
-                    CloseCode::Normal
-                };
-                waits_for_peer = ws
-                    .close(Some(CloseFrame {
-                        code,
-                        reason: "".into(),
-                    }))
-                    .is_ok();
-                let _ = ws.flush();
-            }
-        }
-        self.flush_ws_output();
-        self.closing_after_local = true;
-        if waits_for_peer {
+        if self.send_close_frame() {
             self.phase_deadline = Some(now + self.spec.timing.close_timeout);
             self.set_phase(Phase::Closing, out);
         } else {
@@ -984,7 +597,6 @@ impl Session {
         });
         self.drop_conn(out);
         self.phase_deadline = None;
-        self.closing_after_local = false;
         self.set_phase(Phase::Stopped, out);
     }
 
@@ -1050,7 +662,7 @@ impl Session {
             self.phase,
             Phase::Connecting | Phase::Handshaking | Phase::Open | Phase::Closing
         );
-        let farewell = self.conn.take().map(|c| c.wire_out).unwrap_or_default();
+        let farewell = self.conn.take().map(|c| c.wire.out).unwrap_or_default();
         self.addrs.clear();
         if had_socket {
             out.io.push(IoRequest::CloseSocket { farewell });
@@ -1063,59 +675,6 @@ impl Session {
             self.phase = to;
         }
     }
-}
-
-impl Conn {
-    fn write_plain(&mut self, bytes: &[u8]) {
-        match self.tls.as_mut() {
-            Some(tls) => {
-                let _ = tls.writer().write_all(bytes);
-                self.flush_tls();
-            }
-            None => self.wire_out.extend_from_slice(bytes),
-        }
-    }
-
-    fn flush_tls(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
-            while tls.wants_write() {
-                if tls.write_tls(&mut self.wire_out).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-fn tls_step(phase: Phase, detail: String) -> Step {
-    if phase == Phase::Handshaking {
-        Step::Fail(FailureReason::Tls, detail)
-    } else {
-        Step::Drop(DisconnectReason::ProtocolError, format!("TLS: {detail}"), None)
-    }
-}
-
-fn cert_not_after(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_after.timestamp())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The first instant after `now` that lies a whole number of intervals from
-/// `anchor` (before or after it).
-fn next_in_phase(anchor: Instant, interval: Duration, now: Instant) -> Instant {
-    let period = interval.as_nanos().max(1);
-    let wait = match anchor.checked_duration_since(now) {
-        Some(ahead) => match ahead.as_nanos() % period {
-            0 => period,
-            rest => rest,
-        },
-        None => period - now.duration_since(anchor).as_nanos() % period,
-    };
-    now + Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
 }
 
 /// The earlier of two optional instants.

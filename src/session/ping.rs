@@ -2,10 +2,10 @@
 //!
 //! Built here rather than by tungstenite's writer because it is the one frame
 //! every session sends every interval: the writer's path (a payload
-//! allocation, its frame buffer, then the session's output buffer) was a
-//! third of the instructions of a whole probe. Likewise its answer, when a
-//! read holds exactly one bare pong (see `bare_pong`). Everything else stays
-//! with tungstenite.
+//! allocation, its frame buffer, then the session's output buffer) costs
+//! more than the rest of a probe together. Likewise its answer, when a read
+//! holds exactly one bare pong (see `bare_pong`). Everything else stays with
+//! tungstenite.
 
 /// Payload of a ping: the probe id, big-endian.
 pub const ID_LEN: usize = 8;

@@ -359,21 +359,6 @@ fn a_probe_due_while_the_last_is_unanswered_waits_for_the_next_round_on_its_phas
 }
 
 #[test]
-fn next_in_phase_is_the_first_later_instant_a_whole_number_of_intervals_from_the_anchor() {
-    let t = Instant::now();
-    let i = Duration::from_secs(10);
-    let s = Duration::from_secs(1);
-    // Anchor ahead, behind, many intervals away, and exactly on `now`.
-    assert_eq!(next_in_phase(t + 3 * s, i, t), t + 3 * s);
-    assert_eq!(next_in_phase(t + 23 * s, i, t), t + 3 * s);
-    assert_eq!(next_in_phase(t + 10 * s, i, t), t + 10 * s);
-    assert_eq!(next_in_phase(t, i, t + 3 * s), t + 10 * s);
-    assert_eq!(next_in_phase(t, i, t + 27 * s), t + 30 * s);
-    assert_eq!(next_in_phase(t, i, t), t + 10 * s);
-    assert_eq!(next_in_phase(t, i, t + 20 * s), t + 30 * s);
-}
-
-#[test]
 fn pong_timeout_fires_at_deadline_and_schedules_reconnect_within_backoff() {
     let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
     h.open_ws();
