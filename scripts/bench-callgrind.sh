@@ -6,6 +6,7 @@
 # storm and dumped after a steady window, then divided by the probes answered.
 #
 # usage: scripts/bench-callgrind.sh [SESSIONS] [WINDOW_SECONDS]
+# SOCKPULSE_BIN=path/to/other/sockpulse counts another build the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sessions=${1:-9000}
@@ -14,6 +15,7 @@ command -v valgrind >/dev/null || { apt-get install -y -q valgrind >/dev/null; }
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v websocat >/dev/null || cargo install -q websocat --locked
 cargo build --release --locked -q
+bin=${SOCKPULSE_BIN:-target/release/sockpulse}
 ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)
@@ -39,7 +41,7 @@ web=$(free_port)
 sleep 0.5
 
 RUST_LOG=error valgrind --tool=callgrind --cache-sim=yes --callgrind-out-file="$work/cg.out" \
-  target/release/sockpulse run --config "$work/config.toml" --web.listen-address "127.0.0.1:$web" \
+  "$bin" run --config "$work/config.toml" --web.listen-address "127.0.0.1:$web" \
   >"$work/agent.log" 2>&1 &
 agent=$!
 pids+=("$agent")

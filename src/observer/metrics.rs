@@ -242,11 +242,11 @@ impl Observer for MetricsObserver {
         // rather than once per session.
         let mut oldest = vec![Oldest::default(); self.targets.id_bound()];
         for g in sessions {
-            // Removed targets' sessions may still be closing: not reported.
-            if !g.open() || self.targets.get(g.target()).is_none() {
+            // Sessions of removed targets (still closing) are summed too,
+            // but only live targets are read below.
+            let Some(o) = oldest.get_mut(g.target().index()).filter(|_| g.open()) else {
                 continue;
-            }
-            let o = &mut oldest[g.target().index()];
+            };
             o.up = true;
             o.pong = min_opt(o.pong, g.last_pong_ms());
             o.message = min_opt(o.message, g.last_message_ms());

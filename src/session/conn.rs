@@ -75,8 +75,7 @@ impl Wire {
 }
 
 pub struct Conn {
-    pub wire: Wire,
-    pub codec: Codec,
+    pub io: ConnIo,
     /// `App::Silent` until the connection opens.
     pub app: App,
     pub connect_started: Instant,
@@ -87,36 +86,37 @@ pub struct Conn {
 impl Conn {
     pub fn new(connect_started: Instant, tcp_connected_at: Instant, codec: Codec) -> Conn {
         Conn {
-            wire: Wire::default(),
-            codec,
+            io: ConnIo {
+                wire: Wire::default(),
+                codec,
+            },
             app: App::Silent,
             connect_started,
             tcp_connected_at,
             tls_done_at: None,
         }
     }
+}
 
+/// The connection's bytes and their framing: what a liveness protocol
+/// writes through.
+pub struct ConnIo {
+    pub wire: Wire,
+    pub codec: Codec,
+}
+
+impl ConnIo {
     /// The codec's output moved to the wire (see `Wire::take_codec_output`).
     pub fn flush_codec(&mut self) {
         if let Codec::Ws(ws) = &mut self.codec {
             self.wire.take_codec_output(ws);
         }
     }
-}
 
-/// What a liveness protocol writes through.
-pub struct Link<'a> {
-    pub wire: &'a mut Wire,
-    pub codec: &'a mut Codec,
-}
-
-impl Link<'_> {
     /// A WebSocket ping carrying `id`, framed here: it is the one frame
     /// every session sends every interval (see `ping`).
     pub fn send_ping(&mut self, id: u64) {
-        if let Codec::Ws(ws) = self.codec {
-            self.wire.take_codec_output(ws);
-        }
+        self.flush_codec();
         self.wire.write_plain(&ping::frame(id, ping::random_mask()));
     }
 

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use crate::labels::label_enum;
 use app::{App, Ctx, Input, Report};
-use conn::{Codec, Conn, Link};
+use conn::{Codec, Conn};
 pub use reason::{DisconnectReason, FailureReason};
 use rng::Rng;
-use schedule::Phasing;
+use schedule::Probing;
 use spec::{Scheme, TargetSpec};
 
 label_enum! {
@@ -179,9 +179,8 @@ pub struct Session {
     addrs: Vec<SocketAddr>,
     conn: Option<Box<Conn>>,
     stop_requested: bool,
-    /// Probes go out at instants congruent to this modulo the ping interval
-    /// (see `set_probe_anchor`); without it, at a random phase.
-    probe_anchor: Option<Instant>,
+    /// Where probes fall in the ping interval (see `set_probe_anchor`).
+    probing: Probing,
     stats: SessionStats,
 }
 
@@ -205,7 +204,10 @@ impl Session {
             addrs: Vec::new(),
             conn: None,
             stop_requested: false,
-            probe_anchor: None,
+            probing: Probing {
+                anchor: None,
+                spread: mode == Mode::Persistent,
+            },
             stats: SessionStats::default(),
         }
     }
@@ -225,13 +227,13 @@ impl Session {
 
     /// Bytes waiting for the socket.
     pub fn pending_output(&self) -> &[u8] {
-        self.conn.as_ref().map(|c| c.wire.out.as_slice()).unwrap_or(&[])
+        self.conn.as_ref().map(|c| c.io.wire.out.as_slice()).unwrap_or(&[])
     }
 
     /// The driver wrote the first `n` bytes of `pending_output`.
     pub fn consume_output(&mut self, n: usize) {
         if let Some(c) = self.conn.as_mut() {
-            let out = &mut c.wire.out;
+            let out = &mut c.io.wire.out;
             out.drain(..n.min(out.len()));
             if out.is_empty() {
                 // Idle sessions far outnumber busy ones: hold no spare capacity.
@@ -260,12 +262,12 @@ impl Session {
     /// touch neighbouring session state, while the sessions of a target
     /// still spread evenly over the interval.
     pub fn set_probe_anchor(&mut self, anchor: Instant) {
-        self.probe_anchor = Some(anchor);
+        self.probing.anchor = Some(anchor);
     }
 
     #[cfg(test)]
     pub fn probe_anchor(&self) -> Option<Instant> {
-        self.probe_anchor
+        self.probing.anchor
     }
 
     /// Begins the first connection attempt.
@@ -435,7 +437,7 @@ impl Session {
             Phase::Connecting => self.fail(FailureReason::ConnectTimeout, "TCP connect timed out".into(), now, out),
             Phase::Handshaking => {
                 let during = match self.conn.as_ref() {
-                    Some(c) if c.wire.tls.is_some() && c.tls_done_at.is_none() => "TLS handshake",
+                    Some(c) if c.io.wire.tls.is_some() && c.tls_done_at.is_none() => "TLS handshake",
                     _ => "WebSocket upgrade",
                 };
                 let detail = format!(
@@ -494,7 +496,7 @@ impl Session {
         let tls = conn
             .tls_done_at
             .map(|t| t.saturating_duration_since(conn.tcp_connected_at));
-        let handshake = match conn.codec {
+        let handshake = match conn.io.codec {
             Codec::Ws(_) => Some(now.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
             _ => None,
         };
@@ -525,15 +527,9 @@ impl Session {
         let ctx = Ctx {
             now,
             spec: &self.spec,
-            phasing: Phasing {
-                anchor: self.probe_anchor,
-                spread: self.mode == Mode::Persistent,
-                rng: &mut self.rng,
-            },
-            link: Link {
-                wire: &mut conn.wire,
-                codec: &mut conn.codec,
-            },
+            probing: &self.probing,
+            rng: &mut self.rng,
+            io: &mut conn.io,
         };
         match call(&mut conn.app, ctx) {
             Report::Quiet => Step::Continue,
@@ -557,7 +553,7 @@ impl Session {
         if let Some(payload) = self.codec_free_pong(plain) {
             return self.app_input(Input::Pong(payload), now, out);
         }
-        match self.conn.as_ref().map(|c| &c.codec) {
+        match self.conn.as_ref().map(|c| &c.io.codec) {
             None | Some(Codec::AwaitTls) => Step::Continue,
             Some(Codec::WsHandshake { .. }) => self.handshake_input(plain, now, out),
             Some(Codec::Ws(_)) => self.ws_input(plain, now, out),
@@ -662,7 +658,7 @@ impl Session {
             self.phase,
             Phase::Connecting | Phase::Handshaking | Phase::Open | Phase::Closing
         );
-        let farewell = self.conn.take().map(|c| c.wire.out).unwrap_or_default();
+        let farewell = self.conn.take().map(|c| c.io.wire.out).unwrap_or_default();
         self.addrs.clear();
         if had_socket {
             out.io.push(IoRequest::CloseSocket { farewell });

@@ -5,16 +5,17 @@
 use std::time::{Duration, Instant};
 
 use super::rng::Rng;
+use super::spec::Timing;
 
 /// Where a session's probes fall within the interval after its first one.
-pub struct Phasing<'a> {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probing {
     /// Probes go out at instants congruent to this modulo the interval
-    /// (the driver gives neighbouring sessions neighbouring anchors).
+    /// (the driver gives neighbouring sessions neighbouring anchors);
+    /// without one, at a random phase.
     pub anchor: Option<Instant>,
     /// Persistent sessions spread out; a one-shot check probes back to back.
     pub spread: bool,
-    /// For a random phase when there is no anchor.
-    pub rng: &'a mut Rng,
 }
 
 /// What a probe's deadline means now.
@@ -60,23 +61,18 @@ impl ProbeSchedule {
     }
 
     /// Called at `poll_timeout`: says whether to give up on the probe in
-    /// flight or send a new one (which it then counts as sent at `now`).
-    pub fn on_timeout(
-        &mut self,
-        now: Instant,
-        interval: Option<Duration>,
-        answer_timeout: Duration,
-        phasing: Phasing<'_>,
-    ) -> Due {
+    /// flight or send a new one (which it then counts as sent at `now`),
+    /// probing every `ping_interval` with `pong_timeout` to answer.
+    pub fn on_timeout(&mut self, now: Instant, timing: &Timing, probing: &Probing, rng: &mut Rng) -> Due {
         if let Some(sent) = self.sent {
-            if now >= sent + answer_timeout {
+            if now >= sent + timing.pong_timeout {
                 return Due::Unanswered;
             }
         }
         let Some(at) = self.next.filter(|&at| now >= at) else {
             return Due::Nothing;
         };
-        let Some(interval) = interval else {
+        let Some(interval) = timing.ping_interval else {
             self.next = None;
             return Due::Nothing;
         };
@@ -86,15 +82,15 @@ impl ProbeSchedule {
             return Due::Nothing;
         }
         let first = self.seq == 0;
-        self.next = Some(if first && phasing.spread {
+        self.next = Some(if first && probing.spread {
             // Sessions opened together would otherwise probe together
             // forever. Move this one to its phase: its anchor, or a random
             // one. At most an interval later, so the detection bound holds.
-            match phasing.anchor {
+            match probing.anchor {
                 Some(anchor) => next_in_phase(anchor, interval, now),
                 None => {
                     let half = interval.as_micros() as u64 / 2;
-                    now + Duration::from_micros(half + phasing.rng.below_inclusive(half))
+                    now + Duration::from_micros(half + rng.below_inclusive(half))
                 }
             }
         } else {
@@ -155,5 +151,68 @@ mod tests {
         assert_eq!(next_in_phase(t, i, t + 27 * s), t + 30 * s);
         assert_eq!(next_in_phase(t, i, t), t + 10 * s);
         assert_eq!(next_in_phase(t, i, t + 20 * s), t + 30 * s);
+    }
+
+    #[test]
+    fn one_probe_in_flight_answered_by_its_id_and_given_up_at_its_deadline() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let timing = Timing::default(); // every 10 s, 5 s to answer
+        let anchored = Probing {
+            anchor: Some(t + 4 * s),
+            spread: true,
+        };
+        let mut rng = Rng::new(1);
+        let mut sched = ProbeSchedule::starting(t, timing.ping_interval);
+        assert_eq!(sched.poll_timeout(timing.pong_timeout), Some(t));
+        // The first probe goes out at once; the second on the anchor's phase.
+        assert_eq!(sched.on_timeout(t, &timing, &anchored, &mut rng), Due::Probe(1));
+        assert_eq!(sched.poll_timeout(timing.pong_timeout), Some(t + 4 * s));
+        // A wrong id is no answer; the right one gives the round trip.
+        assert_eq!(sched.answer(7, t + s), None);
+        assert_eq!(sched.answer(1, t + s), Some(s));
+        assert_eq!(sched.answer(1, t + 2 * s), None, "answered once only");
+        // Then every interval, counted from when each was due.
+        assert_eq!(sched.on_timeout(t + 4 * s, &timing, &anchored, &mut rng), Due::Probe(2));
+        assert_eq!(sched.poll_timeout(timing.pong_timeout), Some(t + 9 * s));
+        // Unanswered: given up at its deadline, not before.
+        assert_eq!(
+            sched.on_timeout(t + 9 * s - Duration::from_nanos(1), &timing, &anchored, &mut rng),
+            Due::Nothing
+        );
+        assert_eq!(
+            sched.on_timeout(t + 9 * s, &timing, &anchored, &mut rng),
+            Due::Unanswered
+        );
+    }
+
+    #[test]
+    fn a_round_due_while_a_probe_is_in_flight_is_skipped_on_its_phase() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        // Answers may take longer than an interval here.
+        let timing = Timing {
+            ping_interval: Some(2 * s),
+            pong_timeout: 5 * s,
+            ..Timing::default()
+        };
+        let back_to_back = Probing::default();
+        let mut rng = Rng::new(1);
+        let mut sched = ProbeSchedule::starting(t, timing.ping_interval);
+        assert_eq!(sched.on_timeout(t, &timing, &back_to_back, &mut rng), Due::Probe(1));
+        assert_eq!(
+            sched.on_timeout(t + 2 * s, &timing, &back_to_back, &mut rng),
+            Due::Nothing
+        );
+        assert_eq!(sched.in_flight(), Some(1));
+        assert_eq!(sched.answer(1, t + 3 * s), Some(3 * s));
+        assert_eq!(
+            sched.on_timeout(t + 4 * s, &timing, &back_to_back, &mut rng),
+            Due::Probe(2)
+        );
+        // Without an interval nothing is ever sent.
+        let off = ProbeSchedule::starting(t, None);
+        assert!(!off.probes());
+        assert_eq!(off.poll_timeout(timing.pong_timeout), None);
     }
 }

@@ -16,8 +16,8 @@ impl Session {
         };
         let client = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
             .map_err(|e| Step::Fail(FailureReason::Tls, e.to_string()))?;
-        conn.wire.tls = Some(Box::new(client));
-        conn.wire.flush_tls();
+        conn.io.wire.tls = Some(Box::new(client));
+        conn.io.wire.flush_tls();
         Ok(())
     }
 
@@ -33,7 +33,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Cow::Borrowed(&[]));
         };
-        let wire = &mut conn.wire;
+        let wire = &mut conn.io.wire;
         let Some(tls) = wire.tls.as_mut() else {
             return Ok(Cow::Borrowed(bytes));
         };

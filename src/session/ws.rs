@@ -37,8 +37,8 @@ impl Session {
             headers: &spec.ws.headers,
         });
         if let Some(conn) = self.conn.as_mut() {
-            conn.codec = Codec::WsHandshake { key, buf: Vec::new() };
-            conn.wire.write_plain(&request);
+            conn.io.codec = Codec::WsHandshake { key, buf: Vec::new() };
+            conn.io.wire.write_plain(&request);
         }
     }
 
@@ -48,7 +48,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Step::Continue;
         };
-        let Codec::WsHandshake { key, buf } = &mut conn.codec else {
+        let Codec::WsHandshake { key, buf } = &mut conn.io.codec else {
             return Step::Continue;
         };
         buf.extend_from_slice(plain);
@@ -76,7 +76,7 @@ impl Session {
             Role::Client,
             Some(config),
         );
-        conn.codec = Codec::Ws(ws);
+        conn.io.codec = Codec::Ws(ws);
         self.open(now, out);
         if self.phase != Phase::Open {
             return Step::Continue;
@@ -88,7 +88,7 @@ impl Session {
 
     /// Bytes of an open WebSocket.
     pub(super) fn ws_input(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
-        if let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.codec) {
+        if let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.io.codec) {
             ws.get_mut().push_input(plain);
         }
         self.drive_ws(now, out)
@@ -97,7 +97,7 @@ impl Session {
     /// The peer's EOF, for the codec to find a close frame before it;
     /// `None` when this is no WebSocket.
     pub(super) fn ws_eof(&mut self, now: Instant, out: &mut Outbox) -> Option<Step> {
-        let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.codec) else {
+        let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.io.codec) else {
             return None;
         };
         ws.get_mut().set_eof();
@@ -115,7 +115,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        let Codec::Ws(ws) = &mut conn.codec else {
+        let Codec::Ws(ws) = &mut conn.io.codec else {
             return false;
         };
         let sent = ws
@@ -125,7 +125,7 @@ impl Session {
             }))
             .is_ok();
         let _ = ws.flush();
-        conn.flush_codec();
+        conn.io.flush_codec();
         sent
     }
 
@@ -134,7 +134,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Codec::Ws(ws) = &mut conn.codec {
+        if let Codec::Ws(ws) = &mut conn.io.codec {
             for m in &spec.ws.on_open {
                 let msg = match m {
                     OpenMessage::Text(t) => Message::text(t.clone()),
@@ -144,14 +144,14 @@ impl Session {
             }
             let _ = ws.flush();
         }
-        conn.flush_codec();
+        conn.io.flush_codec();
     }
 
     /// Reads every complete message tungstenite can decode from its input.
     fn drive_ws(&mut self, now: Instant, out: &mut Outbox) -> Step {
         let mut step = Step::Continue;
         while let Some(conn) = self.conn.as_mut() {
-            let Codec::Ws(ws) = &mut conn.codec else {
+            let Codec::Ws(ws) = &mut conn.io.codec else {
                 break;
             };
             match ws.read() {
@@ -181,12 +181,12 @@ impl Session {
                     if self.phase == Phase::Closing {
                         // The answer to our own close: done.
                         let _ = ws.flush();
-                        conn.flush_codec();
+                        conn.io.flush_codec();
                         self.finish_local_close(now, out);
                         break;
                     }
                     let _ = ws.flush(); // queue tungstenite's close reply
-                    conn.flush_codec();
+                    conn.io.flush_codec();
                     step = peer_close(frame);
                     break;
                 }
@@ -222,18 +222,18 @@ impl Session {
                         reason: "".into(),
                     }));
                     let _ = ws.flush();
-                    conn.flush_codec();
+                    conn.io.flush_codec();
                     step = Step::Drop(DisconnectReason::ProtocolError, e.to_string(), None);
                     break;
                 }
             }
         }
         if let Some(conn) = self.conn.as_mut() {
-            if let Codec::Ws(ws) = &mut conn.codec {
+            if let Codec::Ws(ws) = &mut conn.io.codec {
                 let _ = ws.flush(); // automatic pong replies to server pings
                 ws.get_mut().compact();
             }
-            conn.flush_codec();
+            conn.io.flush_codec();
         }
         step
     }
@@ -244,7 +244,7 @@ impl Session {
     /// buffers, whose cold memory was much of a probe's user-space cost at
     /// thousands of sessions.
     pub(super) fn codec_free_pong<'a>(&self, plain: &'a [u8]) -> Option<&'a [u8]> {
-        match self.conn.as_deref().map(|c| &c.codec) {
+        match self.conn.as_deref().map(|c| &c.io.codec) {
             Some(Codec::Ws(ws)) if self.phase == Phase::Open && ws.get_ref().drained_at_frame_boundary() => {
                 ping::bare_pong(plain)
             }

@@ -1,8 +1,8 @@
 //! The plug-in point for liveness protocols: what proves, once a session
 //! is open, that the peer is alive. Each protocol is sans-IO like the rest
 //! of the core: fed decoded input and `now`, it writes what it sends
-//! through a `Link`, exposes its next deadline, and answers each call with
-//! a `Report` the session acts on (an RTT, a missed answer, ...).
+//! through the connection's `ConnIo`, exposes its next deadline, and answers
+//! each call with a `Report` the session acts on (an RTT, a missed answer, ...).
 //!
 //! One variant per protocol, dispatched by `match` rather than through a
 //! trait object: this runs on every probe of every session.
@@ -12,8 +12,9 @@ mod ws_ping;
 
 use std::time::{Duration, Instant};
 
-use super::conn::Link;
-use super::schedule::Phasing;
+use super::conn::ConnIo;
+use super::rng::Rng;
+use super::schedule::Probing;
 use super::spec::{Scheme, TargetSpec};
 use tcp_probe::TcpProbe;
 use ws_ping::WsPing;
@@ -44,12 +45,15 @@ pub enum Report {
     Unanswered,
 }
 
-/// Everything a protocol call may use besides its own state.
+/// Everything a protocol call may use besides its own state: references
+/// only, as it is built for every call.
 pub struct Ctx<'a> {
     pub now: Instant,
     pub spec: &'a TargetSpec,
-    pub phasing: Phasing<'a>,
-    pub link: Link<'a>,
+    pub probing: &'a Probing,
+    pub rng: &'a mut Rng,
+    /// Where what it sends goes.
+    pub io: &'a mut ConnIo,
 }
 
 /// The liveness protocol of one open connection.

@@ -32,18 +32,17 @@ impl TcpProbe {
         self.schedule.poll_timeout(spec.timing.pong_timeout)
     }
 
-    pub fn on_timeout(&mut self, mut ctx: Ctx<'_>) -> Report {
-        let timing = &ctx.spec.timing;
+    pub fn on_timeout(&mut self, ctx: Ctx<'_>) -> Report {
         match self
             .schedule
-            .on_timeout(ctx.now, timing.ping_interval, timing.pong_timeout, ctx.phasing)
+            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, ctx.rng)
         {
             Due::Nothing => Report::Quiet,
             Due::Unanswered => Report::Unanswered,
             Due::Probe(_) => {
                 self.window.clear();
                 if let Some(probe) = &ctx.spec.probe {
-                    ctx.link.send_raw(&probe.send);
+                    ctx.io.send_raw(&probe.send);
                 }
                 Report::Quiet
             }
