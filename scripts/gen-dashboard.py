@@ -15,9 +15,10 @@ ROWS = [
     ("Targets", [
         ("Targets up", "stat", "none", [(f"sockpulse_target_up{{{SEL}}}", "{{target}}")], 6),
         ("Sessions by state", "timeseries", "none", [(f"sum by (target, state) (sockpulse_sessions{{{SEL}}})", "{{target}} {{state}}")], 9),
-        ("Ping RTT p50 / p99", "timeseries", "s", [
-            (f"histogram_quantile(0.5, sum by (target, le) (rate(sockpulse_ping_rtt_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} p50"),
-            (f"histogram_quantile(0.99, sum by (target, le) (rate(sockpulse_ping_rtt_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} p99"),
+        # Per probe: RFC 6455 ping (probe="ping") or application heartbeat (probe="app").
+        ("Probe RTT p50 / p99", "timeseries", "s", [
+            (f"histogram_quantile(0.5, sum by (target, probe, le) (rate(sockpulse_ping_rtt_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} {{probe}} p50"),
+            (f"histogram_quantile(0.99, sum by (target, probe, le) (rate(sockpulse_ping_rtt_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} {{probe}} p99"),
         ], 9),
         ("Ping RTT distribution", "heatmap", "s", [(f"sum by (le) (rate(sockpulse_ping_rtt_seconds_bucket{{{SEL}}}[{RI}]))", "{{le}}")], 12),
         ("Seconds since last pong (worst session)", "timeseries", "s", [(f"max by (target) (sockpulse_last_pong_age_seconds{{{SEL}}})", "{{target}}")], 12),
@@ -26,7 +27,7 @@ ROWS = [
         ("Disconnects by reason", "timeseries", "ops", [(f"sum by (target, reason) (rate(sockpulse_disconnects_total{{{SEL}, reason!=\"local_close\"}}[{RI}]))", "{{target}} {{reason}}")], 8),
         ("Connect failures by reason", "timeseries", "ops", [(f"sum by (target, reason) (rate(sockpulse_connect_failures_total{{{SEL}}}[{RI}]))", "{{target}} {{reason}}")], 8),
         ("Kernel diagnoses of failures", "timeseries", "ops", [(f"sum by (target, diagnosis) (rate(sockpulse_diagnoses_total{{{SEL}}}[{RI}]))", "{{target}} {{diagnosis}}")], 8),
-        ("Pong timeouts", "timeseries", "none", [(f"sum by (target) (increase(sockpulse_pong_timeouts_total{{{SEL}}}[{RI}]))", "{{target}}")], 8),
+        ("Unanswered probes and heartbeats", "timeseries", "none", [(f"sum by (target, probe) (increase(sockpulse_pong_timeouts_total{{{SEL}}}[{RI}]))", "{{target}} {{probe}}")], 8),
         ("Connect phase p99", "timeseries", "s", [(f"histogram_quantile(0.99, sum by (target, phase, le) (rate(sockpulse_connect_duration_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} {{phase}}")], 8),
         ("TLS certificate days left", "stat", "d", [(f"(sockpulse_tls_cert_expiry_timestamp_seconds{{{SEL}}} - time()) / 86400", "{{target}}")], 8),
     ]),

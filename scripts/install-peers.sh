@@ -31,17 +31,24 @@ if ((${#need_apt[@]})); then
 fi
 
 venv="$peers/venv"
-if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml' >/dev/null 2>&1; then
-  echo "install-peers: pip install websockets cryptography pyyaml into $venv"
+# Application-protocol servers: python-socketio on aiohttp, strawberry-graphql
+# under uvicorn.
+if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml, socketio, aiohttp, strawberry.asgi, uvicorn' >/dev/null 2>&1; then
+  echo "install-peers: pip install websockets cryptography pyyaml python-socketio aiohttp strawberry-graphql starlette uvicorn into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography pyyaml
+  "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography pyyaml \
+    'python-socketio>=5.11' aiohttp 'strawberry-graphql>=0.330' starlette uvicorn
 fi
 
 node_dir="$peers/node"
-if ! [ -f "$node_dir/node_modules/ws/package.json" ]; then
-  echo "install-peers: npm install ws into $node_dir"
+# ws; socket.io 4 (Engine.IO 4) and 2 (Engine.IO 3, installed as socket.io-v2);
+# graphql-ws with graphql.
+node_packages=(ws@8 socket.io@4 socket.io-v2@npm:socket.io@2 graphql-ws@6 graphql@16)
+if ! [ -f "$node_dir/node_modules/ws/package.json" ] || ! [ -f "$node_dir/node_modules/socket.io-v2/package.json" ] \
+  || ! [ -f "$node_dir/node_modules/graphql-ws/package.json" ]; then
+  echo "install-peers: npm install ${node_packages[*]} into $node_dir"
   mkdir -p "$node_dir"
-  npm install --prefix "$node_dir" --no-audit --no-fund --silent ws@8 >/dev/null
+  npm install --prefix "$node_dir" --no-audit --no-fund --silent "${node_packages[@]}" >/dev/null
 fi
 
 # Autobahn TestSuite needs Python 2.7; machines of this kind carry one through
@@ -63,4 +70,5 @@ if ! [ -x "$autobahn/bin/wstest" ]; then
   fi
 fi
 
-echo "install-peers: python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'), node ws $(node -p "require('$node_dir/node_modules/ws/package.json').version"), $(nginx -v 2>&1), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"
+node_version() { node -p "require('$node_dir/node_modules/$1/package.json').version"; }
+echo "install-peers: python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'), python-socketio $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("python-socketio"))'), node ws $(node_version ws), socket.io $(node_version socket.io) and $(node_version socket.io-v2), graphql-ws $(node_version graphql-ws), $(nginx -v 2>&1), $(promtool --version 2>&1 | head -1), $(redis-server --version | cut -d' ' -f1-3)"

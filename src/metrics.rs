@@ -12,7 +12,7 @@ use prometheus::{
 use crate::kernel::owned::Mismatch;
 use crate::kernel::{Diagnosis, TcpState};
 use crate::labels::label_enum;
-use crate::session::{DisconnectReason, FailureReason, Phase};
+use crate::session::{DisconnectReason, FailureReason, Phase, ProbeKind};
 
 /// Host scans take milliseconds to a second (100k sockets).
 pub const SCAN_BUCKETS: &[f64] = &[
@@ -36,6 +36,8 @@ label_enum! {
         Tls,
         /// The HTTP upgrade.
         Handshake,
+        /// The application protocol's own handshake.
+        App,
     }
 }
 
@@ -119,9 +121,11 @@ metric_table! {
             "Connection attempts that reached the open state") init;
         disconnects: IntCounterVec("sockpulse_disconnects_total", "Open sessions that ended, by reason")
             init ["reason" in DisconnectReason::ALL];
-        ping_rtt: HistogramVec("sockpulse_ping_rtt_seconds", "Round trip of WebSocket pings and TCP probes",
-            RTT_BUCKETS) init;
-        pong_timeouts: IntCounterVec("sockpulse_pong_timeouts_total", "Probes not answered within pong_timeout") init;
+        ping_rtt: HistogramVec("sockpulse_ping_rtt_seconds",
+            "Round trip of probes: ping = RFC 6455 ping or TCP probe, app = the application protocol's",
+            RTT_BUCKETS) lazy ["probe" in ProbeKind::ALL];
+        pong_timeouts: IntCounterVec("sockpulse_pong_timeouts_total",
+            "Probes (or heartbeats the peer owes) not answered in time") lazy ["probe" in ProbeKind::ALL];
         stray_pongs: IntCounterVec("sockpulse_stray_pongs_total", "Pongs that answered no outstanding ping") init;
         last_pong_age: GaugeVec("sockpulse_last_pong_age_seconds",
             "Seconds since the last answered probe, worst open session") lazy;
@@ -291,7 +295,10 @@ mod tests {
         let m = Metrics::new();
         m.init_target("gone");
         m.init_target("kept");
-        m.ping_rtt.with_label_values(&["gone"]).observe(0.001);
+        for probe in ProbeKind::ALL {
+            m.ping_rtt.with_label_values(&["gone", probe.as_str()]).observe(0.001);
+            m.pong_timeouts.with_label_values(&["gone", probe.as_str()]).inc();
+        }
         for phase in ConnectPhase::ALL {
             m.connect_duration
                 .with_label_values(&["gone", phase.as_str()])
@@ -328,7 +335,6 @@ mod tests {
             "sockpulse_sessions{state=\"open\",target=\"a\"} 0",
             "sockpulse_connect_failures_total{reason=\"bad_accept\",target=\"a\"} 0",
             "sockpulse_disconnects_total{reason=\"pong_timeout\",target=\"a\"} 0",
-            "sockpulse_ping_rtt_seconds_bucket{target=\"a\",le=\"0.0001\"} 0",
             "sockpulse_diagnoses_total{diagnosis=\"path_dead\",target=\"a\"} 0",
             "sockpulse_kernel_mismatches_total{kind=\"gone\",target=\"a\"} 0",
             "sockpulse_build_info{version=",
@@ -349,7 +355,8 @@ mod tests {
             assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
             assert!(!labels.contains(&"le"), "{name}");
         }
-        let sets: [&[&str]; 9] = [
+        let sets: [&[&str]; 10] = [
+            &ProbeKind::ALL.map(ProbeKind::as_str),
             &Phase::EXPORTED.map(Phase::as_str),
             &FailureReason::ALL.map(FailureReason::as_str),
             &DisconnectReason::ALL.map(DisconnectReason::as_str),

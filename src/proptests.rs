@@ -28,6 +28,7 @@ fn spec(scheme: Scheme) -> Arc<TargetSpec> {
                 max: Duration::from_secs(3),
                 reset_after: Duration::from_secs(4),
             },
+            message_timeout: None,
         },
         ws: WsOptions {
             max_message_size: 4096,

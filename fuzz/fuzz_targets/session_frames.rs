@@ -34,6 +34,7 @@ fn spec() -> Arc<TargetSpec> {
                     max: Duration::from_millis(100),
                     reset_after: Duration::from_secs(1),
                 },
+                message_timeout: None,
             },
             ws: WsOptions {
                 max_message_size: 65536,

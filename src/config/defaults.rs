@@ -25,6 +25,7 @@ pub(super) const KEYS: &[&str] = &[
     "max_frame_size",
     "tcp_keepalive",
     "tcp_user_timeout",
+    "message_timeout",
 ];
 
 #[derive(Debug, Clone)]
@@ -120,6 +121,9 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, base: &Default
     }
     if let Some(v) = w.optional_duration(table, path, "tcp_user_timeout") {
         d.socket.user_timeout = v;
+    }
+    if let Some(v) = w.optional_duration(table, path, "message_timeout") {
+        d.timing.message_timeout = v;
     }
     d
 }

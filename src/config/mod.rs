@@ -5,6 +5,7 @@
 //! each with the field it belongs to.
 
 mod defaults;
+pub mod protocol;
 mod resolve;
 mod sections;
 mod target;
@@ -309,8 +310,78 @@ mod tests {
 
     #[test]
     fn scheme_specific_keys_are_rejected_elsewhere() {
-        let f = fields("[[target]]\nurl = \"tcp://h:1\"\nsubprotocols = [\"x\"]\ntls = {}\n[[target]]\nurl = \"ws://h/\"\nprobe = { send = \"a\", expect = \"b\" }\n");
-        assert_eq!(f, vec!["target[0].subprotocols", "target[0].tls", "target[1].probe"]);
+        let f = fields(
+            "[[target]]\nurl = \"tcp://h:1\"\nsubprotocols = [\"x\"]\ntls = {}\nprotocol = \"mqtt\"\n\
+             message_timeout = \"1m\"\n\
+             [[target]]\nurl = \"ws://h/\"\nprotocol = \"socketio\"\nprobe = { send = \"a\", expect = \"b\" }\n\
+             graphql = { payload = \"{}\" }\n",
+        );
+        assert_eq!(
+            f,
+            vec![
+                "target[0].subprotocols",
+                "target[0].message_timeout",
+                "target[0].protocol",
+                "target[0].tls",
+                "target[1].graphql",
+                "target[1].probe",
+            ]
+        );
+    }
+
+    #[test]
+    fn protocols_take_their_options_and_adjust_the_target() {
+        let cfg = parse(
+            r#"
+            [[target]]
+            url = "ws://h:3000/"
+            protocol = "socketio"
+            socketio = { namespace = "/admin", auth = '{"token":"${TOKEN}"}' }
+            [[target]]
+            url = "wss://h/graphql"
+            protocol = "graphql-ws"
+            graphql = { payload = '{"a":1}' }
+            message_timeout = "30s"
+            [[target]]
+            url = "ws://h/feed"
+            probe = { send = '{"op":"ping","id":${seq}}', expect = '"op":"pong".*"id":${seq}' }
+            "#,
+            "t",
+            &[],
+            &|k| (k == "TOKEN").then(|| "s3cret".to_string()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let sio = &cfg.targets[0];
+        assert_eq!(sio.ws.path, "/socket.io/?EIO=4&transport=websocket");
+        match &sio.protocol {
+            crate::session::spec::Protocol::SocketIo(o) => {
+                assert_eq!((o.eio, o.namespace.as_str()), (4, "/admin"));
+                assert_eq!(o.auth.as_deref(), Some(r#"{"token":"s3cret"}"#));
+            }
+            other => panic!("{other:?}"),
+        }
+        let gql = &cfg.targets[1];
+        assert_eq!(gql.ws.subprotocols, ["graphql-transport-ws"]);
+        assert_eq!(gql.timing.message_timeout, Some(Duration::from_secs(30)));
+        assert!(cfg.targets[2].app_probe.is_some());
+        let f = fields(
+            "[[target]]\nurl = \"ws://h/\"\nprotocol = \"carrier-pigeon\"\n\
+             [[target]]\nurl = \"ws://h/?EIO=2\"\nprotocol = \"socketio\"\n\
+             [[target]]\nurl = \"ws://h2/\"\nprotocol = \"socketio\"\nsocketio = { auth = \"not json\", namespace = \"x\" }\n\
+             [[target]]\nurl = \"ws://h3/\"\nprotocol = \"graphql-ws\"\nsubprotocols = [\"other\"]\n\
+             [[target]]\nurl = \"ws://h4/\"\nprobe = { send = \"x\", expect = \"(\" }\n",
+        );
+        assert_eq!(
+            f,
+            vec![
+                "target[0].protocol",
+                "target[1].url",
+                "target[2].socketio.namespace",
+                "target[2].socketio.auth",
+                "target[3].subprotocols",
+                "target[4].probe.expect",
+            ]
+        );
     }
 
     #[test]

@@ -7,12 +7,15 @@ use std::hash::{Hash, Hasher};
 use toml::Table;
 
 use super::defaults::{self, Defaults};
+use super::protocol;
 use super::tls::TlsOptions;
 use super::url::{parse_target_url, ParsedUrl};
 use super::walker::{join, Walker};
-use crate::session::spec::{OpenMessage, Probe, Scheme, TargetSpec, WsOptions};
+use crate::session::spec::{OpenMessage, Probe, Protocol, Scheme, TargetSpec, WsOptions};
 
 const TARGET_ONLY_KEYS: &[&str] = &["name", "url", "probe", "tls"];
+/// Defaults that only mean something for ws:// and wss:// targets.
+const WS_ONLY_DEFAULTS: &[&str] = &["message_timeout"];
 /// Keys that only mean something for ws:// and wss:// targets.
 const WS_ONLY_KEYS: &[&str] = &[
     "headers",
@@ -62,7 +65,11 @@ pub(super) struct PlainTls {
 
 /// A `[[target]]` table at `path`.
 pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, defaults: &Defaults) -> Option<PlainTarget> {
-    w.check_keys(table, path, &[defaults::KEYS, TARGET_ONLY_KEYS, WS_ONLY_KEYS]);
+    w.check_keys(
+        table,
+        path,
+        &[defaults::KEYS, TARGET_ONLY_KEYS, WS_ONLY_KEYS, protocol::KEYS],
+    );
     let d = defaults::read(w, table, path, defaults);
     defaults::check(w, path, &d);
     let Some(url) = w.str(table, path, "url").map(str::to_string) else {
@@ -117,18 +124,43 @@ fn build(
     d: Defaults,
 ) -> Option<PlainTarget> {
     check_scheme_keys(w, table, path, parsed.scheme);
-    let ws = read_ws_options(w, table, path, &parsed.path, &d);
-    let probe = read_probe(w, table, path);
+    let mut ws = read_ws_options(w, table, path, &parsed.path, &d);
+    let is_ws = parsed.scheme != Scheme::Tcp;
+    let protocol = if is_ws {
+        protocol::read(w, table, path, &mut ws)
+    } else {
+        Protocol::Ws
+    };
+    let (probe, app_probe) = match w.table(table, path, "probe") {
+        None => (None, None),
+        Some(p) if !is_ws => (read_probe(w, p, &join(path, "probe")), None),
+        Some(p) if matches!(protocol, Protocol::Ws) => (None, protocol::read_probe(w, p, &join(path, "probe"))),
+        Some(_) => {
+            w.problem(
+                join(path, "probe"),
+                format!(
+                    "{} has a heartbeat of its own: custom probes are for protocol = \"ws\"",
+                    protocol.name()
+                ),
+            );
+            (None, None)
+        }
+    };
     let tls = (parsed.scheme == Scheme::Wss).then(|| {
         let options = read_tls(w, table, path);
         let server_name = options.server_name.clone().unwrap_or_else(|| parsed.host.clone());
         PlainTls { options, server_name }
     });
-    let probes = parsed.scheme != Scheme::Tcp || probe.is_some();
+    let probes = is_ws || probe.is_some();
     let mut timing = d.timing.clone();
     timing.idle_timeout = d.idle_timeout_for(parsed.scheme, probe.is_some());
     if !probes {
         timing.ping_interval = None;
+    }
+    if !is_ws {
+        // From [defaults], it means nothing here; set on the target, it is
+        // a problem (see `check_scheme_keys`).
+        timing.message_timeout = None;
     }
     let fingerprint = {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -147,6 +179,8 @@ fn build(
         ws,
         tls: None,
         probe,
+        protocol,
+        app_probe,
         socket: d.socket,
         fingerprint,
     };
@@ -159,7 +193,7 @@ fn build(
 
 fn check_scheme_keys(w: &mut Walker<'_>, table: &Table, path: &str, scheme: Scheme) {
     if scheme == Scheme::Tcp {
-        for &key in WS_ONLY_KEYS {
+        for &key in WS_ONLY_KEYS.iter().chain(WS_ONLY_DEFAULTS).chain(protocol::KEYS) {
             if table.contains_key(key) {
                 w.problem(join(path, key), "only applies to ws:// and wss:// targets");
             }
@@ -167,12 +201,6 @@ fn check_scheme_keys(w: &mut Walker<'_>, table: &Table, path: &str, scheme: Sche
     }
     if scheme != Scheme::Wss && table.contains_key("tls") {
         w.problem(join(path, "tls"), "only applies to wss:// targets");
-    }
-    if scheme != Scheme::Tcp && table.contains_key("probe") {
-        w.problem(
-            join(path, "probe"),
-            "only applies to tcp:// targets (WebSocket targets use ping frames)",
-        );
     }
 }
 
@@ -248,7 +276,7 @@ fn read_on_open(w: &mut Walker<'_>, table: &Table, path: &str) -> Vec<OpenMessag
         .collect();
     if let Some(hexes) = w.strings(table, path, "on_open_binary_hex") {
         for (i, h) in hexes.iter().enumerate() {
-            match decode_hex(h) {
+            match protocol::decode_hex(h) {
                 Some(bytes) => on_open.push(OpenMessage::Binary(bytes)),
                 None => w.problem(
                     format!("{}[{i}]", join(path, "on_open_binary_hex")),
@@ -260,21 +288,20 @@ fn read_on_open(w: &mut Walker<'_>, table: &Table, path: &str) -> Vec<OpenMessag
     on_open
 }
 
-fn read_probe(w: &mut Walker<'_>, table: &Table, path: &str) -> Option<Probe> {
-    let p = w.table(table, path, "probe")?;
-    let ppath = join(path, "probe");
-    w.check_keys(p, &ppath, &[&["send", "expect"]]);
-    let send = w.str(p, &ppath, "send").map(|s| s.as_bytes().to_vec());
-    let expect = w.str(p, &ppath, "expect").map(|s| s.as_bytes().to_vec());
+/// A TCP target's probe: bytes sent, bytes expected back.
+fn read_probe(w: &mut Walker<'_>, p: &Table, ppath: &str) -> Option<Probe> {
+    w.check_keys(p, ppath, &[&["send", "expect"]]);
+    let send = w.str(p, ppath, "send").map(|s| s.as_bytes().to_vec());
+    let expect = w.str(p, ppath, "expect").map(|s| s.as_bytes().to_vec());
     match (send, expect) {
         (Some(send), Some(expect)) if !send.is_empty() && !expect.is_empty() => {
             if expect.len() > MAX_EXPECT {
-                w.problem(join(&ppath, "expect"), format!("longer than {MAX_EXPECT} bytes"));
+                w.problem(join(ppath, "expect"), format!("longer than {MAX_EXPECT} bytes"));
             }
             Some(Probe { send, expect })
         }
         _ => {
-            w.problem(&ppath, "needs non-empty send and expect strings");
+            w.problem(ppath, "needs non-empty send and expect strings");
             None
         }
     }
@@ -303,15 +330,4 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }

@@ -72,7 +72,7 @@ fn a_probe_is_timed_from_its_own_turn_not_from_the_start_of_the_wake() {
     struct SlowReads(Vec<Duration>);
     impl Observer for SlowReads {
         fn on_event(&mut self, _: &EventContext<'_>, event: &SessionEvent) {
-            if let SessionEvent::Pong { rtt } = event {
+            if let SessionEvent::Pong { rtt, .. } = event {
                 self.0.push(*rtt);
             }
         }

@@ -25,7 +25,8 @@ label_enum! {
 }
 
 /// The failures whose cause the TCP state can tell; for the others (DNS,
-/// refused, TLS, a bad handshake answer) the reason already says it all.
+/// refused, TLS, a bad handshake answer, an application that said no)
+/// the reason already says it all.
 pub fn failure_wants_diagnosis(reason: FailureReason) -> bool {
     matches!(
         reason,
@@ -36,10 +37,16 @@ pub fn failure_wants_diagnosis(reason: FailureReason) -> bool {
     )
 }
 
+/// Not where the peer said why (a close frame, an application error), we
+/// closed, or the transport was healthy by definition (`message_timeout`).
 pub fn disconnect_wants_diagnosis(reason: DisconnectReason) -> bool {
     !matches!(
         reason,
-        DisconnectReason::LocalClose | DisconnectReason::ProtocolError | DisconnectReason::PeerClose
+        DisconnectReason::LocalClose
+            | DisconnectReason::ProtocolError
+            | DisconnectReason::PeerClose
+            | DisconnectReason::AppError
+            | DisconnectReason::MessageTimeout
     )
 }
 

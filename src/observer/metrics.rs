@@ -6,23 +6,24 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 
 use super::report::TargetReport;
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::metrics::{ConnectPhase, Metrics};
 use crate::session::min_opt;
 use crate::session::spec::TargetSpec;
-use crate::session::{DisconnectReason, Phase, SessionEvent};
+use crate::session::{DisconnectReason, Phase, ProbeKind, SessionEvent};
 use crate::targets::{TargetId, TargetMap};
 use crate::wallclock::{unix_now, unix_now_ms};
 
 /// Everything the observer keeps per live target.
 struct TargetState {
     spec: Arc<TargetSpec>,
-    /// Resolved once: a label lookup per pong (hash and lock) costs more
-    /// than the observation.
-    rtt: Histogram,
+    /// By `ProbeKind`, for the probes the target uses. Resolved once: a
+    /// label lookup per pong (hash and lock) costs more than the observation.
+    rtt: [Option<Histogram>; ProbeKind::ALL.len()],
+    pong_timeouts: [Option<IntCounter>; ProbeKind::ALL.len()],
     /// What `status --agent` shows of it.
     live: TargetReport,
 }
@@ -30,9 +31,14 @@ struct TargetState {
 impl TargetState {
     fn new(metrics: &Metrics, spec: &Arc<TargetSpec>) -> TargetState {
         metrics.init_target(&spec.name);
+        // Every target has the transport's probe series (at zero when it
+        // sends none); the application's only where it speaks one.
+        let used = |probe: ProbeKind| probe == ProbeKind::Ping || spec.has_app_probe();
+        let series = |probe: ProbeKind| used(probe).then(|| [spec.name.as_str(), probe.as_str()]);
         TargetState {
             spec: Arc::clone(spec),
-            rtt: metrics.ping_rtt.with_label_values(&[spec.name.as_str()]),
+            rtt: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.ping_rtt.with_label_values(&l))),
+            pong_timeouts: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.pong_timeouts.with_label_values(&l))),
             live: TargetReport::new(spec, 0),
         }
     }
@@ -125,25 +131,29 @@ impl Observer for MetricsObserver {
                 log::debug!("target={name} session={ordinal} {} -> {}", from.as_str(), to.as_str());
             }
             SessionEvent::ConnectAttempt => m.connect_attempts.with_label_values(&[name]).inc(),
-            SessionEvent::Opened { tcp, tls, handshake } => {
+            SessionEvent::Opened {
+                tcp,
+                tls,
+                handshake,
+                app,
+            } => {
                 m.sessions_opened.with_label_values(&[name]).inc();
-                m.connect_duration
-                    .with_label_values(&[name, ConnectPhase::Tcp.as_str()])
-                    .observe(tcp.as_secs_f64());
-                let mut timing = format!("tcp={}", ms(*tcp));
-                if let Some(t) = tls {
-                    m.connect_duration
-                        .with_label_values(&[name, ConnectPhase::Tls.as_str()])
-                        .observe(t.as_secs_f64());
-                    timing.push_str(&format!(" tls={}", ms(*t)));
+                let phases = [
+                    (ConnectPhase::Tcp, Some(*tcp)),
+                    (ConnectPhase::Tls, *tls),
+                    (ConnectPhase::Handshake, *handshake),
+                    (ConnectPhase::App, *app),
+                ];
+                let mut timing = Vec::new();
+                for (phase, took) in phases {
+                    if let Some(d) = took {
+                        m.connect_duration
+                            .with_label_values(&[name, phase.as_str()])
+                            .observe(d.as_secs_f64());
+                        timing.push(format!("{phase}={}", ms(d)));
+                    }
                 }
-                if let Some(h) = handshake {
-                    m.connect_duration
-                        .with_label_values(&[name, ConnectPhase::Handshake.as_str()])
-                        .observe(h.as_secs_f64());
-                    timing.push_str(&format!(" handshake={}", ms(*h)));
-                }
-                log::info!("target={name} session={ordinal} open ({timing})");
+                log::info!("target={name} session={ordinal} open ({})", timing.join(" "));
             }
             SessionEvent::ConnectFailed { reason, detail } => {
                 m.connect_failures.with_label_values(&[name, reason.as_str()]).inc();
@@ -167,9 +177,11 @@ impl Observer for MetricsObserver {
                     log::warn!("{line}");
                 }
             }
-            SessionEvent::Pong { rtt } => {
-                state.rtt.observe(rtt.as_secs_f64());
-                log::trace!("target={name} session={ordinal} rtt={}", ms(*rtt));
+            SessionEvent::Pong { rtt, probe } => {
+                if let Some(h) = &state.rtt[*probe as usize] {
+                    h.observe(rtt.as_secs_f64());
+                }
+                log::trace!("target={name} session={ordinal} probe={probe} rtt={}", ms(*rtt));
                 if let Some(w) = self.rtt_log.as_mut() {
                     let _ = match ctx.read_delay {
                         Some(d) => writeln!(w, "{} {name} {} {}", unix_now_ms(), rtt.as_micros(), d.as_micros()),
@@ -177,7 +189,11 @@ impl Observer for MetricsObserver {
                     };
                 }
             }
-            SessionEvent::PongTimeout => m.pong_timeouts.with_label_values(&[name]).inc(),
+            SessionEvent::PongTimeout { probe } => {
+                if let Some(c) = &state.pong_timeouts[*probe as usize] {
+                    c.inc();
+                }
+            }
             SessionEvent::StrayPong => m.stray_pongs.with_label_values(&[name]).inc(),
             SessionEvent::CertExpiry { not_after_unix } => {
                 m.tls_cert_expiry.with_label_values(&[name]).set(*not_after_unix as f64);

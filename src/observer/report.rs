@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{EventContext, Observer};
-use crate::session::spec::TargetSpec;
+use crate::session::spec::{Scheme, TargetSpec};
 use crate::session::{DisconnectReason, SessionEvent};
 use crate::targets::TargetMap;
 
@@ -23,9 +23,17 @@ pub struct TargetReport {
     pub diagnosis: Option<String>,
     /// The kernel's account of the socket when it failed.
     pub kernel: Option<String>,
+    /// The application protocol: `ws` (plain RFC 6455), `socketio`,
+    /// `graphql-ws`, ..., or `tcp`.
+    #[serde(default)]
+    pub protocol: String,
     pub tcp_connect_ms: Option<f64>,
     pub tls_ms: Option<f64>,
+    /// The WebSocket upgrade.
     pub handshake_ms: Option<f64>,
+    /// The application protocol's own handshake.
+    #[serde(default)]
+    pub app_handshake_ms: Option<f64>,
     pub pings_answered: u32,
     pub pings_wanted: u32,
     pub rtt_min_ms: Option<f64>,
@@ -52,9 +60,14 @@ impl TargetReport {
             detail: None,
             diagnosis: None,
             kernel: None,
+            protocol: match spec.scheme {
+                Scheme::Tcp => "tcp".into(),
+                _ => spec.protocol.name().into(),
+            },
             tcp_connect_ms: None,
             tls_ms: None,
             handshake_ms: None,
+            app_handshake_ms: None,
             pings_answered: 0,
             pings_wanted: if spec.timing.ping_interval.is_some() {
                 pings_wanted
@@ -80,11 +93,17 @@ impl TargetReport {
             }
         }
         match event {
-            SessionEvent::Opened { tcp, tls, handshake } => {
+            SessionEvent::Opened {
+                tcp,
+                tls,
+                handshake,
+                app,
+            } => {
                 self.opened = true;
                 self.tcp_connect_ms = Some(ms(*tcp));
                 self.tls_ms = tls.map(ms);
                 self.handshake_ms = handshake.map(ms);
+                self.app_handshake_ms = app.map(ms);
             }
             SessionEvent::ConnectFailed { reason, detail } => {
                 self.reason.get_or_insert_with(|| reason.as_str().to_string());
@@ -94,7 +113,7 @@ impl TargetReport {
                 self.reason.get_or_insert_with(|| reason.as_str().to_string());
                 self.detail.get_or_insert_with(|| detail.clone());
             }
-            SessionEvent::Pong { rtt } => {
+            SessionEvent::Pong { rtt, .. } => {
                 self.pings_answered = self.pings_answered.saturating_add(1);
                 self.rtts.push(*rtt);
             }

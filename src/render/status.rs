@@ -12,14 +12,16 @@ fn opt_ms(v: Option<f64>) -> String {
 
 /// The `status` table, then the details of every unhealthy target.
 pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
-    let mut rows: Vec<[String; 9]> = vec![[
+    let mut rows: Vec<[String; 11]> = vec![[
         "TARGET".to_string(),
+        "PROTOCOL".into(),
         "VERDICT".into(),
         "REASON".into(),
         "DIAGNOSIS".into(),
         "TCP ms".into(),
         "TLS ms".into(),
         "HANDSHAKE ms".into(),
+        "APP ms".into(),
         "RTT min/avg/max ms".into(),
         "CERT EXPIRES".into(),
     ]];
@@ -34,12 +36,14 @@ pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
             .unwrap_or_else(|| "-".into());
         rows.push([
             r.target.clone(),
+            r.protocol.clone(),
             if r.healthy { "ok".into() } else { "FAIL".into() },
             r.reason.clone().unwrap_or_else(|| "-".into()),
             r.diagnosis.clone().unwrap_or_else(|| "-".into()),
             opt_ms(r.tcp_connect_ms),
             opt_ms(r.tls_ms),
             opt_ms(r.handshake_ms),
+            opt_ms(r.app_handshake_ms),
             rtt,
             cert,
         ]);

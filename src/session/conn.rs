@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use tungstenite::WebSocket;
+use tungstenite::{Message, WebSocket};
 
 use super::app::App;
 use super::memstream::MemStream;
@@ -81,6 +81,10 @@ pub struct Conn {
     pub connect_started: Instant,
     pub tcp_connected_at: Instant,
     pub tls_done_at: Option<Instant>,
+    /// When the transport was up: the WebSocket upgraded, or TCP connected.
+    pub upgraded_at: Option<Instant>,
+    /// When an application handshake began, if the protocol has one.
+    pub app_handshake_started: Option<Instant>,
 }
 
 impl Conn {
@@ -94,6 +98,8 @@ impl Conn {
             connect_started,
             tcp_connected_at,
             tls_done_at: None,
+            upgraded_at: None,
+            app_handshake_started: None,
         }
     }
 }
@@ -123,5 +129,24 @@ impl ConnIo {
     /// Raw bytes on a plain TCP stream.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.wire.write_plain(bytes);
+    }
+
+    /// A WebSocket text message.
+    pub fn send_text(&mut self, text: &str) {
+        self.send_message(Message::text(text));
+    }
+
+    /// A WebSocket binary message.
+    pub fn send_binary(&mut self, bytes: &[u8]) {
+        self.send_message(Message::binary(bytes.to_vec()));
+    }
+
+    fn send_message(&mut self, message: Message) {
+        if let Codec::Ws(ws) = &mut self.codec {
+            // Written whole (no write buffer): errors only on a closed codec.
+            let _ = ws.write(message);
+            let _ = ws.flush();
+            self.wire.take_codec_output(ws);
+        }
     }
 }

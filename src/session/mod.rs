@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::labels::label_enum;
+pub use app::ProbeKind;
 use app::{App, Ctx, Input, Report};
 use conn::{Codec, Conn};
 pub use reason::{DisconnectReason, FailureReason};
@@ -87,10 +88,14 @@ pub enum SessionEvent {
         to: Phase,
     },
     ConnectAttempt,
+    /// The session is open; how long each step of getting there took.
     Opened {
         tcp: Duration,
         tls: Option<Duration>,
+        /// The WebSocket upgrade.
         handshake: Option<Duration>,
+        /// The application protocol's own handshake.
+        app: Option<Duration>,
     },
     ConnectFailed {
         reason: FailureReason,
@@ -102,10 +107,15 @@ pub enum SessionEvent {
         close_code: Option<u16>,
         open_for: Duration,
     },
+    /// A probe was answered.
     Pong {
         rtt: Duration,
+        probe: ProbeKind,
     },
-    PongTimeout,
+    /// A probe, or the heartbeat the peer owes, did not come in time.
+    PongTimeout {
+        probe: ProbeKind,
+    },
     StrayPong,
     /// The peer certificate's notAfter, in Unix seconds.
     CertExpiry {
@@ -252,8 +262,16 @@ impl Session {
             if let (Some(idle), Some(last)) = (self.spec.timing.idle_timeout, self.stats.last_rx) {
                 earliest = min_opt(earliest, Some(last + idle));
             }
+            earliest = min_opt(earliest, self.message_deadline());
         }
         earliest
+    }
+
+    /// When `message_timeout` ends an open session that receives no data.
+    fn message_deadline(&self) -> Option<Instant> {
+        let timeout = self.spec.timing.message_timeout?;
+        let last = self.stats.last_message.max(self.stats.opened_at)?;
+        Some(last + timeout)
     }
 
     /// Pins the probe schedule of every connection of this session to
@@ -321,7 +339,8 @@ impl Session {
         match self.spec.scheme {
             Scheme::Tcp => {
                 self.conn = Some(Box::new(Conn::new(started, now, Codec::Tcp)));
-                self.open(now, out);
+                let step = self.transport_up(now, out);
+                self.apply(step, now, out);
             }
             Scheme::Ws | Scheme::Wss => {
                 self.conn = Some(Box::new(Conn::new(started, now, Codec::AwaitTls)));
@@ -423,6 +442,13 @@ impl Session {
                 return self.apply(Step::Drop(DisconnectReason::IdleTimeout, detail, None), now, out);
             }
         }
+        if self.message_deadline().is_some_and(|d| now >= d) {
+            let detail = format!(
+                "no data message for {}",
+                humantime::format_duration(timing.message_timeout.unwrap_or_default())
+            );
+            return self.apply(Step::Drop(DisconnectReason::MessageTimeout, detail, None), now, out);
+        }
         let step = self.call_app(now, out, |app, ctx| app.on_timeout(ctx));
         self.apply(step, now, out);
         self.check_backlog(now, out);
@@ -436,15 +462,26 @@ impl Session {
             Phase::Resolving => self.fail(FailureReason::Dns, "resolution timed out".into(), now, out),
             Phase::Connecting => self.fail(FailureReason::ConnectTimeout, "TCP connect timed out".into(), now, out),
             Phase::Handshaking => {
-                let during = match self.conn.as_ref() {
-                    Some(c) if c.io.wire.tls.is_some() && c.tls_done_at.is_none() => "TLS handshake",
-                    _ => "WebSocket upgrade",
+                let within = humantime::format_duration(self.spec.timing.handshake_timeout);
+                let (reason, detail) = match self.conn.as_ref() {
+                    Some(c) if c.io.wire.tls.is_some() && c.tls_done_at.is_none() => (
+                        FailureReason::HandshakeTimeout,
+                        format!("no answer to the TLS handshake within {within}"),
+                    ),
+                    Some(c) if c.app_handshake_started.is_some() => (
+                        FailureReason::AppHandshake,
+                        format!(
+                            "no {} within {within} ({} handshake)",
+                            c.app.awaiting().unwrap_or("answer"),
+                            self.spec.protocol.name()
+                        ),
+                    ),
+                    _ => (
+                        FailureReason::HandshakeTimeout,
+                        format!("no answer to the WebSocket upgrade within {within}"),
+                    ),
                 };
-                let detail = format!(
-                    "no answer to the {during} within {}",
-                    humantime::format_duration(self.spec.timing.handshake_timeout)
-                );
-                self.fail(FailureReason::HandshakeTimeout, detail, now, out);
+                self.fail(reason, detail, now, out);
             }
             Phase::Closing => self.finish_local_close(now, out),
             _ => {}
@@ -487,7 +524,26 @@ impl Session {
         }
     }
 
-    /// The connection is established: its liveness protocol starts.
+    /// The transport is up (TCP connected, or the WebSocket upgraded): the
+    /// liveness protocol starts, and with it any application handshake,
+    /// which keeps the session handshaking under a fresh handshake deadline.
+    fn transport_up(&mut self, now: Instant, out: &mut Outbox) -> Step {
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::Continue;
+        };
+        conn.upgraded_at = Some(now);
+        conn.app = App::start(&self.spec, now);
+        let step = self.call_app(now, out, |app, ctx| app.on_open(ctx));
+        if self.phase == Phase::Handshaking {
+            if let Some(conn) = self.conn.as_mut() {
+                conn.app_handshake_started = Some(now);
+            }
+            self.phase_deadline = Some(now + self.spec.timing.handshake_timeout);
+        }
+        step
+    }
+
+    /// The connection is established and the application ready.
     fn open(&mut self, now: Instant, out: &mut Outbox) {
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -496,18 +552,28 @@ impl Session {
         let tls = conn
             .tls_done_at
             .map(|t| t.saturating_duration_since(conn.tcp_connected_at));
+        let upgraded = conn.upgraded_at.unwrap_or(now);
         let handshake = match conn.io.codec {
-            Codec::Ws(_) => Some(now.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
+            Codec::Ws(_) => Some(upgraded.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
             _ => None,
         };
-        conn.app = App::start(&self.spec, now);
+        let app = conn.app_handshake_started.map(|t| now.saturating_duration_since(t));
         let probes = conn.app.probes();
+        let ws = matches!(conn.io.codec, Codec::Ws(_));
         self.phase_deadline = None;
         self.addrs = Vec::new();
         self.stats.opened_at = Some(now);
         self.stats.last_rx = Some(now);
         self.set_phase(Phase::Open, out);
-        out.events.push(SessionEvent::Opened { tcp, tls, handshake });
+        out.events.push(SessionEvent::Opened {
+            tcp,
+            tls,
+            handshake,
+            app,
+        });
+        if ws {
+            self.send_on_open_messages();
+        }
         if matches!(self.mode, Mode::OneShot { .. }) && !probes {
             // Nothing to probe: connecting was the whole check.
             self.close_locally(now, out);
@@ -519,33 +585,61 @@ impl Session {
         self.call_app(now, out, |app, ctx| app.on_input(input, ctx))
     }
 
-    /// Calls the open connection's liveness protocol and acts on its report.
-    fn call_app(&mut self, now: Instant, out: &mut Outbox, call: impl FnOnce(&mut App, Ctx<'_>) -> Report) -> Step {
+    /// Calls the connection's liveness protocol and acts on its report.
+    fn call_app(
+        &mut self,
+        now: Instant,
+        out: &mut Outbox,
+        call: impl FnOnce(&mut App, &mut Ctx<'_>) -> Report,
+    ) -> Step {
         let Some(conn) = self.conn.as_deref_mut() else {
             return Step::Continue;
         };
-        let ctx = Ctx {
-            now,
-            spec: &self.spec,
-            probing: &self.probing,
-            rng: &mut self.rng,
-            io: &mut conn.io,
+        let report = {
+            let mut ctx = Ctx {
+                now,
+                spec: &self.spec,
+                probing: &self.probing,
+                rng: &mut self.rng,
+                io: &mut conn.io,
+            };
+            call(&mut conn.app, &mut ctx)
         };
-        match call(&mut conn.app, ctx) {
+        match report {
             Report::Quiet => Step::Continue,
-            Report::Answered(rtt) => {
-                self.record_pong(rtt, now, out);
+            Report::Data => {
+                self.stats.last_message = Some(now);
+                Step::Continue
+            }
+            Report::Ready => {
+                if self.phase != Phase::Open {
+                    self.open(now, out);
+                }
+                Step::Continue
+            }
+            Report::Answered(rtt, probe) => {
+                self.record_pong(rtt, probe, now, out);
                 Step::Continue
             }
             Report::Stray => {
                 out.events.push(SessionEvent::StrayPong);
                 Step::Continue
             }
-            Report::Unanswered => {
-                out.events.push(SessionEvent::PongTimeout);
+            Report::Unanswered(probe) => {
+                out.events.push(SessionEvent::PongTimeout { probe });
                 let timeout = humantime::format_duration(self.spec.timing.pong_timeout);
-                Step::Drop(DisconnectReason::PongTimeout, format!("no pong within {timeout}"), None)
+                match probe {
+                    ProbeKind::Ping => {
+                        Step::Drop(DisconnectReason::PongTimeout, format!("no pong within {timeout}"), None)
+                    }
+                    ProbeKind::App => Step::Drop(
+                        DisconnectReason::AppTimeout,
+                        format!("the {} heartbeat did not come in time", self.spec.protocol.name()),
+                        None,
+                    ),
+                }
             }
+            Report::Failed(f) => Step::Drop(f.reason, f.detail, f.close_code),
         }
     }
 
@@ -561,10 +655,10 @@ impl Session {
         }
     }
 
-    fn record_pong(&mut self, rtt: Duration, now: Instant, out: &mut Outbox) {
+    fn record_pong(&mut self, rtt: Duration, probe: ProbeKind, now: Instant, out: &mut Outbox) {
         self.stats.last_pong = Some(now);
         self.stats.pongs = self.stats.pongs.saturating_add(1);
-        out.events.push(SessionEvent::Pong { rtt });
+        out.events.push(SessionEvent::Pong { rtt, probe });
         if let Mode::OneShot { pings } = self.mode {
             if self.stats.pongs >= pings {
                 self.close_locally(now, out);
@@ -600,6 +694,10 @@ impl Session {
         match step {
             Step::Continue => {}
             Step::Fail(reason, detail) => self.fail(reason, detail, now, out),
+            // Ended during the application handshake: it never opened.
+            Step::Drop(reason, detail, _) if self.phase == Phase::Handshaking => {
+                self.fail(reason.before_open(), detail, now, out)
+            }
             Step::Drop(reason, detail, close_code) => self.disconnect(reason, detail, close_code, now, out),
         }
     }
@@ -682,5 +780,7 @@ pub(crate) fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
+#[cfg(test)]
+mod app_tests;
 #[cfg(test)]
 mod tests;

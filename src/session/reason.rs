@@ -22,6 +22,10 @@ label_enum! {
         /// The local process ran out of file descriptors (EMFILE/ENFILE).
         FdLimit,
         IoError,
+        /// The application protocol refused or never completed its own
+        /// handshake (Socket.IO namespace, GraphQL `connection_ack`, MQTT
+        /// CONNACK, STOMP CONNECTED); its code is in the detail.
+        AppHandshake,
     }
 }
 
@@ -60,10 +64,29 @@ label_enum! {
         SendBacklog,
         /// We closed it: shutdown, or a one-shot status check finished.
         LocalClose,
+        /// The application's own heartbeat or probe went unanswered.
+        AppTimeout,
+        /// The application ended the session (Socket.IO disconnect, GraphQL
+        /// 44xx close, MQTT DISCONNECT, STOMP ERROR).
+        AppError,
+        /// No data message for `message_timeout` while everything else was
+        /// healthy: the feed stopped publishing.
+        MessageTimeout,
     }
 }
 
 impl DisconnectReason {
+    /// What this ending means when it happens before the session opened
+    /// (during an application handshake): the attempt failed.
+    pub fn before_open(self) -> FailureReason {
+        match self {
+            Self::Eof | Self::Reset => FailureReason::HandshakeEof,
+            Self::ProtocolError => FailureReason::ProtocolError,
+            Self::IoError => FailureReason::IoError,
+            _ => FailureReason::AppHandshake,
+        }
+    }
+
     pub fn from_io_error(err: &io::Error) -> Self {
         match err.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {

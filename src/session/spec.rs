@@ -30,6 +30,9 @@ pub struct Timing {
     /// How long a local close waits for the peer's close frame.
     pub close_timeout: Duration,
     pub backoff: BackoffPolicy,
+    /// Opt-in: no data message for this long while everything else is
+    /// healthy ends the session (`message_timeout`: the feed stopped).
+    pub message_timeout: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -47,6 +50,7 @@ impl Default for Timing {
                 max: Duration::from_secs(30),
                 reset_after: Duration::from_secs(60),
             },
+            message_timeout: None,
         }
     }
 }
@@ -71,6 +75,92 @@ pub struct WsOptions {
     /// Send every received data message back (conformance runs against
     /// Autobahn's fuzzingserver); never set from config.
     pub echo: bool,
+}
+
+/// The application protocol spoken over the WebSocket, with its options.
+#[derive(Debug, Clone, Default)]
+pub enum Protocol {
+    /// RFC 6455 only: pings are the liveness probe.
+    #[default]
+    Ws,
+    SocketIo(SocketIoOptions),
+    GraphqlWs(GraphqlWsOptions),
+}
+
+impl Protocol {
+    /// The name `protocol = "…"` uses in config and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Ws => "ws",
+            Protocol::SocketIo(_) => "socketio",
+            Protocol::GraphqlWs(_) => "graphql-ws",
+        }
+    }
+}
+
+/// Socket.IO over Engine.IO v3 or v4, WebSocket transport only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIoOptions {
+    /// The Engine.IO protocol revision: 4 (Socket.IO 3 and later) or 3
+    /// (Socket.IO 2), from the URL's `EIO=`.
+    pub eio: u8,
+    /// The namespace to connect to, `/` by default.
+    pub namespace: String,
+    /// JSON sent with the namespace connect (EIO 4 only); may hold secrets.
+    pub auth: Option<String>,
+}
+
+/// GraphQL over WebSocket, the `graphql-transport-ws` subprotocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphqlWsOptions {
+    /// JSON sent as the `connection_init` payload; may hold secrets.
+    pub payload: Option<String>,
+}
+
+/// A custom application probe on a plain WebSocket target: a message sent
+/// every ping interval and the answer that matches it.
+#[derive(Debug, Clone)]
+pub struct AppProbe {
+    pub send: ProbeMessage,
+    pub expect: ProbeAnswer,
+}
+
+/// What a custom probe sends; `${seq}` in text is the probe's number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeMessage {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// How a custom probe's answer is recognised.
+#[derive(Debug, Clone)]
+pub enum ProbeAnswer {
+    /// A text message this matches, every `${seq}` group (a capture of
+    /// digits) equal to the probe's number.
+    Text { pattern: regex::Regex, seq_groups: usize },
+    /// A binary message holding these bytes.
+    Binary(Vec<u8>),
+}
+
+impl ProbeAnswer {
+    /// `expect` as a regular expression in which each `${seq}` matches the
+    /// probe's number.
+    pub fn text(expect: &str) -> Result<ProbeAnswer, String> {
+        use super::app::{seq_group, PROBE_SEQ};
+        let pieces: Vec<&str> = expect.split(PROBE_SEQ).collect();
+        let mut pattern = String::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                pattern.push_str(&format!("(?P<{}>[0-9]+)", seq_group(i - 1)));
+            }
+            pattern.push_str(piece);
+        }
+        let regex = regex::Regex::new(&pattern).map_err(|e| format!("not a regular expression: {e}"))?;
+        Ok(ProbeAnswer::Text {
+            pattern: regex,
+            seq_groups: pieces.len() - 1,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +210,12 @@ pub struct TargetSpec {
     pub timing: Timing,
     pub ws: WsOptions,
     pub tls: Option<TlsSpec>,
+    /// TCP targets: the send/expect probe.
     pub probe: Option<Probe>,
+    /// WebSocket targets: the application protocol.
+    pub protocol: Protocol,
+    /// WebSocket targets speaking plain RFC 6455: a custom probe.
+    pub app_probe: Option<AppProbe>,
     pub socket: SocketOptions,
     /// Changes when anything that configures this target changes: a reload
     /// keeps the sessions of targets whose fingerprint is unchanged.
@@ -128,6 +223,12 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
+    /// Whether an application protocol or custom probe measures RTTs of its
+    /// own beside the transport's probe.
+    pub fn has_app_probe(&self) -> bool {
+        !matches!(self.protocol, Protocol::Ws) || self.app_probe.is_some()
+    }
+
     /// A target for tests and fuzzing: `scheme` to `example.test` (port 80,
     /// path `/`) with the default timers and 1 MiB limits, no TLS, no probe.
     /// Change what a test needs with struct update syntax.
@@ -150,6 +251,8 @@ impl TargetSpec {
             },
             tls: None,
             probe: None,
+            protocol: Protocol::Ws,
+            app_probe: None,
             socket: SocketOptions::default(),
             fingerprint: 0,
         }

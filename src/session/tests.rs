@@ -3,16 +3,16 @@
 use super::spec::*;
 use super::*;
 
-const MS: Duration = Duration::from_millis(1);
+pub(super) const MS: Duration = Duration::from_millis(1);
 
-struct Harness {
-    s: Session,
-    out: Outbox,
-    now: Instant,
+pub(super) struct Harness {
+    pub(super) s: Session,
+    pub(super) out: Outbox,
+    pub(super) now: Instant,
 }
 
 impl Harness {
-    fn new(spec: TargetSpec, mode: Mode) -> Self {
+    pub(super) fn new(spec: TargetSpec, mode: Mode) -> Self {
         Harness {
             s: Session::new(Arc::new(spec), mode, 42),
             out: Outbox::default(),
@@ -20,37 +20,37 @@ impl Harness {
         }
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         self.now += d;
     }
 
     /// Fires the timer if the core says it is due, the way the driver does.
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         if self.s.poll_timeout().is_some_and(|t| t <= self.now) {
             self.s.handle_timeout(self.now, &mut self.out);
         }
     }
 
-    fn take_events(&mut self) -> Vec<SessionEvent> {
+    pub(super) fn take_events(&mut self) -> Vec<SessionEvent> {
         std::mem::take(&mut self.out.events)
     }
 
-    fn take_io(&mut self) -> Vec<IoRequest> {
+    pub(super) fn take_io(&mut self) -> Vec<IoRequest> {
         std::mem::take(&mut self.out.io)
     }
 
-    fn take_wire(&mut self) -> Vec<u8> {
+    pub(super) fn take_wire(&mut self) -> Vec<u8> {
         let bytes = self.s.pending_output().to_vec();
         self.s.consume_output(bytes.len());
         bytes
     }
 
-    fn input(&mut self, bytes: &[u8]) {
+    pub(super) fn input(&mut self, bytes: &[u8]) {
         self.s.handle_input(bytes, self.now, &mut self.out);
     }
 
     /// Drives start → resolve → connect; returns the request bytes.
-    fn connect(&mut self) -> Vec<u8> {
+    pub(super) fn connect(&mut self) -> Vec<u8> {
         self.s.start(self.now, &mut self.out);
         assert_eq!(
             self.take_io(),
@@ -68,7 +68,7 @@ impl Harness {
     }
 
     /// Connects and completes the WebSocket upgrade.
-    fn open_ws(&mut self) {
+    pub(super) fn open_ws(&mut self) {
         let request = self.connect();
         let key = request_key(&request);
         self.advance(MS);
@@ -77,7 +77,7 @@ impl Harness {
         self.take_events();
     }
 
-    fn failures(&mut self) -> Vec<FailureReason> {
+    pub(super) fn failures(&mut self) -> Vec<FailureReason> {
         self.take_events()
             .into_iter()
             .filter_map(|e| match e {
@@ -87,7 +87,7 @@ impl Harness {
             .collect()
     }
 
-    fn disconnects(&mut self) -> Vec<DisconnectReason> {
+    pub(super) fn disconnects(&mut self) -> Vec<DisconnectReason> {
         self.take_events()
             .into_iter()
             .filter_map(|e| match e {
@@ -98,7 +98,7 @@ impl Harness {
     }
 }
 
-fn request_key(request: &[u8]) -> String {
+pub(super) fn request_key(request: &[u8]) -> String {
     let text = String::from_utf8_lossy(request);
     text.lines()
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
@@ -107,7 +107,7 @@ fn request_key(request: &[u8]) -> String {
         .to_string()
 }
 
-fn upgrade_response(key: &str) -> String {
+pub(super) fn upgrade_response(key: &str) -> String {
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         handshake::accept_key(key)
@@ -115,7 +115,7 @@ fn upgrade_response(key: &str) -> String {
 }
 
 /// An unmasked server frame.
-fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
     match payload.len() {
         n if n < 126 => f.push(n as u8),
@@ -133,7 +133,7 @@ fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes the client's (masked) frames: (opcode, payload) each.
-fn client_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+pub(super) fn client_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut frames = Vec::new();
     while bytes.len() >= 2 {
         let opcode = bytes[0] & 0x0f;
@@ -156,7 +156,7 @@ fn client_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     frames
 }
 
-fn sent_ping_payload(h: &mut Harness) -> Vec<u8> {
+pub(super) fn sent_ping_payload(h: &mut Harness) -> Vec<u8> {
     let frames = client_frames(&h.take_wire());
     let pings: Vec<_> = frames.into_iter().filter(|(op, _)| *op == 0x9).collect();
     assert_eq!(pings.len(), 1, "expected exactly one ping");
@@ -223,7 +223,8 @@ fn ping_pong_matching_measures_rtt_and_ignores_stray_pongs() {
     assert_eq!(
         h.take_events(),
         vec![SessionEvent::Pong {
-            rtt: Duration::from_millis(7)
+            rtt: Duration::from_millis(7),
+            probe: ProbeKind::Ping,
         }]
     );
     // The second ping comes 5-10 s after the first (phase spread), then
@@ -263,7 +264,13 @@ fn a_pong_split_over_reads_counts_once_it_is_whole() {
     assert!(h.take_events().is_empty());
     h.advance(MS);
     h.input(&pong[3..]);
-    assert_eq!(h.take_events(), vec![SessionEvent::Pong { rtt: 2 * MS }]);
+    assert_eq!(
+        h.take_events(),
+        vec![SessionEvent::Pong {
+            rtt: 2 * MS,
+            probe: ProbeKind::Ping
+        }]
+    );
 }
 
 #[test]
@@ -283,7 +290,13 @@ fn bytes_shaped_like_a_pong_inside_a_data_frame_are_data() {
     // The real pong after it still counts.
     h.advance(MS);
     h.input(&pong);
-    assert_eq!(h.take_events(), vec![SessionEvent::Pong { rtt: 2 * MS }]);
+    assert_eq!(
+        h.take_events(),
+        vec![SessionEvent::Pong {
+            rtt: 2 * MS,
+            probe: ProbeKind::Ping
+        }]
+    );
 }
 
 #[test]
@@ -371,7 +384,7 @@ fn pong_timeout_fires_at_deadline_and_schedules_reconnect_within_backoff() {
     h.advance(MS);
     h.tick();
     let events = h.take_events();
-    assert!(events.contains(&SessionEvent::PongTimeout));
+    assert!(events.contains(&SessionEvent::PongTimeout { probe: ProbeKind::Ping }));
     assert!(events.iter().any(|e| matches!(
         e,
         SessionEvent::Disconnected {
@@ -651,7 +664,8 @@ fn tcp_probe_matches_expected_reply_split_across_reads() {
     assert_eq!(
         h.take_events(),
         vec![SessionEvent::Pong {
-            rtt: Duration::from_millis(2)
+            rtt: Duration::from_millis(2),
+            probe: ProbeKind::Ping,
         }]
     );
     // A wrong answer never satisfies the probe: pong timeout.

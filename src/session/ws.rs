@@ -77,11 +77,10 @@ impl Session {
             Some(config),
         );
         conn.io.codec = Codec::Ws(ws);
-        self.open(now, out);
-        if self.phase != Phase::Open {
-            return Step::Continue;
+        let step = self.transport_up(now, out);
+        if !matches!(step, Step::Continue) || !self.reading() {
+            return step;
         }
-        self.send_on_open_messages();
         // Frames may have arrived together with the 101.
         self.drive_ws(now, out)
     }
@@ -129,7 +128,14 @@ impl Session {
         sent
     }
 
-    fn send_on_open_messages(&mut self) {
+    /// Whether received messages are still wanted: open, or in an
+    /// application handshake.
+    fn reading(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Handshaking)
+    }
+
+    /// The target's `on_open` messages, once the session is open.
+    pub(super) fn send_on_open_messages(&mut self) {
         let spec = Arc::clone(&self.spec);
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -156,13 +162,12 @@ impl Session {
             };
             match ws.read() {
                 Ok(Message::Pong(payload)) => {
-                    let _ = self.app_input(Input::Pong(&payload), now, out);
-                    if self.phase != Phase::Open {
-                        break; // a one-shot check is complete
+                    step = self.app_input(Input::Pong(&payload), now, out);
+                    if !matches!(step, Step::Continue) || !self.reading() {
+                        break; // e.g. a one-shot check is complete
                     }
                 }
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
-                    self.stats.last_message = Some(now);
                     if self.spec.ws.echo {
                         // Queued in tungstenite; the flush below sends it.
                         let _ = ws.write(msg.clone());
@@ -172,7 +177,7 @@ impl Session {
                         Message::Binary(bytes) => self.app_input(Input::Binary(bytes), now, out),
                         _ => Step::Continue,
                     };
-                    if !matches!(step, Step::Continue) {
+                    if !matches!(step, Step::Continue) || !self.reading() {
                         break;
                     }
                 }
@@ -187,7 +192,13 @@ impl Session {
                     }
                     let _ = ws.flush(); // queue tungstenite's close reply
                     conn.io.flush_codec();
-                    step = peer_close(frame);
+                    // The application may say what its close code means.
+                    step = match &frame {
+                        Some(f) => conn.app.on_close(Some(u16::from(f.code)), &f.reason),
+                        None => conn.app.on_close(None, ""),
+                    }
+                    .map(|f| Step::Drop(f.reason, f.detail, f.close_code))
+                    .unwrap_or_else(|| peer_close(frame));
                     break;
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,

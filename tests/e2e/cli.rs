@@ -138,6 +138,8 @@ fn check_config_lists_every_problem_with_its_field() {
         .arg("check-config")
         .arg(&example)
         .env("QUOTES_TOKEN", "x")
+        .env("FEED_TOKEN", "x")
+        .env("API_TOKEN", "x")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

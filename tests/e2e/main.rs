@@ -14,5 +14,6 @@ mod kernel;
 mod matrix;
 mod observability;
 mod packaging;
+mod protocols;
 mod reload;
 mod soak;

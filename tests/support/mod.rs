@@ -240,18 +240,44 @@ pub fn python_wss(certs: &Path, cert: &str, extra: &[&str]) -> Option<(Proc, u16
 }
 
 pub fn node_ws(port: u16) -> Option<(Proc, u16)> {
+    node_peer("node ws", "ws_server.js", "ws", &[&port.to_string()])
+}
+
+/// A Node peer script from tests/peers, run with the project's Node
+/// packages, `package` being the one it needs; `args` go to the script.
+pub fn node_peer(what: &str, script: &str, package: &str, args: &[&str]) -> Option<(Proc, u16)> {
     let modules = peers_dir().join("node/node_modules");
     if !require(
-        "node ws",
-        modules.join("ws/package.json").is_file() && which("node").is_some(),
+        what,
+        modules.join(package).join("package.json").is_file() && which("node").is_some(),
     ) {
         return None;
     }
     let mut cmd = Command::new("node");
     cmd.env("NODE_PATH", &modules)
-        .arg(repo().join("tests/peers/ws_server.js"))
-        .arg(port.to_string());
-    let p = Proc::spawn("node ws", &mut cmd);
+        .arg(repo().join("tests/peers").join(script))
+        .args(args);
+    let p = Proc::spawn(what, &mut cmd);
+    let port = listening_port(&p);
+    Some((p, port))
+}
+
+/// A Python peer script from tests/peers in the project's venv, which must
+/// be able to import `module`; `args` go to the script.
+pub fn python_peer(what: &str, script: &str, module: &str, args: &[&str]) -> Option<(Proc, u16)> {
+    let py = peers_dir().join("venv/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require(what, ok) {
+        return None;
+    }
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("tests/peers").join(script)).args(args);
+    let p = Proc::spawn(what, &mut cmd);
     let port = listening_port(&p);
     Some((p, port))
 }

@@ -1,23 +1,48 @@
 //! The plug-in point for liveness protocols: what proves, once a session
 //! is open, that the peer is alive. Each protocol is sans-IO like the rest
 //! of the core: fed decoded input and `now`, it writes what it sends
-//! through the connection's `ConnIo`, exposes its next deadline, and answers
-//! each call with a `Report` the session acts on (an RTT, a missed answer, ...).
+//! through the connection's `ConnIo`, exposes its next deadline, and
+//! answers each call with a `Report` the session acts on (the application
+//! handshake done, an RTT, a missed answer, the application's own error).
 //!
-//! One variant per protocol, dispatched by `match` rather than through a
-//! trait object: this runs on every probe of every session.
+//! `App` is matched rather than a trait object for the protocols that run
+//! on every probe of every session (RFC 6455 pings, TCP probes); the
+//! application protocols (`Protocol` implementations, one file each) sit
+//! behind one box that also keeps RFC 6455 pings going beside them.
 
+mod custom;
+mod graphql_ws;
+mod proto;
+mod socketio;
 mod tcp_probe;
 mod ws_ping;
 
 use std::time::{Duration, Instant};
 
 use super::conn::ConnIo;
+use super::reason::DisconnectReason;
 use super::rng::Rng;
 use super::schedule::Probing;
 use super::spec::{Scheme, TargetSpec};
+use crate::labels::label_enum;
+use proto::Proto;
 use tcp_probe::TcpProbe;
 use ws_ping::WsPing;
+
+pub use custom::{seq_group, SEQ as PROBE_SEQ};
+pub use graphql_ws::close_code_name as graphql_close_code_name;
+pub use socketio::{parse_engine_packet, parse_socket_packet, EnginePacket, SocketPacket};
+
+label_enum! {
+    /// What measured a round trip: values of the `probe` label.
+    pub enum ProbeKind {
+        /// The transport's own probe: an RFC 6455 ping, or a TCP target's
+        /// send/expect probe.
+        Ping,
+        /// The application protocol's heartbeat or probe.
+        App,
+    }
+}
 
 /// What a protocol is fed.
 #[derive(Debug, Clone, Copy)]
@@ -32,17 +57,34 @@ pub enum Input<'a> {
     Bytes(&'a [u8]),
 }
 
+/// The application ended or refused the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppFailure {
+    /// `AppError` once open; before, the attempt fails with `app_handshake`.
+    pub reason: DisconnectReason,
+    /// The application's own words and code, for logs and `status`.
+    pub detail: String,
+    /// A WebSocket close code, when the application closed with one.
+    pub close_code: Option<u16>,
+}
+
 /// What a call found that the session must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    /// Nothing the session needs to know.
+    /// Nothing the session needs to know (protocol chatter included).
     Quiet,
+    /// An application data message: the feed is flowing.
+    Data,
+    /// The application handshake completed: the session is open.
+    Ready,
     /// A probe was answered after this long.
-    Answered(Duration),
+    Answered(Duration, ProbeKind),
     /// An answer that matches no probe in flight: not liveness.
     Stray,
-    /// The probe in flight was not answered in time.
-    Unanswered,
+    /// The probe in flight, or the heartbeat the peer owes, did not come in
+    /// time.
+    Unanswered(ProbeKind),
+    Failed(AppFailure),
 }
 
 /// Everything a protocol call may use besides its own state: references
@@ -56,7 +98,7 @@ pub struct Ctx<'a> {
     pub io: &'a mut ConnIo,
 }
 
-/// The liveness protocol of one open connection.
+/// The liveness protocol of one connection.
 pub enum App {
     /// Nothing to send: liveness rests on the idle timeout and the kernel.
     Silent,
@@ -65,17 +107,31 @@ pub enum App {
     /// A TCP target's `probe`: bytes sent, a pattern expected back. Boxed:
     /// its search window would otherwise widen every session's connection.
     TcpProbe(Box<TcpProbe>),
+    /// An application protocol over WebSocket, with RFC 6455 pings beside it.
+    Proto(Box<Proto>),
 }
 
 impl App {
-    /// The protocol for `spec`, starting at `now` (the first probe is due
-    /// at once).
+    /// The protocol for `spec`, starting at `now`, the moment the transport
+    /// is up (TCP connected or WebSocket upgraded).
     pub fn start(spec: &TargetSpec, now: Instant) -> App {
         let interval = spec.timing.ping_interval;
-        match (spec.scheme, &spec.probe) {
-            (Scheme::Ws | Scheme::Wss, _) => App::WsPing(WsPing::start(now, interval)),
-            (Scheme::Tcp, Some(_)) => App::TcpProbe(Box::new(TcpProbe::start(now, interval))),
-            (Scheme::Tcp, None) => App::Silent,
+        match spec.scheme {
+            Scheme::Tcp if spec.probe.is_some() => App::TcpProbe(Box::new(TcpProbe::start(now, interval))),
+            Scheme::Tcp => App::Silent,
+            Scheme::Ws | Scheme::Wss => match Proto::new(spec, now) {
+                Some(proto) => App::Proto(Box::new(proto)),
+                None => App::WsPing(WsPing::start(now, interval)),
+            },
+        }
+    }
+
+    /// The transport is up: sends the application handshake, if any.
+    /// Reports `Ready` when the session is open at once.
+    pub fn on_open(&mut self, ctx: &mut Ctx<'_>) -> Report {
+        match self {
+            App::Proto(p) => p.on_open(ctx),
+            _ => Report::Ready,
         }
     }
 
@@ -86,6 +142,7 @@ impl App {
             App::Silent => false,
             App::WsPing(p) => p.probes(),
             App::TcpProbe(p) => p.probes(),
+            App::Proto(_) => true,
         }
     }
 
@@ -95,24 +152,79 @@ impl App {
             App::Silent => None,
             App::WsPing(p) => p.poll_timeout(spec),
             App::TcpProbe(p) => p.poll_timeout(spec),
+            App::Proto(p) => p.poll_timeout(spec),
         }
     }
 
     /// Its deadline came (or an earlier one of the session's).
-    pub fn on_timeout(&mut self, ctx: Ctx<'_>) -> Report {
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
         match self {
             App::Silent => Report::Quiet,
             App::WsPing(p) => p.on_timeout(ctx),
             App::TcpProbe(p) => p.on_timeout(ctx),
+            App::Proto(p) => p.on_timeout(ctx),
         }
     }
 
     /// Something arrived.
-    pub fn on_input(&mut self, input: Input<'_>, ctx: Ctx<'_>) -> Report {
+    pub fn on_input(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         match self {
             App::Silent => Report::Quiet,
             App::WsPing(p) => p.on_input(input, ctx),
             App::TcpProbe(p) => p.on_input(input, ctx),
+            App::Proto(p) => p.on_input(input, ctx),
         }
     }
+
+    /// What a close frame means to the application (its own codes), as the
+    /// session should report it; `None` leaves it a plain `peer_close`.
+    pub fn on_close(&self, code: Option<u16>, reason: &str) -> Option<AppFailure> {
+        match self {
+            App::Proto(p) => p.on_close(code, reason),
+            _ => None,
+        }
+    }
+
+    /// What the session is waiting for while the application handshake runs,
+    /// for a timeout's message.
+    pub fn awaiting(&self) -> Option<&'static str> {
+        match self {
+            App::Proto(p) => p.awaiting(),
+            _ => None,
+        }
+    }
+}
+
+/// An application protocol over WebSocket: one implementation per file.
+/// `Proto` keeps RFC 6455 pings going beside it once it is ready.
+pub trait Protocol {
+    /// The WebSocket is upgraded: send the handshake. `Ready` when there
+    /// is none.
+    fn on_open(&mut self, ctx: &mut Ctx<'_>) -> Report;
+    /// A text or binary message.
+    fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report;
+    /// Its deadline came.
+    fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report;
+    fn poll_timeout(&self, spec: &TargetSpec) -> Option<Instant>;
+    /// What the peer's close frame means in this protocol.
+    fn on_close(&self, _code: Option<u16>, _reason: &str) -> Option<AppFailure> {
+        None
+    }
+    /// What the handshake is waiting for (e.g. "connection_ack"), while it is.
+    fn awaiting(&self) -> Option<&'static str>;
+}
+
+impl AppFailure {
+    pub fn new(reason: DisconnectReason, detail: impl Into<String>, close_code: Option<u16>) -> AppFailure {
+        AppFailure {
+            reason,
+            detail: detail.into(),
+            close_code,
+        }
+    }
+}
+
+/// A failure report with the application's words.
+pub fn failed(reason: DisconnectReason, detail: impl Into<String>, close_code: Option<u16>) -> Report {
+    Report::Failed(AppFailure::new(reason, detail, close_code))
 }

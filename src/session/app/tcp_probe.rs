@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Ctx, Input, Report};
+use super::{Ctx, Input, ProbeKind, Report};
 use crate::session::schedule::{Due, ProbeSchedule};
 use crate::session::spec::TargetSpec;
 
@@ -32,13 +32,13 @@ impl TcpProbe {
         self.schedule.poll_timeout(spec.timing.pong_timeout)
     }
 
-    pub fn on_timeout(&mut self, ctx: Ctx<'_>) -> Report {
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
         match self
             .schedule
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, ctx.rng)
+            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
         {
             Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered,
+            Due::Unanswered => Report::Unanswered(ProbeKind::Ping),
             Due::Probe(_) => {
                 self.window.clear();
                 if let Some(probe) = &ctx.spec.probe {
@@ -50,7 +50,7 @@ impl TcpProbe {
     }
 
     /// Bytes outside a probe's round trip are not searched.
-    pub fn on_input(&mut self, input: Input<'_>, ctx: Ctx<'_>) -> Report {
+    pub fn on_input(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         let (Input::Bytes(bytes), Some(probe), Some(id)) = (input, &ctx.spec.probe, self.schedule.in_flight()) else {
             return Report::Quiet;
         };
@@ -58,7 +58,7 @@ impl TcpProbe {
         if contains(&self.window, &probe.expect) {
             self.window.clear();
             return match self.schedule.answer(id, ctx.now) {
-                Some(rtt) => Report::Answered(rtt),
+                Some(rtt) => Report::Answered(rtt, ProbeKind::Ping),
                 None => Report::Quiet,
             };
         }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Ctx, Input, Report};
+use super::{Ctx, Input, ProbeKind, Report};
 use crate::session::ping::ID_LEN;
 use crate::session::schedule::{Due, ProbeSchedule};
 use crate::session::spec::TargetSpec;
@@ -27,13 +27,13 @@ impl WsPing {
         self.schedule.poll_timeout(spec.timing.pong_timeout)
     }
 
-    pub fn on_timeout(&mut self, ctx: Ctx<'_>) -> Report {
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
         match self
             .schedule
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, ctx.rng)
+            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
         {
             Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered,
+            Due::Unanswered => Report::Unanswered(ProbeKind::Ping),
             Due::Probe(id) => {
                 ctx.io.send_ping(id);
                 Report::Quiet
@@ -41,14 +41,16 @@ impl WsPing {
         }
     }
 
-    /// Only pongs matter here; data messages are ordinary traffic.
-    pub fn on_input(&mut self, input: Input<'_>, ctx: Ctx<'_>) -> Report {
-        let Input::Pong(payload) = input else {
-            return Report::Quiet;
+    /// Pongs answer probes; every data message is the feed flowing.
+    pub fn on_input(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
+        let payload = match input {
+            Input::Pong(payload) => payload,
+            Input::Text(_) | Input::Binary(_) => return Report::Data,
+            Input::Bytes(_) => return Report::Quiet,
         };
         let id = <[u8; ID_LEN]>::try_from(payload).ok().map(u64::from_be_bytes);
         match id.and_then(|id| self.schedule.answer(id, ctx.now)) {
-            Some(rtt) => Report::Answered(rtt),
+            Some(rtt) => Report::Answered(rtt, ProbeKind::Ping),
             None => Report::Stray,
         }
     }
