@@ -15,6 +15,11 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need_apt+=(prometheus-node-exporter)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# MQTT and STOMP over WebSocket (the web_mqtt and web_stomp plugins ship in
+# it); mosquitto for MQTT 5, mosquitto_pub to publish.
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2
@@ -25,7 +30,7 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   # Debian's packages start their daemons; the tests start their own.
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  for svc in nginx prometheus prometheus-node-exporter redis-server; do
+  for svc in nginx prometheus prometheus-node-exporter redis-server rabbitmq-server mosquitto; do
     command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1 || true
   done
 fi
@@ -49,6 +54,13 @@ if ! [ -f "$node_dir/node_modules/ws/package.json" ] || ! [ -f "$node_dir/node_m
   echo "install-peers: npm install ${node_packages[*]} into $node_dir"
   mkdir -p "$node_dir"
   npm install --prefix "$node_dir" --no-audit --no-fund --silent "${node_packages[@]}" >/dev/null
+fi
+
+# websocat: the WebSocket listener in front of mosquitto (Debian's mosquitto
+# has none that starts here).
+if ! command -v websocat >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/websocat" ]; then
+  echo "install-peers: cargo install websocat (about 2 minutes)"
+  cargo install -q websocat --locked
 fi
 
 # Autobahn TestSuite needs Python 2.7; machines of this kind carry one through

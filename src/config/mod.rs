@@ -369,7 +369,10 @@ mod tests {
              [[target]]\nurl = \"ws://h/?EIO=2\"\nprotocol = \"socketio\"\n\
              [[target]]\nurl = \"ws://h2/\"\nprotocol = \"socketio\"\nsocketio = { auth = \"not json\", namespace = \"x\" }\n\
              [[target]]\nurl = \"ws://h3/\"\nprotocol = \"graphql-ws\"\nsubprotocols = [\"other\"]\n\
-             [[target]]\nurl = \"ws://h4/\"\nprobe = { send = \"x\", expect = \"(\" }\n",
+             [[target]]\nurl = \"ws://h4/\"\nprobe = { send = \"x\", expect = \"(\" }\n\
+             [[target]]\nurl = \"ws://h5/\"\nprotocol = \"mqtt\"\nconnections = 2\n\
+             mqtt = { version = \"4\", client_id = \"fixed\", password = \"p\" }\n\
+             [[target]]\nurl = \"ws://h6/\"\nprotocol = \"stomp\"\nstomp = { host = \"a\\nb\", colour = 1 }\n",
         );
         assert_eq!(
             f,
@@ -380,7 +383,21 @@ mod tests {
                 "target[2].socketio.auth",
                 "target[3].subprotocols",
                 "target[4].probe.expect",
+                "target[5].mqtt.version",
+                "target[5].mqtt.client_id",
+                "target[5].mqtt.password",
+                "target[6].stomp.colour",
+                "target[6].stomp.host",
             ]
+        );
+        let cfg = parse_ok(
+            "[[target]]\nurl = \"ws://h/ws\"\nprotocol = \"mqtt\"\nmqtt = { version = \"5\", topic = \"a/#\" }\n\
+             [[target]]\nurl = \"ws://h2/ws\"\nprotocol = \"stomp\"\n",
+        );
+        assert_eq!(cfg.targets[0].ws.subprotocols, ["mqtt"]);
+        assert_eq!(cfg.targets[1].ws.subprotocols, ["v12.stomp", "v11.stomp"]);
+        assert!(
+            matches!(&cfg.targets[1].protocol, crate::session::spec::Protocol::Stomp(o) if o.receipt && o.host == "/")
         );
     }
 

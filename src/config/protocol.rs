@@ -8,22 +8,31 @@ use super::walker::{join, Walker};
 #[cfg(test)]
 use crate::session::app::seq_group;
 use crate::session::spec::{
-    AppProbe, GraphqlWsOptions, ProbeAnswer, ProbeMessage, Protocol, SocketIoOptions, WsOptions,
+    AppProbe, GraphqlWsOptions, MqttOptions, MqttVersion, ProbeAnswer, ProbeMessage, Protocol, SocketIoOptions,
+    StompOptions, WsOptions,
 };
 
 /// The protocols `protocol = "…"` names.
-pub(super) const NAMES: &[&str] = &["ws", "socketio", "graphql-ws"];
+pub(super) const NAMES: &[&str] = &["ws", "socketio", "graphql-ws", "mqtt", "stomp"];
 /// Each protocol's option table, by the key it sits under.
-const TABLES: &[(&str, &str)] = &[("socketio", "socketio"), ("graphql", "graphql-ws")];
+const TABLES: &[(&str, &str)] = &[
+    ("socketio", "socketio"),
+    ("graphql", "graphql-ws"),
+    ("mqtt", "mqtt"),
+    ("stomp", "stomp"),
+];
 /// The subprotocol of GraphQL over WebSocket (the graphql-ws library's).
 pub const GRAPHQL_SUBPROTOCOL: &str = "graphql-transport-ws";
 
 /// Keys this module reads from a WebSocket target.
-pub(super) const KEYS: &[&str] = &["protocol", "socketio", "graphql"];
+pub(super) const KEYS: &[&str] = &["protocol", "socketio", "graphql", "mqtt", "stomp"];
+/// The subprotocols MQTT and STOMP over WebSocket are offered with.
+const MQTT_SUBPROTOCOLS: &[&str] = &["mqtt"];
+const STOMP_SUBPROTOCOLS: &[&str] = &["v12.stomp", "v11.stomp"];
 
 /// Reads `protocol` and its options; adjusts `ws` (path, subprotocols) to
 /// what the protocol needs.
-pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, ws: &mut WsOptions) -> Protocol {
+pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, ws: &mut WsOptions, connections: u32) -> Protocol {
     let name = w.str(table, path, "protocol").unwrap_or("ws");
     if !NAMES.contains(&name) {
         w.problem(
@@ -40,7 +49,109 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, ws: &mut WsOpt
     match name {
         "socketio" => read_socketio(w, table, path, ws),
         "graphql-ws" => read_graphql(w, table, path, ws),
+        "mqtt" => read_mqtt(w, table, path, ws, connections),
+        "stomp" => read_stomp(w, table, path, ws),
         _ => Protocol::Ws,
+    }
+}
+
+fn read_mqtt(w: &mut Walker<'_>, table: &Table, path: &str, ws: &mut WsOptions, connections: u32) -> Protocol {
+    let mut o = MqttOptions {
+        version: MqttVersion::V311,
+        client_id: String::new(),
+        username: None,
+        password: None,
+        clean_session: true,
+        topic: None,
+    };
+    if let Some(t) = w.table(table, path, "mqtt") {
+        let tpath = join(path, "mqtt");
+        w.check_keys(
+            t,
+            &tpath,
+            &[&["version", "client_id", "username", "password", "clean_session", "topic"]],
+        );
+        match w.str(t, &tpath, "version") {
+            None | Some("3.1.1") => {}
+            Some("5") => o.version = MqttVersion::V5,
+            Some(other) => w.problem(join(&tpath, "version"), format!("{other:?} is not \"3.1.1\" or \"5\"")),
+        }
+        if let Some(id) = w.str(t, &tpath, "client_id") {
+            o.client_id = id.to_string();
+            if connections > 1 {
+                w.problem(
+                    join(&tpath, "client_id"),
+                    "one client id for several connections: the broker keeps one session per id and drops the others",
+                );
+            }
+        }
+        o.username = secret(w, t, &tpath, "username");
+        o.password = secret(w, t, &tpath, "password");
+        o.clean_session = w.bool(t, &tpath, "clean_session").unwrap_or(true);
+        o.topic = w.str(t, &tpath, "topic").map(str::to_string);
+        if o.password.is_some() && o.username.is_none() && o.version == MqttVersion::V311 {
+            w.problem(
+                join(&tpath, "password"),
+                "MQTT 3.1.1 sends a password only with a username",
+            );
+        }
+    }
+    default_subprotocols(w, path, ws, MQTT_SUBPROTOCOLS);
+    Protocol::Mqtt(o)
+}
+
+fn read_stomp(w: &mut Walker<'_>, table: &Table, path: &str, ws: &mut WsOptions) -> Protocol {
+    let mut o = StompOptions {
+        host: "/".into(),
+        login: None,
+        passcode: None,
+        subscribe: None,
+        receipt: true,
+    };
+    if let Some(t) = w.table(table, path, "stomp") {
+        let tpath = join(path, "stomp");
+        w.check_keys(t, &tpath, &[&["host", "login", "passcode", "subscribe", "receipt"]]);
+        if let Some(host) = w.str(t, &tpath, "host") {
+            o.host = host.to_string();
+        }
+        o.login = secret(w, t, &tpath, "login");
+        o.passcode = secret(w, t, &tpath, "passcode");
+        o.subscribe = w.str(t, &tpath, "subscribe").map(str::to_string);
+        o.receipt = w.bool(t, &tpath, "receipt").unwrap_or(true);
+        for (key, value) in [
+            ("host", Some(&o.host)),
+            ("login", o.login.as_ref()),
+            ("passcode", o.passcode.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.contains(['\n', '\r', '\0'])) {
+                w.problem(join(&tpath, key), "must not contain line breaks or NUL");
+            }
+        }
+    }
+    default_subprotocols(w, path, ws, STOMP_SUBPROTOCOLS);
+    Protocol::Stomp(o)
+}
+
+/// A string that may hold secrets: `${VAR}` expanded, never logged.
+fn secret(w: &mut Walker<'_>, t: &Table, path: &str, key: &str) -> Option<String> {
+    let raw = w.str(t, path, key)?;
+    Some(w.expand_env(&join(path, key), raw))
+}
+
+/// Offers the protocol's subprotocols unless `subprotocols` names one of
+/// them already.
+fn default_subprotocols(w: &mut Walker<'_>, path: &str, ws: &mut WsOptions, wanted: &[&str]) {
+    if ws.subprotocols.is_empty() {
+        ws.subprotocols = wanted.iter().map(|s| s.to_string()).collect();
+        ws.require_subprotocol = true;
+    } else if !ws.subprotocols.iter().any(|s| wanted.contains(&s.as_str())) {
+        w.problem(
+            join(path, "subprotocols"),
+            format!(
+                "this protocol speaks {}: list one or leave subprotocols out",
+                wanted.join(" or ")
+            ),
+        );
     }
 }
 
@@ -120,15 +231,7 @@ fn read_graphql(w: &mut Walker<'_>, table: &Table, path: &str, ws: &mut WsOption
         w.check_keys(t, &tpath, &[&["payload"]]);
         o.payload = read_json(w, t, &tpath, "payload");
     }
-    if ws.subprotocols.is_empty() {
-        ws.subprotocols = vec![GRAPHQL_SUBPROTOCOL.into()];
-        ws.require_subprotocol = true;
-    } else if !ws.subprotocols.iter().any(|s| s == GRAPHQL_SUBPROTOCOL) {
-        w.problem(
-            join(path, "subprotocols"),
-            format!("protocol = \"graphql-ws\" speaks {GRAPHQL_SUBPROTOCOL:?}: list it or leave subprotocols out"),
-        );
-    }
+    default_subprotocols(w, path, ws, &[GRAPHQL_SUBPROTOCOL]);
     Protocol::GraphqlWs(o)
 }
 

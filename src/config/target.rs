@@ -127,7 +127,7 @@ fn build(
     let mut ws = read_ws_options(w, table, path, &parsed.path, &d);
     let is_ws = parsed.scheme != Scheme::Tcp;
     let protocol = if is_ws {
-        protocol::read(w, table, path, &mut ws)
+        protocol::read(w, table, path, &mut ws, d.connections)
     } else {
         Protocol::Ws
     };

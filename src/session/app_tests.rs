@@ -302,3 +302,237 @@ fn message_timeout_ends_a_silent_feed_at_its_deadline_and_data_resets_it() {
     h.tick();
     assert_eq!(h.disconnects(), [DisconnectReason::MessageTimeout]);
 }
+
+fn binary(b: &[u8]) -> Vec<u8> {
+    frame(true, 0x2, b)
+}
+
+/// The binary messages the client sent since the last call.
+fn sent_binaries(h: &mut Harness) -> Vec<Vec<u8>> {
+    client_frames(&h.take_wire())
+        .into_iter()
+        .filter(|(op, _)| *op == 0x2)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn mqtt(version: MqttVersion, topic: Option<&str>) -> TargetSpec {
+    let base = TargetSpec::for_test(Scheme::Ws);
+    TargetSpec {
+        protocol: Protocol::Mqtt(MqttOptions {
+            version,
+            client_id: String::new(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            clean_session: true,
+            topic: topic.map(Into::into),
+        }),
+        ws: WsOptions {
+            subprotocols: vec!["mqtt".into()],
+            require_subprotocol: true,
+            ..base.ws.clone()
+        },
+        ..base
+    }
+}
+
+#[test]
+fn mqtt_opens_on_connack_subscribes_and_times_pingreq() {
+    let mut h = upgrade(mqtt(MqttVersion::V311, Some("feed/#")), Some("mqtt"));
+    let sent = sent_binaries(&mut h);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0][0], 0x10, "CONNECT");
+    let text = String::from_utf8_lossy(&sent[0]);
+    assert!(text.contains("sockpulse-"), "a generated client id: {text:?}");
+    // CONNACK, split over two messages, accepted.
+    h.advance(2 * MS);
+    h.input(&binary(&[0x20, 2]));
+    assert_eq!(h.s.phase(), Phase::Handshaking);
+    h.input(&binary(&[0, 0]));
+    assert_eq!(h.s.phase(), Phase::Open);
+    assert_eq!(opened(&h.take_events()), Some(Some(2 * MS)));
+    let sent = sent_binaries(&mut h);
+    assert_eq!(sent[0][0], 0x82, "SUBSCRIBE right after CONNACK");
+    h.tick();
+    assert!(sent_binaries(&mut h).contains(&vec![0xC0, 0]), "PINGREQ");
+    h.advance(4 * MS);
+    // A PUBLISH and the PINGRESP in one message.
+    h.input(&binary(&[0x30, 5, 0, 1, b'f', b'h', b'i', 0xD0, 0]));
+    assert_eq!(h.s.stats.last_message, Some(h.now), "PUBLISH is data");
+    let events = h.take_events();
+    assert!(
+        events.contains(&SessionEvent::Pong {
+            rtt: 4 * MS,
+            probe: ProbeKind::App
+        }),
+        "{events:?}"
+    );
+    // Unanswered PINGREQ: app_timeout at the pong deadline.
+    let spec_interval = Duration::from_secs(10);
+    h.now += spec_interval;
+    h.tick();
+    h.take_wire();
+    h.now += Duration::from_secs(5);
+    h.tick();
+    assert!(
+        h.disconnects()
+            .iter()
+            .any(|r| matches!(r, DisconnectReason::AppTimeout | DisconnectReason::PongTimeout)),
+        "an unanswered probe ends it"
+    );
+}
+
+#[test]
+fn mqtt_refusals_and_broker_disconnects_are_named() {
+    let mut h = upgrade(mqtt(MqttVersion::V311, None), Some("mqtt"));
+    h.take_events();
+    h.input(&binary(&[0x20, 2, 0, 5]));
+    let failed = h.take_events().into_iter().find_map(|e| match e {
+        SessionEvent::ConnectFailed { reason, detail } => Some((reason, detail)),
+        _ => None,
+    });
+    let (reason, detail) = failed.expect("a connect failure");
+    assert_eq!(reason, FailureReason::AppHandshake);
+    assert!(detail.contains("not authorized"), "{detail}");
+
+    let mut h = upgrade(mqtt(MqttVersion::V5, None), Some("mqtt"));
+    let connect = sent_binaries(&mut h).remove(0);
+    assert_eq!(connect[8], 5, "protocol level 5");
+    h.input(&binary(&[0x20, 3, 0, 0, 0]));
+    assert_eq!(h.s.phase(), Phase::Open);
+    h.take_events();
+    h.input(&binary(&[0xE0, 2, 0x8E, 0]));
+    let events = h.take_events();
+    let detail = events.iter().find_map(|e| match e {
+        SessionEvent::Disconnected {
+            reason: DisconnectReason::AppError,
+            detail,
+            ..
+        } => Some(detail.clone()),
+        _ => None,
+    });
+    assert!(detail.is_some_and(|d| d.contains("session taken over")), "{events:?}");
+}
+
+fn stomp(subscribe: Option<&str>) -> TargetSpec {
+    let base = TargetSpec::for_test(Scheme::Ws);
+    TargetSpec {
+        protocol: Protocol::Stomp(StompOptions {
+            host: "/".into(),
+            login: Some("guest".into()),
+            passcode: Some("guest".into()),
+            subscribe: subscribe.map(Into::into),
+            receipt: true,
+        }),
+        ws: WsOptions {
+            subprotocols: vec!["v12.stomp".into()],
+            require_subprotocol: true,
+            ..base.ws.clone()
+        },
+        ..base
+    }
+}
+
+#[test]
+fn stomp_negotiates_heart_beats_times_receipts_and_catches_a_silent_broker() {
+    let mut h = upgrade(stomp(Some("/topic/a")), Some("v12.stomp"));
+    let sent = sent_texts(&mut h);
+    assert!(
+        sent[0].starts_with("CONNECT\naccept-version:1.2,1.1\nhost:/\nheart-beat:10000,10000\n"),
+        "{sent:?}"
+    );
+    h.advance(MS);
+    // The broker sends every 5 s and wants ours every 20 s.
+    h.input(&text("CONNECTED\nversion:1.2\nheart-beat:5000,20000\n\n\0"));
+    assert_eq!(h.s.phase(), Phase::Open);
+    h.take_events();
+    let sent = sent_texts(&mut h);
+    assert!(
+        sent.iter()
+            .any(|f| f.starts_with("SUBSCRIBE\nid:0\ndestination:/topic/a\n")),
+        "{sent:?}"
+    );
+    // The first probe: an empty transaction begun with a receipt, and an
+    // RFC 6455 ping beside it (answered).
+    h.tick();
+    let frames = client_frames(&h.take_wire());
+    let begin = frames
+        .iter()
+        .find(|(op, p)| *op == 0x1 && p.starts_with(b"BEGIN\ntransaction:sockpulse-1\nreceipt:sockpulse-1\n"));
+    assert!(begin.is_some(), "{frames:?}");
+    let ping = frames
+        .iter()
+        .find(|(op, _)| *op == 0x9)
+        .map(|(_, p)| p.clone())
+        .expect("a ping");
+    h.advance(3 * MS);
+    h.input(&frame(true, 0xA, &ping));
+    h.take_events();
+    h.input(&text("RECEIPT\nreceipt-id:sockpulse-1\n\n\0"));
+    let events = h.take_events();
+    assert!(
+        events.contains(&SessionEvent::Pong {
+            rtt: 3 * MS,
+            probe: ProbeKind::App
+        }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_stomp_broker_silent_past_its_heart_beat_is_an_app_timeout() {
+    let mut spec = stomp(None);
+    if let Protocol::Stomp(o) = &mut spec.protocol {
+        o.receipt = false;
+    }
+    let mut h = upgrade(spec, Some("v12.stomp"));
+    h.take_wire();
+    // Ours offered at 10 s both ways; the broker beats every 5 s, so it is
+    // expected every max(5 s, 10 s) = 10 s, with a pong timeout of grace.
+    h.input(&text("CONNECTED\nversion:1.2\nheart-beat:5000,20000\n\n\0"));
+    assert_eq!(h.s.phase(), Phase::Open);
+    h.take_events();
+    let mut heard = h.now;
+    // The WebSocket still answers pings; STOMP says nothing after one beat.
+    let answer_pings = |h: &mut Harness| {
+        for (op, p) in client_frames(&h.take_wire()) {
+            if op == 0x9 {
+                h.input(&frame(true, 0xA, &p));
+            }
+        }
+    };
+    h.now = heard + 4 * S;
+    h.tick();
+    answer_pings(&mut h);
+    h.input(&text("\n"));
+    heard = h.now;
+    for step in [5, 10, 15] {
+        h.now = heard + step * S - MS;
+        h.tick();
+        answer_pings(&mut h);
+        assert_eq!(h.s.phase(), Phase::Open, "{step} s after the last beat");
+    }
+    h.now = heard + 15 * S;
+    h.tick();
+    let events = h.take_events();
+    assert!(
+        events.contains(&SessionEvent::PongTimeout { probe: ProbeKind::App }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_stomp_error_frame_is_the_brokers_word() {
+    let mut h = upgrade(stomp(None), Some("v12.stomp"));
+    h.take_events();
+    h.input(&text(
+        "ERROR\nmessage:Bad CONNECT\ncontent-type:text/plain\n\nAccess refused for user 'guest'\n\0",
+    ));
+    let failed = h.take_events().into_iter().find_map(|e| match e {
+        SessionEvent::ConnectFailed { reason, detail } => Some((reason, detail)),
+        _ => None,
+    });
+    let (reason, detail) = failed.expect("a connect failure");
+    assert_eq!(reason, FailureReason::AppHandshake);
+    assert!(detail.contains("Bad CONNECT: Access refused"), "{detail}");
+}

@@ -595,22 +595,23 @@ impl Session {
         let Some(conn) = self.conn.as_deref_mut() else {
             return Step::Continue;
         };
-        let report = {
+        let (report, data) = {
             let mut ctx = Ctx {
                 now,
                 spec: &self.spec,
                 probing: &self.probing,
                 rng: &mut self.rng,
                 io: &mut conn.io,
+                data: false,
             };
-            call(&mut conn.app, &mut ctx)
+            let report = call(&mut conn.app, &mut ctx);
+            (report, ctx.data)
         };
+        if data {
+            self.stats.last_message = Some(now);
+        }
         match report {
             Report::Quiet => Step::Continue,
-            Report::Data => {
-                self.stats.last_message = Some(now);
-                Step::Continue
-            }
             Report::Ready => {
                 if self.phase != Phase::Open {
                     self.open(now, out);

@@ -85,6 +85,8 @@ pub enum Protocol {
     Ws,
     SocketIo(SocketIoOptions),
     GraphqlWs(GraphqlWsOptions),
+    Mqtt(MqttOptions),
+    Stomp(StompOptions),
 }
 
 impl Protocol {
@@ -94,6 +96,8 @@ impl Protocol {
             Protocol::Ws => "ws",
             Protocol::SocketIo(_) => "socketio",
             Protocol::GraphqlWs(_) => "graphql-ws",
+            Protocol::Mqtt(_) => "mqtt",
+            Protocol::Stomp(_) => "stomp",
         }
     }
 }
@@ -115,6 +119,53 @@ pub struct SocketIoOptions {
 pub struct GraphqlWsOptions {
     /// JSON sent as the `connection_init` payload; may hold secrets.
     pub payload: Option<String>,
+}
+
+/// MQTT over WebSocket (subprotocol `mqtt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttOptions {
+    pub version: MqttVersion,
+    /// The client identifier; empty: `sockpulse-` and a random suffix, new
+    /// at every connect (brokers disconnect an older session with the same
+    /// identifier).
+    pub client_id: String,
+    /// May hold secrets.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub clean_session: bool,
+    /// Subscribed at QoS 0 once connected: its messages are the feed
+    /// `message_timeout` watches.
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttVersion {
+    V311,
+    V5,
+}
+
+impl MqttVersion {
+    /// The protocol level byte of CONNECT.
+    pub fn level(self) -> u8 {
+        match self {
+            MqttVersion::V311 => 4,
+            MqttVersion::V5 => 5,
+        }
+    }
+}
+
+/// STOMP 1.2 or 1.1 over WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StompOptions {
+    /// The virtual host of CONNECT.
+    pub host: String,
+    /// May hold secrets.
+    pub login: Option<String>,
+    pub passcode: Option<String>,
+    /// A destination subscribed once connected: its messages are the feed.
+    pub subscribe: Option<String>,
+    /// Time a RECEIPT round trip every ping interval.
+    pub receipt: bool,
 }
 
 /// A custom application probe on a plain WebSocket target: a message sent

@@ -239,6 +239,12 @@ url = \"ws://127.0.0.1:{closed}/\"
     assert!((19.0..=20.5).contains(&days), "{days}");
 
     // Every rule evaluates without error, and the firing ones are the right ones.
+    let shipped = std::fs::read_to_string(repo().join("packaging/prometheus/sockpulse-rules.yml")).expect("rules");
+    let rule_count = shipped
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- record:") || l.trim_start().starts_with("- alert:"))
+        .count();
+    assert!(rule_count >= 16, "{rule_count} rules in the shipped file");
     assert!(wait_until(T, || {
         let (_, body) = http_get(&prom_addr, "/api/v1/rules");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -248,7 +254,7 @@ url = \"ws://127.0.0.1:{closed}/\"
             .flatten()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        rules.len() == 14 && rules.iter().all(|r| r["health"] == "ok")
+        rules.len() == rule_count && rules.iter().all(|r| r["health"] == "ok")
     }));
     let p99 = prom_query(&prom_addr, "target:sockpulse_ping_rtt_seconds:p99_5m{target=\"py\"}");
     assert_eq!(p99["data"]["result"].as_array().map(|r| r.len()), Some(1), "{p99}");

@@ -102,6 +102,22 @@ fn log_line(agent: &Agent, target: &str, needle: &str) -> String {
     found.unwrap_or_default()
 }
 
+/// The first disconnect of `target` logged after line `since`.
+fn disconnect_after(agent: &Agent, target: &str, since: usize) -> String {
+    let mut found = None;
+    let ok = wait_until(T, || {
+        found = agent
+            .proc
+            .output()
+            .into_iter()
+            .skip(since)
+            .find(|l| l.contains(&format!("target={target} ")) && l.contains("disconnected"));
+        found.is_some()
+    });
+    assert!(ok, "no disconnect of {target}:\n{}", agent.proc.output_text());
+    found.unwrap_or_default()
+}
+
 fn socketio_target(name: &str, port: u16, extra: &str) -> String {
     one_target(
         name,
@@ -382,4 +398,146 @@ fn a_custom_probe_is_answered_by_an_echo_and_times_out_on_silence() {
         "a healthy transport needs no diagnosis: {line}"
     );
     assert!(started.elapsed().unwrap_or_default() < T);
+}
+
+/// Publishes to `topic` through RabbitMQ's plain MQTT listener every 300 ms
+/// until `stop` is set (mosquitto_pub, one process per message).
+fn publish_until(
+    port: u16,
+    topic: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+            let _ = std::process::Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-u", "guest", "-P", "guest"])
+                .args(["-t", &topic, "-m", "tick", "-q", "0"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+#[test]
+fn mqtt_and_stomp_over_websocket_on_rabbitmq() {
+    if !require("mosquitto_pub (mosquitto-clients)", which("mosquitto_pub").is_some()) {
+        return;
+    }
+    let Some(mut rabbit) = RabbitMq::start() else {
+        return;
+    };
+    let (mqtt, stomp) = (rabbit.mqtt_ws, rabbit.stomp_ws);
+    let config = format!(
+        "{defaults}\n\
+         [[target]]\nname = \"mqtt\"\nurl = \"ws://127.0.0.1:{mqtt}/ws\"\nprotocol = \"mqtt\"\nmessage_timeout = \"2s\"\n\
+         mqtt = {{ username = \"guest\", password = \"${{RABBIT_PASSWORD}}\", topic = \"sockpulse/feed\" }}\n\
+         [[target]]\nname = \"mqtt-refused\"\nurl = \"ws://127.0.0.1:{mqtt}/ws\"\nprotocol = \"mqtt\"\n\
+         mqtt = {{ username = \"guest\", password = \"wrong\" }}\n\
+         [[target]]\nname = \"stomp\"\nurl = \"ws://127.0.0.1:{stomp}/ws\"\nprotocol = \"stomp\"\n\
+         stomp = {{ login = \"guest\", passcode = \"${{RABBIT_PASSWORD}}\", subscribe = \"/topic/feed\" }}\n\
+         [[target]]\nname = \"stomp-refused\"\nurl = \"ws://127.0.0.1:{stomp}/ws\"\nprotocol = \"stomp\"\n\
+         stomp = {{ login = \"guest\", passcode = \"wrong\" }}\n\
+         [[target]]\nname = \"stomp-bad-destination\"\nurl = \"ws://127.0.0.1:{stomp}/ws\"\nprotocol = \"stomp\"\n\
+         stomp = {{ login = \"guest\", passcode = \"guest\", subscribe = \"/nowhere/x\" }}\n",
+        defaults = fast_defaults()
+    );
+    let agent = Agent::start_env(&config, &[("RABBIT_PASSWORD", "guest")], &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = publish_until(rabbit.mqtt_tcp, "sockpulse/feed", std::sync::Arc::clone(&stop));
+    // Steady while the feed flows: PINGREQ and RECEIPT round trips timed.
+    for target in ["mqtt", "stomp"] {
+        assert_steady(&agent, target, "app");
+    }
+    let age = agent.metric("sockpulse_last_message_age_seconds", &[("target", "mqtt")]);
+    assert!(age.is_some_and(|a| a < 2.0), "published messages arrive: {age:?}");
+    // Refusals and the broker's own errors, in its words.
+    for (target, needle) in [("mqtt-refused", "unauthenticated"), ("stomp-refused", "Access refused")] {
+        agent.wait_metric(
+            "sockpulse_connect_failures_total",
+            &[("target", target), ("reason", "app_handshake")],
+            T,
+            |v| v >= 1.0,
+        );
+        let line = log_line(&agent, target, "connect failed");
+        assert!(line.contains(needle), "{line}");
+    }
+    agent.wait_metric(
+        "sockpulse_disconnects_total",
+        &[("target", "stomp-bad-destination"), ("reason", "app_error")],
+        T,
+        |v| v >= 1.0,
+    );
+    // The feed stops: message_timeout, while MQTT itself stays healthy.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = publisher.join();
+    agent.wait_metric(
+        "sockpulse_disconnects_total",
+        &[("target", "mqtt"), ("reason", "message_timeout")],
+        T,
+        |v| v >= 1.0,
+    );
+    // A hung broker is caught within a probe's bound: STOMP's session is
+    // open (MQTT's may be reconnecting after its message_timeout).
+    let before = agent.proc.output().len();
+    rabbit.signal_vm("STOP");
+    let stopped = Instant::now();
+    let line = disconnect_after(&agent, "stomp", before);
+    assert!(
+        line.contains("reason=app_timeout") || line.contains("reason=pong_timeout"),
+        "{line}"
+    );
+    for target in ["mqtt", "stomp"] {
+        agent.wait_metric("sockpulse_target_up", &[("target", target)], T, |v| v == 0.0);
+    }
+    assert!(stopped.elapsed() < Duration::from_secs(6), "{:?}", stopped.elapsed());
+    rabbit.signal_vm("CONT");
+    agent.wait_metric("sockpulse_target_up", &[("target", "stomp")], T, |v| v == 1.0);
+    // Stopped and started again: the sessions come back.
+    rabbit.stop();
+    agent.wait_metric("sockpulse_target_up", &[("target", "stomp")], T, |v| v == 0.0);
+    rabbit.launch();
+    for target in ["mqtt", "stomp"] {
+        agent.wait_metric(
+            "sockpulse_target_up",
+            &[("target", target)],
+            Duration::from_secs(40),
+            |v| v == 1.0,
+        );
+    }
+}
+
+/// Mosquitto 2.0 sends no DISCONNECT or refused SUBACK of its own (it
+/// closes, or grants and filters): server-side MQTT errors are covered by
+/// the session core's unit tests.
+#[test]
+fn mqtt_5_on_mosquitto_opens_and_names_refusals() {
+    let acl = "user probe\ntopic read allowed/#\n";
+    let Some((_broker, _bridge, port, _dir)) = mosquitto_ws("probe", "s3cret", acl) else {
+        return;
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let config = format!(
+        "{}\n[[target]]\nname = \"m5\"\nurl = \"{url}\"\nprotocol = \"mqtt\"\n\
+         mqtt = {{ version = \"5\", username = \"probe\", password = \"s3cret\", topic = \"allowed/x\" }}\n\
+         [[target]]\nname = \"m5-refused\"\nurl = \"{url}\"\nprotocol = \"mqtt\"\n\
+         mqtt = {{ version = \"5\", username = \"probe\", password = \"wrong\" }}\n",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    assert_steady(&agent, "m5", "app");
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "m5-refused"), ("reason", "app_handshake")],
+        T,
+        |v| v >= 1.0,
+    );
+    let line = log_line(&agent, "m5-refused", "connect failed");
+    assert!(
+        line.contains("CONNACK refused") && line.contains("not authorized"),
+        "{line}"
+    );
 }

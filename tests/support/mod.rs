@@ -282,6 +282,170 @@ pub fn python_peer(what: &str, script: &str, module: &str, args: &[&str]) -> Opt
     Some((p, port))
 }
 
+/// A private RabbitMQ node (tests/peers/rabbitmq.sh): MQTT over WebSocket
+/// and STOMP over WebSocket at `/ws`, plain MQTT for publishers; guest/guest
+/// from loopback. Stopped (`rabbitmqctl stop`) on drop.
+pub struct RabbitMq {
+    pub node: String,
+    pub mqtt_ws: u16,
+    pub stomp_ws: u16,
+    pub mqtt_tcp: u16,
+    ports: (u16, u16),
+    dir: tempfile_dir::TempDir,
+    proc: Option<Proc>,
+    /// The node's Erlang VM: what SIGSTOP must reach (the server script
+    /// runs it under `su`).
+    vm_pid: Option<u32>,
+}
+
+impl RabbitMq {
+    pub fn start() -> Option<RabbitMq> {
+        let available = which("rabbitmq-server").is_some() && which("rabbitmqctl").is_some();
+        if !require(
+            "rabbitmq-server (Debian, with its web_mqtt and web_stomp plugins)",
+            available,
+        ) {
+            return None;
+        }
+        let mut r = RabbitMq {
+            node: format!("sockpulse-test-{}@localhost", std::process::id()),
+            mqtt_ws: free_port(),
+            stomp_ws: free_port(),
+            mqtt_tcp: free_port(),
+            ports: (free_port(), free_port()),
+            dir: tempfile_dir::TempDir::new("rabbitmq"),
+            proc: None,
+            vm_pid: None,
+        };
+        r.launch();
+        Some(r)
+    }
+
+    /// Starts the node (again, after `stop`) and waits until both
+    /// WebSocket listeners answer.
+    pub fn launch(&mut self) {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("tests/peers/rabbitmq.sh"))
+            .arg(self.dir.path().join("node"))
+            .arg(&self.node)
+            .args([self.ports.0, self.ports.1, self.mqtt_ws, self.stomp_ws, self.mqtt_tcp].map(|p| p.to_string()));
+        let p = Proc::spawn("rabbitmq", &mut cmd);
+        let up = wait_until(Duration::from_secs(90), || {
+            [self.mqtt_ws, self.stomp_ws]
+                .iter()
+                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
+        });
+        assert!(up, "rabbitmq did not start:\n{}", p.output_text());
+        self.proc = Some(p);
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "eval", "os:getpid()."])
+            .output()
+            .expect("rabbitmqctl eval");
+        self.vm_pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_matches('"')
+            .parse()
+            .ok();
+    }
+
+    pub fn signal_vm(&self, sig: &str) {
+        let pid = self.vm_pid.expect("the node's VM pid");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn stop(&mut self) {
+        self.vm_pid = None;
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(mut p) = self.proc.take() {
+            p.wait_exit(Duration::from_secs(30));
+            p.kill();
+        }
+    }
+}
+
+impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        if let Some(pid) = self.vm_pid {
+            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+        }
+        self.stop();
+        // The node leaves its Erlang port mapper behind.
+        let _ = Command::new("epmd")
+            .arg("-kill")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Mosquitto (MQTT 5) with a password file and an ACL file, behind
+/// websocat as its WebSocket listener (Debian's mosquitto has none that
+/// starts here): returns the broker, the bridge and the WebSocket port.
+pub fn mosquitto_ws(user: &str, password: &str, acl: &str) -> Option<(Proc, Proc, u16, tempfile_dir::TempDir)> {
+    let websocat = which("websocat").or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        let p = Path::new(&home).join(".cargo/bin/websocat");
+        p.is_file().then_some(p)
+    });
+    let available = which("mosquitto").is_some() && which("mosquitto_passwd").is_some() && websocat.is_some();
+    if !require("mosquitto and websocat", available) {
+        return None;
+    }
+    let dir = tempfile_dir::TempDir::new("mosquitto");
+    let passwords = dir.path().join("passwords");
+    let status = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args([user, password])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(status.success());
+    let acl_file = dir.path().join("acl");
+    std::fs::write(&acl_file, acl).expect("write acl");
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\nlog_dest stdout\n",
+            passwords.display(),
+            acl_file.display()
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let broker = Proc::spawn("mosquitto", Command::new("mosquitto").arg("-c").arg(&conf));
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "mosquitto did not listen:\n{}",
+        broker.output_text()
+    );
+    let ws_port = free_port();
+    let bridge = Proc::spawn(
+        "websocat",
+        Command::new(websocat.expect("checked above"))
+            .args(["--binary", "--server-protocol", "mqtt"])
+            .arg(format!("ws-l:127.0.0.1:{ws_port}"))
+            .arg(format!("tcp:127.0.0.1:{port}")),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", ws_port))
+            .is_ok()),
+        "websocat did not listen:\n{}",
+        bridge.output_text()
+    );
+    Some((broker, bridge, ws_port, dir))
+}
+
 /// nginx proxying `/ws` to a WebSocket backend; every other path is a 404.
 pub fn nginx_ws_proxy(backend_port: u16) -> Option<(Proc, u16, tempfile_dir::TempDir)> {
     let nginx = which("nginx");

@@ -56,15 +56,13 @@ impl Protocol for CustomProbe {
     }
 
     fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
-        let Some(id) = self.pings.in_flight() else {
-            return Report::Data;
-        };
-        if !self.answers(input, id) {
-            return Report::Data;
-        }
-        match self.pings.answer(id, ctx.now) {
+        let answer = self.pings.in_flight().filter(|&id| self.answers(input, id));
+        match answer.and_then(|id| self.pings.answer(id, ctx.now)) {
             Some(rtt) => Report::Answered(rtt, ProbeKind::App),
-            None => Report::Data,
+            None => {
+                ctx.data = true;
+                Report::Quiet
+            }
         }
     }
 

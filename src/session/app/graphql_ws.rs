@@ -62,10 +62,12 @@ impl Protocol for GraphqlWs {
 
     fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         let Input::Text(text) = input else {
-            return Report::Data;
+            ctx.data = true;
+            return Report::Quiet;
         };
         let Ok(message) = serde_json::from_str::<Message<'_>>(text) else {
-            return Report::Data;
+            ctx.data = true;
+            return Report::Quiet;
         };
         match message.kind {
             "connection_ack" if !self.acked => {
@@ -82,7 +84,10 @@ impl Protocol for GraphqlWs {
                 None => Report::Stray,
             },
             "connection_ack" => Report::Quiet,
-            _ => Report::Data,
+            _ => {
+                ctx.data = true;
+                Report::Quiet
+            }
         }
     }
 

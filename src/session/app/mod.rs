@@ -12,8 +12,10 @@
 
 mod custom;
 mod graphql_ws;
+pub mod mqtt;
 mod proto;
 mod socketio;
+pub mod stomp;
 mod tcp_probe;
 mod ws_ping;
 
@@ -73,8 +75,6 @@ pub struct AppFailure {
 pub enum Report {
     /// Nothing the session needs to know (protocol chatter included).
     Quiet,
-    /// An application data message: the feed is flowing.
-    Data,
     /// The application handshake completed: the session is open.
     Ready,
     /// A probe was answered after this long.
@@ -96,6 +96,9 @@ pub struct Ctx<'a> {
     pub rng: &'a mut Rng,
     /// Where what it sends goes.
     pub io: &'a mut ConnIo,
+    /// Set by the protocol when the input held application data (the feed
+    /// `message_timeout` watches), whatever else it reports.
+    pub data: bool,
 }
 
 /// The liveness protocol of one connection.

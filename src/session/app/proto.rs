@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use super::custom::CustomProbe;
 use super::graphql_ws::GraphqlWs;
+use super::mqtt::Mqtt;
 use super::socketio::SocketIo;
+use super::stomp::Stomp;
 use super::ws_ping::WsPing;
 use super::{AppFailure, Ctx, Input, Protocol, Report};
 use crate::session::min_opt;
@@ -15,6 +17,8 @@ use crate::session::spec::{Protocol as ProtocolSpec, TargetSpec};
 enum Kind {
     SocketIo(SocketIo),
     GraphqlWs(GraphqlWs),
+    Mqtt(Mqtt),
+    Stomp(Stomp),
     Custom(CustomProbe),
 }
 
@@ -30,6 +34,8 @@ impl Proto {
         let kind = match (&spec.protocol, &spec.app_probe) {
             (ProtocolSpec::SocketIo(o), _) => Kind::SocketIo(SocketIo::new(o, now)),
             (ProtocolSpec::GraphqlWs(o), _) => Kind::GraphqlWs(GraphqlWs::new(o)),
+            (ProtocolSpec::Mqtt(o), _) => Kind::Mqtt(Mqtt::new(o)),
+            (ProtocolSpec::Stomp(o), _) => Kind::Stomp(Stomp::new(o, now)),
             (ProtocolSpec::Ws, Some(probe)) => Kind::Custom(CustomProbe::new(probe)),
             (ProtocolSpec::Ws, None) => return None,
         };
@@ -40,6 +46,8 @@ impl Proto {
         match &mut self.kind {
             Kind::SocketIo(p) => p,
             Kind::GraphqlWs(p) => p,
+            Kind::Mqtt(p) => p,
+            Kind::Stomp(p) => p,
             Kind::Custom(p) => p,
         }
     }
@@ -48,6 +56,8 @@ impl Proto {
         match &self.kind {
             Kind::SocketIo(p) => p,
             Kind::GraphqlWs(p) => p,
+            Kind::Mqtt(p) => p,
+            Kind::Stomp(p) => p,
             Kind::Custom(p) => p,
         }
     }

@@ -31,8 +31,8 @@ pub enum EnginePacket<'a> {
 /// Parses one Engine.IO text packet.
 pub fn parse_engine_packet(text: &str) -> Option<EnginePacket<'_>> {
     let kind = *text.as_bytes().first()?;
-    // The type is one ASCII digit, so the rest starts on a char boundary.
-    let rest = &text[1..];
+    // Not a char boundary when the first character is not ASCII (no type).
+    let rest = text.get(1..)?;
     Some(match kind {
         b'0' => EnginePacket::Open(rest),
         b'1' => EnginePacket::Close,
@@ -177,7 +177,8 @@ impl SocketIo {
             return Report::Quiet;
         };
         if p.namespace != self.namespace {
-            return Report::Data;
+            ctx.data = true;
+            return Report::Quiet;
         }
         match p.kind {
             SocketKind::Connect if self.state == State::AwaitConnect => {
@@ -199,7 +200,10 @@ impl SocketIo {
                 format!("the server disconnected namespace {}", self.namespace),
                 None,
             ),
-            _ => Report::Data,
+            _ => {
+                ctx.data = true;
+                Report::Quiet
+            }
         }
     }
 }
@@ -226,7 +230,8 @@ impl Protocol for SocketIo {
     fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         let Input::Text(text) = input else {
             // Binary attachments of binary events.
-            return Report::Data;
+            ctx.data = true;
+            return Report::Quiet;
         };
         match (parse_engine_packet(text), self.state) {
             (Some(EnginePacket::Open(json)), State::AwaitOpen) => self.on_open_packet(json, ctx),
@@ -314,6 +319,9 @@ mod tests {
         assert_eq!(parse_engine_packet("3probe"), Some(EnginePacket::Pong("probe")));
         assert_eq!(parse_engine_packet("9"), None);
         assert_eq!(parse_engine_packet(""), None);
+        // Found by fuzzing: a multi-byte first character is no packet type.
+        assert_eq!(parse_engine_packet("ʚ"), None);
+        assert_eq!(parse_socket_packet("ʚ0"), None);
         let p = parse_socket_packet("0/admin,{\"sid\":\"x\"}").expect("connect");
         assert_eq!(
             (p.kind, p.namespace, p.data),

@@ -45,7 +45,10 @@ impl WsPing {
     pub fn on_input(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         let payload = match input {
             Input::Pong(payload) => payload,
-            Input::Text(_) | Input::Binary(_) => return Report::Data,
+            Input::Text(_) | Input::Binary(_) => {
+                ctx.data = true;
+                return Report::Quiet;
+            }
             Input::Bytes(_) => return Report::Quiet,
         };
         let id = <[u8; ID_LEN]>::try_from(payload).ok().map(u64::from_be_bytes);
