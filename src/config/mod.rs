@@ -330,6 +330,35 @@ mod tests {
     }
 
     #[test]
+    fn secret_files_are_kept_as_references_and_must_be_readable() {
+        let file = std::env::temp_dir().join(format!("sockpulse-config-secret-{}", std::process::id()));
+        std::fs::write(&file, "tok\n").expect("write");
+        let text = format!(
+            "[[target]]\nurl = \"ws://h/\"\nheaders = {{ Authorization = \"Bearer ${{file:{}}}\" }}\n\
+             protocol = \"socketio\"\nsocketio = {{ auth = '${{file:{}}}' }}\n",
+            file.display(),
+            file.display()
+        );
+        let cfg = parse_ok(&text);
+        let t = &cfg.targets[0];
+        assert_eq!(&t.secret_files[..], std::slice::from_ref(&file), "each file once");
+        assert_eq!(
+            t.ws.headers[0].1,
+            format!("Bearer ${{file:{}}}", file.display()),
+            "read at connect, not now"
+        );
+        let _ = std::fs::remove_file(&file);
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.field == "target[0].headers.Authorization" && p.message.contains("cannot read secret file")),
+            "{p:?}"
+        );
+        let p = problems("[[target]]\nurl = \"ws://h/\"\nheaders = { A = \"${file:relative}\" }\n");
+        assert!(p[0].message.contains("absolute"), "{p:?}");
+    }
+
+    #[test]
     fn protocols_take_their_options_and_adjust_the_target() {
         let cfg = parse(
             r#"

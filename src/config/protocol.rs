@@ -240,6 +240,10 @@ fn read_json(w: &mut Walker<'_>, t: &Table, path: &str, key: &str) -> Option<Str
     let raw = w.str(t, path, key)?;
     let field = join(path, key);
     let text = w.expand_env(&field, raw);
+    if text.contains("${file:") {
+        // Filled in at every connect from the file: not JSON yet.
+        return Some(text);
+    }
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(serde_json::Value::Object(_)) => Some(text),
         Ok(_) => {

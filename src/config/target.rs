@@ -182,6 +182,7 @@ fn build(
         protocol,
         app_probe,
         socket: d.socket,
+        secret_files: w.take_secret_files().into(),
         fingerprint,
     };
     Some(PlainTarget {

@@ -1,6 +1,7 @@
 //! Reading TOML values while collecting every problem, each with the
 //! field path it belongs to, instead of stopping at the first.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::{Table, Value};
@@ -11,6 +12,8 @@ use super::Problem;
 pub(super) struct Walker<'e> {
     pub problems: Vec<Problem>,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// Files `${file:PATH}` referred to since the last `take_secret_files`.
+    secret_files: Vec<PathBuf>,
 }
 
 impl<'e> Walker<'e> {
@@ -18,6 +21,7 @@ impl<'e> Walker<'e> {
         Walker {
             problems: Vec::new(),
             env,
+            secret_files: Vec::new(),
         }
     }
 
@@ -147,6 +151,8 @@ impl<'e> Walker<'e> {
         }
     }
 
+    /// `${VAR}` replaced from the environment; `${file:PATH}` kept for the
+    /// session to fill in at every connect (the file must be readable now).
     pub fn expand_env(&mut self, field: &str, value: &str) -> String {
         let mut out = String::new();
         let mut rest = value;
@@ -156,9 +162,14 @@ impl<'e> Walker<'e> {
             match after.find('}') {
                 Some(end) => {
                     let name = &after[..end];
-                    match (self.env)(name) {
-                        Some(v) => out.push_str(&v),
-                        None => self.problem(field, format!("environment variable {name} is not set")),
+                    if let Some(path) = name.strip_prefix("file:") {
+                        self.secret_file(field, path);
+                        out.push_str(&rest[start..start + 2 + end + 1]);
+                    } else {
+                        match (self.env)(name) {
+                            Some(v) => out.push_str(&v),
+                            None => self.problem(field, format!("environment variable {name} is not set")),
+                        }
                     }
                     rest = &after[end + 1..];
                 }
@@ -170,6 +181,29 @@ impl<'e> Walker<'e> {
         }
         out.push_str(rest);
         out
+    }
+
+    fn secret_file(&mut self, field: &str, path: &str) {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            self.problem(
+                field,
+                format!("secret file {} must be an absolute path", path.display()),
+            );
+            return;
+        }
+        // Checked now so that a typo is a config error, not a failing session.
+        if let Err(e) = std::fs::File::open(&path) {
+            self.problem(field, format!("cannot read secret file {}: {e}", path.display()));
+        }
+        if !self.secret_files.contains(&path) {
+            self.secret_files.push(path);
+        }
+    }
+
+    /// The files `${file:PATH}` referred to since the last call.
+    pub fn take_secret_files(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.secret_files)
     }
 }
 

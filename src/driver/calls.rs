@@ -98,7 +98,8 @@ impl<O: Observer> Driver<O> {
             IoRequest::Resolve { host, port } => {
                 let slot = &mut self.slots[i];
                 slot.resolve_seq += 1;
-                if let Some(result) = self.resolver.submit(i, slot.resolve_seq, &host, port) {
+                let files = &slot.session.spec().secret_files;
+                if let Some(result) = self.resolver.submit(i, slot.resolve_seq, &host, port, files) {
                     slot.session.handle_resolved(result, now, &mut self.out);
                 }
             }

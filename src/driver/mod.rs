@@ -331,6 +331,9 @@ impl<O: Observer> Driver<O> {
             if slot.resolve_seq == r.seq {
                 // A connect starts now, after the reads of this wake.
                 let at = Instant::now();
+                if let Some(secrets) = r.secrets {
+                    slot.session.handle_secrets(secrets, at, &mut self.out);
+                }
                 slot.session.handle_resolved(r.result, at, &mut self.out);
                 self.after_session_call(r.slot, at);
             }

@@ -1,18 +1,25 @@
 //! DNS off the loop: getaddrinfo blocks, so a few helper threads run it and
-//! wake the loop through its one `Waker`. IP literals never leave the loop.
+//! wake the loop through its one `Waker`; they also read a target's secret
+//! files for each attempt (file reads block too). IP literals of targets
+//! without secret files never leave the loop.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use mio::Waker;
 
+use crate::session::secrets::SecretFiles;
+
 pub struct Resolved {
     pub slot: usize,
     pub seq: u64,
     pub result: io::Result<Vec<SocketAddr>>,
+    /// The target's secret files, when it has any.
+    pub secrets: Option<Result<SecretFiles, String>>,
 }
 
 struct Job {
@@ -20,6 +27,19 @@ struct Job {
     seq: u64,
     host: String,
     port: u16,
+    secret_files: Arc<[PathBuf]>,
+}
+
+/// Reads `paths`; an error names the file, never its content.
+pub fn read_secret_files(paths: &[PathBuf]) -> Result<SecretFiles, String> {
+    paths
+        .iter()
+        .map(|p| match std::fs::read_to_string(p) {
+            Ok(text) => Ok((p.clone(), text)),
+            Err(e) => Err(format!("cannot read secret file {}: {e}", p.display())),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(SecretFiles::new)
 }
 
 #[derive(Default)]
@@ -63,11 +83,13 @@ impl Resolver {
                         }
                     };
                     let result = lookup(&job.host, job.port);
+                    let secrets = (!job.secret_files.is_empty()).then(|| read_secret_files(&job.secret_files));
                     if let Ok(mut results) = shared.results.lock() {
                         results.push(Resolved {
                             slot: job.slot,
                             seq: job.seq,
                             result,
+                            secrets,
                         });
                     }
                     let _ = waker.wake();
@@ -80,9 +102,17 @@ impl Resolver {
         })
     }
 
-    /// Answers at once for IP literals; queues a lookup otherwise.
-    pub fn submit(&self, slot: usize, seq: u64, host: &str, port: u16) -> Option<io::Result<Vec<SocketAddr>>> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
+    /// Answers at once for IP literals without secret files; queues a
+    /// lookup otherwise.
+    pub fn submit(
+        &self,
+        slot: usize,
+        seq: u64,
+        host: &str,
+        port: u16,
+        secret_files: &Arc<[PathBuf]>,
+    ) -> Option<io::Result<Vec<SocketAddr>>> {
+        if let (Ok(ip), true) = (host.parse::<IpAddr>(), secret_files.is_empty()) {
             return Some(Ok(vec![SocketAddr::new(ip, port)]));
         }
         match self.shared.jobs.lock() {
@@ -95,6 +125,7 @@ impl Resolver {
                         queued.seq = seq;
                         queued.host = host.to_string();
                         queued.port = port;
+                        queued.secret_files = Arc::clone(secret_files);
                     }
                     None => {
                         jobs.0.push_back(Job {
@@ -102,6 +133,7 @@ impl Resolver {
                             seq,
                             host: host.to_string(),
                             port,
+                            secret_files: Arc::clone(secret_files),
                         });
                         self.shared.ready.notify_one();
                     }
@@ -161,17 +193,18 @@ mod tests {
             shared: Arc::new(Shared::default()),
             threads: Vec::new(),
         };
+        let no_files: Arc<[PathBuf]> = Arc::new([]);
         assert_eq!(
-            r.submit(0, 1, "127.0.0.1", 80).unwrap().unwrap(),
+            r.submit(0, 1, "127.0.0.1", 80, &no_files).unwrap().unwrap(),
             vec!["127.0.0.1:80".parse().unwrap()]
         );
         assert_eq!(
-            r.submit(0, 1, "::1", 80).unwrap().unwrap(),
+            r.submit(0, 1, "::1", 80, &no_files).unwrap().unwrap(),
             vec!["[::1]:80".parse().unwrap()]
         );
         for seq in 0..1000 {
-            assert!(r.submit(7, seq, "slow.example.test", 80).is_none());
-            assert!(r.submit(8, seq, "slow.example.test", 80).is_none());
+            assert!(r.submit(7, seq, "slow.example.test", 80, &no_files).is_none());
+            assert!(r.submit(8, seq, "slow.example.test", 80, &no_files).is_none());
         }
         assert_eq!(r.queued(), 2, "one queued lookup per session, however often it retries");
         let jobs = r.shared.jobs.lock().unwrap();
@@ -179,5 +212,9 @@ mod tests {
             jobs.0.iter().all(|j| j.seq == 999),
             "the newest attempt is the one kept"
         );
+        drop(jobs);
+        // A target with secret files is read off the loop, IP literal or not.
+        let files: Arc<[PathBuf]> = Arc::new(["/run/secret".into()]);
+        assert!(r.submit(9, 1, "127.0.0.1", 80, &files).is_none());
     }
 }

@@ -536,3 +536,40 @@ fn a_stomp_error_frame_is_the_brokers_word() {
     assert_eq!(reason, FailureReason::AppHandshake);
     assert!(detail.contains("Bad CONNECT: Access refused"), "{detail}");
 }
+
+#[test]
+fn secret_files_are_filled_in_at_every_attempt_and_a_missing_one_fails_it() {
+    let mut spec = socketio(4, "/", Some(r#"{"token":"${file:/run/t}"}"#));
+    spec.ws.headers = vec![("Authorization".into(), "Bearer ${file:/run/t}".into())];
+    spec.secret_files = std::sync::Arc::new(["/run/t".into()]);
+    let mut h = Harness::new(spec, Mode::Persistent);
+    h.s.start(h.now, &mut h.out);
+    h.take_io();
+    h.s.handle_secrets(
+        Ok(secrets::SecretFiles::new(vec![("/run/t".into(), "first\n".into())])),
+        h.now,
+        &mut h.out,
+    );
+    let addr: SocketAddr = "127.0.0.1:80".parse().expect("literal");
+    h.s.handle_resolved(Ok(vec![addr]), h.now, &mut h.out);
+    h.s.handle_connected(Ok(()), h.now, &mut h.out);
+    let request = String::from_utf8(h.take_wire()).expect("utf-8");
+    assert!(request.contains("Authorization: Bearer first\r\n"), "{request}");
+    let key = request_key(request.as_bytes());
+    h.input(
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            handshake::accept_key(&key)
+        )
+        .as_bytes(),
+    );
+    h.input(&text(OPEN_2S_1S));
+    assert_eq!(sent_texts(&mut h), [r#"40{"token":"first"}"#]);
+    // The next attempt reads the file again; one that cannot be read fails it.
+    h.s.stop(h.now, &mut h.out);
+    let mut h2 = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
+    h2.s.start(h2.now, &mut h2.out);
+    h2.s.handle_secrets(Err("cannot read secret file /run/t: gone".into()), h2.now, &mut h2.out);
+    assert_eq!(h2.failures(), [FailureReason::AppHandshake]);
+    assert_eq!(h2.s.phase(), Phase::Backoff);
+}

@@ -18,6 +18,7 @@ pub mod ping;
 pub mod reason;
 pub mod rng;
 pub mod schedule;
+pub mod secrets;
 pub mod spec;
 mod tls;
 mod ws;
@@ -34,6 +35,7 @@ use conn::{Codec, Conn};
 pub use reason::{DisconnectReason, FailureReason};
 use rng::Rng;
 use schedule::Probing;
+use secrets::SecretFiles;
 use spec::{Scheme, TargetSpec};
 
 label_enum! {
@@ -191,6 +193,8 @@ pub struct Session {
     stop_requested: bool,
     /// Where probes fall in the ping interval (see `set_probe_anchor`).
     probing: Probing,
+    /// The target's secret files as read for this attempt, if it has any.
+    secrets: Option<Arc<SecretFiles>>,
     stats: SessionStats,
 }
 
@@ -218,6 +222,7 @@ impl Session {
                 anchor: None,
                 spread: mode == Mode::Persistent,
             },
+            secrets: None,
             stats: SessionStats::default(),
         }
     }
@@ -307,6 +312,18 @@ impl Session {
                 self.set_phase(Phase::Stopped, out);
                 self.phase_deadline = None;
             }
+        }
+    }
+
+    /// The target's secret files, read for this attempt (before
+    /// `handle_resolved`); a file that cannot be read fails the attempt.
+    pub fn handle_secrets(&mut self, result: Result<SecretFiles, String>, now: Instant, out: &mut Outbox) {
+        if self.phase != Phase::Resolving {
+            return;
+        }
+        match result {
+            Ok(files) => self.secrets = Some(Arc::new(files)),
+            Err(detail) => self.fail(FailureReason::AppHandshake, detail, now, out),
         }
     }
 
@@ -602,6 +619,7 @@ impl Session {
                 probing: &self.probing,
                 rng: &mut self.rng,
                 io: &mut conn.io,
+                secrets: self.secrets.as_deref().unwrap_or(&secrets::NO_SECRETS),
                 data: false,
             };
             let report = call(&mut conn.app, &mut ctx);

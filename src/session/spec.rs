@@ -1,6 +1,7 @@
 //! A target as the session core needs it: validated, resolved from config,
 //! shared read-only by every session of the target.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,6 +269,9 @@ pub struct TargetSpec {
     /// WebSocket targets speaking plain RFC 6455: a custom probe.
     pub app_probe: Option<AppProbe>,
     pub socket: SocketOptions,
+    /// Files that `${file:PATH}` in its headers, payloads and credentials
+    /// refer to, read again for every connection attempt.
+    pub secret_files: Arc<[PathBuf]>,
     /// Changes when anything that configures this target changes: a reload
     /// keeps the sessions of targets whose fingerprint is unchanged.
     pub fingerprint: u64,
@@ -305,6 +309,7 @@ impl TargetSpec {
             protocol: Protocol::Ws,
             app_probe: None,
             socket: SocketOptions::default(),
+            secret_files: Arc::new([]),
             fingerprint: 0,
         }
     }

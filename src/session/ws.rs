@@ -16,6 +16,7 @@ use super::conn::Codec;
 use super::handshake::{self, Expectation, Progress};
 use super::memstream::MemStream;
 use super::ping;
+use super::secrets::NO_SECRETS;
 use super::spec::OpenMessage;
 use super::{DisconnectReason, Outbox, Phase, Session, Step};
 
@@ -28,13 +29,20 @@ impl Session {
         self.rng.fill(&mut nonce);
         let key = handshake::encode_key(&nonce);
         let spec = &self.spec;
+        let secrets = self.secrets.as_deref().unwrap_or(&NO_SECRETS);
+        let headers: Vec<(String, String)> = spec
+            .ws
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), secrets.expand(value)))
+            .collect();
         let request = handshake::build_request(&handshake::RequestParams {
             host_header: &spec.host_header,
             path: &spec.ws.path,
             key: &key,
             origin: spec.ws.origin.as_deref(),
             subprotocols: &spec.ws.subprotocols,
-            headers: &spec.ws.headers,
+            headers: &headers,
         });
         if let Some(conn) = self.conn.as_mut() {
             conn.io.codec = Codec::WsHandshake { key, buf: Vec::new() };

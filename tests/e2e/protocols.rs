@@ -541,3 +541,32 @@ fn mqtt_5_on_mosquitto_opens_and_names_refusals() {
         "{line}"
     );
 }
+
+#[test]
+fn a_token_file_is_read_again_at_every_reconnect_and_never_logged() {
+    let Some((_server, port)) = socketio_node(false, 0) else {
+        return;
+    };
+    let dir = tempfile_dir::TempDir::new("token");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "wrong-tok-8x1\n").expect("write token");
+    let auth = format!(
+        "socketio = {{ namespace = \"/admin\", auth = '{{\"token\":\"${{file:{}}}\"}}' }}",
+        token.display()
+    );
+    let agent = Agent::start(&socketio_target("rotating", port, &auth));
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "rotating"), ("reason", "app_handshake")],
+        T,
+        |v| v >= 1.0,
+    );
+    // The token rotates (as a projected Kubernetes token does): the next
+    // attempt reads the new one.
+    std::fs::write(&token, "secret\n").expect("rotate token");
+    agent.wait_metric("sockpulse_target_up", &[("target", "rotating")], T, |v| v == 1.0);
+    assert!(
+        !agent.proc.output_text().contains("wrong-tok-8x1"),
+        "a secret was logged"
+    );
+}

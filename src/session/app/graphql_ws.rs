@@ -56,7 +56,7 @@ impl Protocol for GraphqlWs {
             Some(payload) => format!("{{\"type\":\"connection_init\",\"payload\":{payload}}}"),
             None => "{\"type\":\"connection_init\"}".to_string(),
         };
-        ctx.io.send_text(&init);
+        ctx.io.send_text(&ctx.secrets.expand(&init));
         Report::Quiet
     }
 

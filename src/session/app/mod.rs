@@ -25,6 +25,7 @@ use super::conn::ConnIo;
 use super::reason::DisconnectReason;
 use super::rng::Rng;
 use super::schedule::Probing;
+use super::secrets::SecretFiles;
 use super::spec::{Scheme, TargetSpec};
 use crate::labels::label_enum;
 use proto::Proto;
@@ -96,6 +97,8 @@ pub struct Ctx<'a> {
     pub rng: &'a mut Rng,
     /// Where what it sends goes.
     pub io: &'a mut ConnIo,
+    /// For `${file:PATH}` in credentials and payloads.
+    pub secrets: &'a SecretFiles,
     /// Set by the protocol when the input held application data (the feed
     /// `message_timeout` watches), whatever else it reports.
     pub data: bool,

@@ -286,6 +286,8 @@ impl Mqtt {
 impl Protocol for Mqtt {
     fn on_open(&mut self, ctx: &mut Ctx<'_>) -> Report {
         let mut options = self.options.clone();
+        options.username = options.username.map(|u| ctx.secrets.expand(&u));
+        options.password = options.password.map(|p| ctx.secrets.expand(&p));
         if options.client_id.is_empty() {
             options.client_id = format!("sockpulse-{:016x}", ctx.rng.next_u64());
         }

@@ -167,7 +167,7 @@ impl SocketIo {
         self.state = State::AwaitConnect;
         // Socket.IO 2 connects the default namespace by itself.
         if self.eio >= 4 || self.namespace != "/" {
-            ctx.io.send_text(&self.connect_packet());
+            ctx.io.send_text(&ctx.secrets.expand(&self.connect_packet()));
         }
         Report::Quiet
     }

@@ -262,7 +262,10 @@ fn heart_beat_ms(spec: &TargetSpec) -> u64 {
 
 impl Protocol for Stomp {
     fn on_open(&mut self, ctx: &mut Ctx<'_>) -> Report {
-        ctx.io.send_text(&connect_frame(&self.options, heart_beat_ms(ctx.spec)));
+        let mut options = self.options.clone();
+        options.login = options.login.map(|l| ctx.secrets.expand(&l));
+        options.passcode = options.passcode.map(|p| ctx.secrets.expand(&p));
+        ctx.io.send_text(&connect_frame(&options, heart_beat_ms(ctx.spec)));
         Report::Quiet
     }
 
