@@ -381,9 +381,14 @@ def main():
                     f"{py['cpu_share'] / max(sp['cpu_share'], 1e-9):.1f}x less CPU, "
                     f"RTT max {sp['max_ms']:.2f} ms vs {py['max_ms']:.2f} ms."
                 )
+    write_report(lines, args.out)
+
+
+def write_report(lines, out):
+    """Prints the report and keeps it in `out`."""
     report = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(report)
     print(report)
 
 

@@ -15,4 +15,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked
 # Each process holds up to 9k sockets; the machine allows 20k files per process.
 ulimit -n "$(ulimit -Hn)"
+# --protocols: Socket.IO and MQTT sessions against their servers, next to
+# plain ws and the Python clients (benches/bench_protocols.py).
+if [ "${1:-}" = "--protocols" ]; then
+  shift
+  exec .peers/venv/bin/python benches/bench_protocols.py "$@"
+fi
 exec .peers/venv/bin/python benches/bench.py "$@"

@@ -37,12 +37,12 @@ fi
 
 venv="$peers/venv"
 # Application-protocol servers: python-socketio on aiohttp, strawberry-graphql
-# under uvicorn.
-if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml, socketio, aiohttp, strawberry.asgi, uvicorn' >/dev/null 2>&1; then
-  echo "install-peers: pip install websockets cryptography pyyaml python-socketio aiohttp strawberry-graphql starlette uvicorn into $venv"
+# under uvicorn; paho-mqtt and the python-socketio client for the benchmark.
+if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml, socketio, aiohttp, strawberry.asgi, uvicorn, paho.mqtt' >/dev/null 2>&1; then
+  echo "install-peers: pip install websockets cryptography pyyaml python-socketio aiohttp strawberry-graphql starlette uvicorn paho-mqtt into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography pyyaml \
-    'python-socketio>=5.11' aiohttp 'strawberry-graphql>=0.330' starlette uvicorn
+    'python-socketio>=5.11' aiohttp 'strawberry-graphql>=0.330' starlette uvicorn 'paho-mqtt>=2'
 fi
 
 node_dir="$peers/node"

@@ -631,7 +631,9 @@ impl Session {
         match report {
             Report::Quiet => Step::Continue,
             Report::Ready => {
-                if self.phase != Phase::Open {
+                // Only an attempt in progress opens (TCP connects go
+                // straight from connecting).
+                if matches!(self.phase, Phase::Connecting | Phase::Handshaking) {
                     self.open(now, out);
                 }
                 Step::Continue

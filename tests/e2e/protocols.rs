@@ -264,27 +264,37 @@ fn graphql_target(name: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// An agent holding `name` on the GraphQL server at `port` with the token
+/// it wants, and `name-refused` without one: the first held through its
+/// heartbeats, the second refused with 4403 as app_handshake.
+fn graphql_held_and_refused(port: u16, name: &str) -> Agent {
+    let config = format!(
+        "{}\n[[target]]\nname = \"{name}\"\nurl = \"ws://127.0.0.1:{port}/graphql\"\nprotocol = \"graphql-ws\"\n\
+         graphql = {{ payload = '{{\"token\":\"secret\"}}' }}\n\
+         [[target]]\nname = \"{name}-refused\"\nurl = \"ws://127.0.0.1:{port}/graphql\"\nprotocol = \"graphql-ws\"\n",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    assert_steady(&agent, name, "app");
+    let refused = format!("{name}-refused");
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", &refused), ("reason", "app_handshake")],
+        T,
+        |v| v >= 1.0,
+    );
+    let line = log_line(&agent, &refused, "connect failed");
+    assert!(line.contains("4403"), "{line}");
+    agent
+}
+
 #[test]
 fn graphql_ws_on_node_holds_pings_and_maps_its_close_codes() {
     let Some((server, port)) = graphql_node(0) else {
         return;
     };
-    let config = format!(
-        "{}\n[[target]]\nname = \"gql\"\nurl = \"ws://127.0.0.1:{port}/graphql\"\nprotocol = \"graphql-ws\"\n\
-         graphql = {{ payload = '{{\"token\":\"secret\"}}' }}\n\
-         [[target]]\nname = \"gql-refused\"\nurl = \"ws://127.0.0.1:{port}/graphql\"\nprotocol = \"graphql-ws\"\n",
-        fast_defaults()
-    );
-    let agent = Agent::start(&config);
-    assert_steady(&agent, "gql", "app");
-    agent.wait_metric(
-        "sockpulse_connect_failures_total",
-        &[("target", "gql-refused"), ("reason", "app_handshake")],
-        T,
-        |v| v >= 1.0,
-    );
-    let line = log_line(&agent, "gql-refused", "connect failed");
-    assert!(line.contains("4403 Forbidden"), "{line}");
+    let agent = graphql_held_and_refused(port, "gql");
+    assert!(log_line(&agent, "gql-refused", "connect failed").contains("4403 Forbidden"));
     // The server terminates every connection (4499): an application error.
     server.signal("USR2");
     agent.wait_metric(
@@ -344,22 +354,7 @@ fn graphql_ws_on_strawberry_holds_and_refuses() {
     ) else {
         return;
     };
-    let config = format!(
-        "{}\n[[target]]\nname = \"straw\"\nurl = \"ws://127.0.0.1:{port}/graphql\"\nprotocol = \"graphql-ws\"\n\
-         graphql = {{ payload = '{{\"token\":\"secret\"}}' }}\n\
-         [[target]]\nname = \"straw-refused\"\nurl = \"ws://127.0.0.1:{port}/graphql\"\nprotocol = \"graphql-ws\"\n",
-        fast_defaults()
-    );
-    let agent = Agent::start(&config);
-    assert_steady(&agent, "straw", "app");
-    agent.wait_metric(
-        "sockpulse_connect_failures_total",
-        &[("target", "straw-refused"), ("reason", "app_handshake")],
-        T,
-        |v| v >= 1.0,
-    );
-    let line = log_line(&agent, "straw-refused", "connect failed");
-    assert!(line.contains("4403"), "{line}");
+    graphql_held_and_refused(port, "straw");
 }
 
 #[test]

@@ -189,7 +189,11 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         // SIGCONT first: a stopped process cannot die until continued.
-        let _ = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid().to_string())
+            .stderr(Stdio::null())
+            .status();
         self.kill();
     }
 }
@@ -375,7 +379,10 @@ impl RabbitMq {
 impl Drop for RabbitMq {
     fn drop(&mut self) {
         if let Some(pid) = self.vm_pid {
-            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
         self.stop();
         // The node leaves its Erlang port mapper behind.

@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use super::{Ctx, Input, ProbeKind, Protocol, Report};
-use crate::session::schedule::{Due, ProbeSchedule};
+use super::{run_probe, Ctx, Input, ProbeKind, Protocol, Report};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{AppProbe, ProbeAnswer, ProbeMessage, TargetSpec};
 
 /// What stands for the probe's number in `send` and `expect`.
@@ -67,20 +67,12 @@ impl Protocol for CustomProbe {
     }
 
     fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
-        match self
-            .pings
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::App),
-            Due::Probe(id) => {
-                match &self.probe.send {
-                    ProbeMessage::Text(template) => ctx.io.send_text(&template.replace(SEQ, &id.to_string())),
-                    ProbeMessage::Binary(bytes) => ctx.io.send_binary(bytes),
-                }
-                Report::Quiet
-            }
-        }
+        let timing = &ctx.spec.timing;
+        let send = &self.probe.send;
+        run_probe(&mut self.pings, timing, ProbeKind::App, ctx, |id, io| match send {
+            ProbeMessage::Text(template) => io.send_text(&template.replace(SEQ, &id.to_string())),
+            ProbeMessage::Binary(bytes) => io.send_binary(bytes),
+        })
     }
 
     fn poll_timeout(&self, spec: &TargetSpec) -> Option<Instant> {

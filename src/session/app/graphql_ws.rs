@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::{AppFailure, Ctx, Input, ProbeKind, Protocol, Report};
+use super::{answer_in_flight, run_probe, AppFailure, Ctx, Input, ProbeKind, Protocol, Report};
 use crate::session::reason::DisconnectReason;
-use crate::session::schedule::{Due, ProbeSchedule};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{GraphqlWsOptions, TargetSpec};
 
 /// What the protocol's close codes mean (graphql-ws `CloseCode`).
@@ -79,10 +79,7 @@ impl Protocol for GraphqlWs {
                 ctx.io.send_text("{\"type\":\"pong\"}");
                 Report::Quiet
             }
-            "pong" => match self.pings.in_flight().and_then(|id| self.pings.answer(id, ctx.now)) {
-                Some(rtt) => Report::Answered(rtt, ProbeKind::App),
-                None => Report::Stray,
-            },
+            "pong" => answer_in_flight(&mut self.pings, ctx.now, ProbeKind::App),
             "connection_ack" => Report::Quiet,
             _ => {
                 ctx.data = true;
@@ -95,17 +92,10 @@ impl Protocol for GraphqlWs {
         if !self.acked {
             return Report::Quiet;
         }
-        match self
-            .pings
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::App),
-            Due::Probe(_) => {
-                ctx.io.send_text("{\"type\":\"ping\"}");
-                Report::Quiet
-            }
-        }
+        let timing = &ctx.spec.timing;
+        run_probe(&mut self.pings, timing, ProbeKind::App, ctx, |_, io| {
+            io.send_text("{\"type\":\"ping\"}")
+        })
     }
 
     fn poll_timeout(&self, spec: &TargetSpec) -> Option<Instant> {

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use super::conn::ConnIo;
 use super::reason::DisconnectReason;
 use super::rng::Rng;
-use super::schedule::Probing;
+use super::schedule::{Due, ProbeSchedule, Probing};
 use super::secrets::SecretFiles;
-use super::spec::{Scheme, TargetSpec};
+use super::spec::{Scheme, TargetSpec, Timing};
 use crate::labels::label_enum;
 use proto::Proto;
 use tcp_probe::TcpProbe;
@@ -228,6 +228,51 @@ impl AppFailure {
             close_code,
         }
     }
+}
+
+/// Runs a probe schedule's deadline: gives up on the probe in flight
+/// (`Unanswered(kind)`), or sends probe `id` with `send`. `timing` gives the
+/// cadence (the target's, or one the server announced).
+#[inline]
+fn run_probe(
+    pings: &mut ProbeSchedule,
+    timing: &Timing,
+    kind: ProbeKind,
+    ctx: &mut Ctx<'_>,
+    send: impl FnOnce(u64, &mut ConnIo),
+) -> Report {
+    match pings.on_timeout(ctx.now, timing, ctx.probing, &mut *ctx.rng) {
+        Due::Nothing => Report::Quiet,
+        Due::Unanswered => Report::Unanswered(kind),
+        Due::Probe(id) => {
+            send(id, ctx.io);
+            Report::Quiet
+        }
+    }
+}
+
+/// An answer that carries no id answers the probe in flight, if any.
+#[inline]
+fn answer_in_flight(pings: &mut ProbeSchedule, now: Instant, kind: ProbeKind) -> Report {
+    match pings.in_flight().and_then(|id| pings.answer(id, now)) {
+        Some(rtt) => Report::Answered(rtt, kind),
+        None => Report::Stray,
+    }
+}
+
+/// The most telling of the reports of several packets or frames in one
+/// message: a failure or the handshake's end at once (later ones are not
+/// looked at), else the last one that is not quiet.
+fn most_telling(reports: impl IntoIterator<Item = Report>) -> Report {
+    let mut telling = Report::Quiet;
+    for report in reports {
+        match report {
+            Report::Quiet => {}
+            r @ (Report::Failed(_) | Report::Ready) => return r,
+            r => telling = r,
+        }
+    }
+    telling
 }
 
 /// A failure report with the application's words.

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{failed, Ctx, Input, ProbeKind, Protocol, Report};
+use super::{answer_in_flight, failed, most_telling, run_probe, Ctx, Input, ProbeKind, Protocol, Report};
 use crate::session::reason::DisconnectReason;
-use crate::session::schedule::{Due, ProbeSchedule};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{MqttOptions, MqttVersion, TargetSpec};
 
 const CONNACK: u8 = 2;
@@ -251,10 +251,7 @@ impl Mqtt {
                 self.pings = ProbeSchedule::starting(ctx.now, ctx.spec.timing.ping_interval);
                 Report::Ready
             }
-            PINGRESP => match self.pings.in_flight().and_then(|id| self.pings.answer(id, ctx.now)) {
-                Some(rtt) => Report::Answered(rtt, ProbeKind::App),
-                None => Report::Stray,
-            },
+            PINGRESP => answer_in_flight(&mut self.pings, ctx.now, ProbeKind::App),
             PUBLISH => {
                 ctx.data = true;
                 Report::Quiet
@@ -304,33 +301,17 @@ impl Protocol for Mqtt {
         if let Err(e) = self.reader.feed(bytes, |p| packets.push(p)) {
             return failed(DisconnectReason::ProtocolError, e, None);
         }
-        // The most telling report of the packets in this message wins.
-        let mut report = Report::Quiet;
-        for p in &packets {
-            match self.on_packet(p, ctx) {
-                Report::Quiet => {}
-                r @ (Report::Failed(_) | Report::Ready) => return r,
-                r => report = r,
-            }
-        }
-        report
+        most_telling(packets.iter().map(|p| self.on_packet(p, ctx)))
     }
 
     fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
         if !self.connected {
             return Report::Quiet;
         }
-        match self
-            .pings
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::App),
-            Due::Probe(_) => {
-                ctx.io.send_binary(&PINGREQ);
-                Report::Quiet
-            }
-        }
+        let timing = &ctx.spec.timing;
+        run_probe(&mut self.pings, timing, ProbeKind::App, ctx, |_, io| {
+            io.send_binary(&PINGREQ)
+        })
     }
 
     fn poll_timeout(&self, spec: &TargetSpec) -> Option<Instant> {

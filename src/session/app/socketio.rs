@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{failed, Ctx, Input, ProbeKind, Protocol, Report};
+use super::{answer_in_flight, failed, run_probe, Ctx, Input, ProbeKind, Protocol, Report};
 use crate::session::reason::DisconnectReason;
-use crate::session::schedule::{Due, ProbeSchedule};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{SocketIoOptions, TargetSpec, Timing};
 
 /// An Engine.IO packet: over WebSocket, one per message.
@@ -241,13 +241,9 @@ impl Protocol for SocketIo {
                 ctx.io.send_text(&format!("3{payload}"));
                 Report::Quiet
             }
-            (Some(EnginePacket::Pong(_)), State::Connected) if self.eio < 4 => match self.pings.in_flight() {
-                Some(id) => match self.pings.answer(id, ctx.now) {
-                    Some(rtt) => Report::Answered(rtt, ProbeKind::App),
-                    None => Report::Stray,
-                },
-                None => Report::Stray,
-            },
+            (Some(EnginePacket::Pong(_)), State::Connected) if self.eio < 4 => {
+                answer_in_flight(&mut self.pings, ctx.now, ProbeKind::App)
+            }
             (Some(EnginePacket::Message(packet)), State::AwaitConnect | State::Connected) => {
                 self.on_socket_packet(packet, ctx)
             }
@@ -270,17 +266,9 @@ impl Protocol for SocketIo {
                 _ => Report::Quiet,
             };
         }
-        match self
-            .pings
-            .on_timeout(ctx.now, &self.cadence, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::App),
-            Due::Probe(_) => {
-                ctx.io.send_text("2");
-                Report::Quiet
-            }
-        }
+        run_probe(&mut self.pings, &self.cadence, ProbeKind::App, ctx, |_, io| {
+            io.send_text("2")
+        })
     }
 
     fn poll_timeout(&self, _spec: &TargetSpec) -> Option<Instant> {

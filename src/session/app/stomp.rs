@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{failed, Ctx, Input, ProbeKind, Protocol, Report};
+use super::{failed, most_telling, run_probe, Ctx, Input, ProbeKind, Protocol, Report};
 use crate::session::min_opt;
 use crate::session::reason::DisconnectReason;
-use crate::session::schedule::{Due, ProbeSchedule};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{StompOptions, TargetSpec};
 
 /// Command and headers of a frame larger than this are not kept.
@@ -277,15 +277,7 @@ impl Protocol for Stomp {
         };
         self.last_heard = ctx.now;
         let read = self.reader.feed(bytes);
-        let mut report = Report::Quiet;
-        for frame in &read.frames {
-            match self.on_frame(frame, ctx) {
-                Report::Quiet => {}
-                r @ (Report::Failed(_) | Report::Ready) => return r,
-                r => report = r,
-            }
-        }
-        report
+        most_telling(read.frames.iter().map(|f| self.on_frame(f, ctx)))
     }
 
     fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
@@ -301,22 +293,15 @@ impl Protocol for Stomp {
                 self.next_heartbeat = Some(ctx.now + every);
             }
         }
-        match self
-            .receipts
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::App),
-            Due::Probe(id) => {
-                // An empty transaction begun with a receipt, then aborted:
-                // a round trip that changes nothing on the broker.
-                ctx.io.send_text(&format!(
-                    "BEGIN\ntransaction:sockpulse-{id}\nreceipt:sockpulse-{id}\n\n\0\
-                     ABORT\ntransaction:sockpulse-{id}\n\n\0"
-                ));
-                Report::Quiet
-            }
-        }
+        let timing = &ctx.spec.timing;
+        run_probe(&mut self.receipts, timing, ProbeKind::App, ctx, |id, io| {
+            // An empty transaction begun with a receipt, then aborted: a
+            // round trip that changes nothing on the broker.
+            io.send_text(&format!(
+                "BEGIN\ntransaction:sockpulse-{id}\nreceipt:sockpulse-{id}\n\n\0\
+                 ABORT\ntransaction:sockpulse-{id}\n\n\0"
+            ))
+        })
     }
 
     fn poll_timeout(&self, spec: &TargetSpec) -> Option<Instant> {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Ctx, Input, ProbeKind, Report};
-use crate::session::schedule::{Due, ProbeSchedule};
+use super::{run_probe, Ctx, Input, ProbeKind, Report};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::TargetSpec;
 
 /// Bytes kept while searching an answer for its pattern.
@@ -33,20 +33,14 @@ impl TcpProbe {
     }
 
     pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
-        match self
-            .schedule
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::Ping),
-            Due::Probe(_) => {
-                self.window.clear();
-                if let Some(probe) = &ctx.spec.probe {
-                    ctx.io.send_raw(&probe.send);
-                }
-                Report::Quiet
+        let spec = ctx.spec;
+        let window = &mut self.window;
+        run_probe(&mut self.schedule, &spec.timing, ProbeKind::Ping, ctx, |_, io| {
+            window.clear();
+            if let Some(probe) = &spec.probe {
+                io.send_raw(&probe.send);
             }
-        }
+        })
     }
 
     /// Bytes outside a probe's round trip are not searched.

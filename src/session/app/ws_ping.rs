@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::{Ctx, Input, ProbeKind, Report};
+use super::{run_probe, Ctx, Input, ProbeKind, Report};
 use crate::session::ping::ID_LEN;
-use crate::session::schedule::{Due, ProbeSchedule};
+use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::TargetSpec;
 
 pub struct WsPing {
@@ -28,17 +28,10 @@ impl WsPing {
     }
 
     pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {
-        match self
-            .schedule
-            .on_timeout(ctx.now, &ctx.spec.timing, ctx.probing, &mut *ctx.rng)
-        {
-            Due::Nothing => Report::Quiet,
-            Due::Unanswered => Report::Unanswered(ProbeKind::Ping),
-            Due::Probe(id) => {
-                ctx.io.send_ping(id);
-                Report::Quiet
-            }
-        }
+        let timing = &ctx.spec.timing;
+        run_probe(&mut self.schedule, timing, ProbeKind::Ping, ctx, |id, io| {
+            io.send_ping(id)
+        })
     }
 
     /// Pongs answer probes; every data message is the feed flowing.
