@@ -254,13 +254,17 @@ def percentile(sorted_vals, p):
 def measure(cls, n, ports, tmp, window):
     """Returns (rss_kib, time_to_open, (cpu_share, kernel_share), rtts_in_window_us, read_delays_us)."""
     run = cls(n, ports, tmp)
-    t_open = run.wait_all_open()
-    # Let the connect storm's first pings finish before the steady window.
-    time.sleep(INTERVAL + 2)
-    cpu0, w0 = cpu_seconds(run.proc.pid), time.time()
-    time.sleep(window)
-    cpu1, w1 = cpu_seconds(run.proc.pid), time.time()
-    rss = rss_kib(run.proc.pid)
+    try:
+        t_open = run.wait_all_open()
+        # Let the connect storm's first pings finish before the steady window.
+        time.sleep(INTERVAL + 2)
+        cpu0, w0 = cpu_seconds(run.proc.pid), time.time()
+        time.sleep(window)
+        cpu1, w1 = cpu_seconds(run.proc.pid), time.time()
+        rss = rss_kib(run.proc.pid)
+    except BaseException:
+        run.proc.kill()  # a failed measurement leaves no monitor behind
+        raise
     samples = [s for s in run.stop() if w0 * 1000 <= s[0] <= w1 * 1000]
     rtts = sorted(s[1] for s in samples)
     delays = sorted(s[2] for s in samples if len(s) > 2 and s[2] is not None)

@@ -5,8 +5,8 @@ program a user would write for the same job.
 - Socket.IO: Node `socket.io` 4 servers (heartbeat 10 s + 5 s, no events),
   sockpulse `protocol = "socketio"` vs the `python-socketio` client.
 - MQTT over WebSocket: a private RabbitMQ node (web_mqtt), sockpulse
-  `protocol = "mqtt"` (PINGREQ every 10 s) vs `paho-mqtt` clients (keep-alive
-  20 s, one network loop each, as its documentation shows).
+  `protocol = "mqtt"` (PINGREQ and a WebSocket ping every 10 s) vs `aiomqtt`
+  clients in one asyncio loop (keep-alive 20 s: a PINGREQ every 20 s).
 - Plain ws: Node `ws` echo servers, sockpulse's default, as the reference.
 
 Memory per session is resident anonymous memory against a 1-session run of
@@ -63,8 +63,12 @@ class RabbitMq:
         bench.wait_for(lambda: bench.accepts(self.mqtt_ws), 120, "rabbitmq web_mqtt")
 
     def stop(self):
-        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], capture_output=True)
-        self.proc.wait(timeout=60)
+        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], capture_output=True, timeout=120)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         subprocess.run(["epmd", "-kill"], capture_output=True)
 
 
@@ -162,14 +166,14 @@ def scenarios(args, tmp):
         return type("Run", (PythonProgram,), {
             "argv": staticmethod(lambda n: [str(ROOT / "benches/py_mqtt_monitor.py"), "127.0.0.1", port, "/ws",
                                             str(n), "guest", "guest"]),
-            "name": "paho-mqtt clients"})
+            "name": "aiomqtt clients"})
 
     return [
         ("ws", "sockpulse", plain, sp),
         ("socketio", "sockpulse", socketio, sp),
         ("socketio", "python-socketio client", socketio, py_sio),
         ("mqtt", "sockpulse", mqtt, sp),
-        ("mqtt", "paho-mqtt clients", mqtt, py_mqtt),
+        ("mqtt", "aiomqtt clients", mqtt, py_mqtt),
     ]
 
 

@@ -28,21 +28,36 @@ if ((${#need_apt[@]})); then
   echo "install-peers: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # Debian's packages start their daemons; the tests start their own.
+  # Debian's packages start their daemons; the tests start their own. A
+  # policy-rc.d that says "no" keeps them from starting (with or without
+  # systemd); the loop below stops any that started anyway.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=false
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    own_policy=true
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  if $own_policy; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
   for svc in nginx prometheus prometheus-node-exporter redis-server rabbitmq-server mosquitto; do
-    command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1; then continue; fi
+    service "$svc" stop >/dev/null 2>&1 || true
   done
 fi
 
 venv="$peers/venv"
 # Application-protocol servers: python-socketio on aiohttp, strawberry-graphql
-# under uvicorn; paho-mqtt and the python-socketio client for the benchmark.
-if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml, socketio, aiohttp, strawberry.asgi, uvicorn, paho.mqtt' >/dev/null 2>&1; then
-  echo "install-peers: pip install websockets cryptography pyyaml python-socketio aiohttp strawberry-graphql starlette uvicorn paho-mqtt into $venv"
+# under uvicorn; aiomqtt and the python-socketio client for the benchmark.
+if ! "$venv/bin/python" -c 'import websockets, cryptography, yaml, socketio, aiohttp, strawberry.asgi, uvicorn, aiomqtt' >/dev/null 2>&1; then
+  echo "install-peers: pip install websockets cryptography pyyaml python-socketio aiohttp strawberry-graphql starlette uvicorn aiomqtt into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'websockets>=13' cryptography pyyaml \
-    'python-socketio>=5.11' aiohttp 'strawberry-graphql>=0.330' starlette uvicorn 'paho-mqtt>=2'
+    'python-socketio>=5.11' aiohttp 'strawberry-graphql>=0.330' starlette uvicorn 'aiomqtt>=2'
 fi
 
 node_dir="$peers/node"

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::mosquitto::Mosquitto;
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -505,16 +506,15 @@ fn mqtt_and_stomp_over_websocket_on_rabbitmq() {
     }
 }
 
-/// Mosquitto 2.0 sends no DISCONNECT or refused SUBACK of its own (it
-/// closes, or grants and filters): server-side MQTT errors are covered by
-/// the session core's unit tests.
+/// Mosquitto 2.0 grants a subscription its ACL forbids (and filters what
+/// it delivers): a refused SUBACK is covered by the core's unit tests.
 #[test]
 fn mqtt_5_on_mosquitto_opens_and_names_refusals() {
     let acl = "user probe\ntopic read allowed/#\n";
-    let Some((_broker, _bridge, port, _dir)) = mosquitto_ws("probe", "s3cret", acl) else {
+    let Some(broker) = Mosquitto::with_password("probe", "s3cret", acl) else {
         return;
     };
-    let url = format!("ws://127.0.0.1:{port}/");
+    let url = format!("ws://127.0.0.1:{}/", broker.ws_port);
     let config = format!(
         "{}\n[[target]]\nname = \"m5\"\nurl = \"{url}\"\nprotocol = \"mqtt\"\n\
          mqtt = {{ version = \"5\", username = \"probe\", password = \"s3cret\", topic = \"allowed/x\" }}\n\
@@ -535,6 +535,48 @@ fn mqtt_5_on_mosquitto_opens_and_names_refusals() {
         line.contains("CONNACK refused") && line.contains("not authorized"),
         "{line}"
     );
+}
+
+/// A client its administrator disables is kicked with an MQTT 5
+/// DISCONNECT of reason 0x98 (mosquitto's dynamic security): `app_error`
+/// in the broker's words; refused at the next CONNECT; back once enabled.
+#[test]
+fn an_mqtt_5_broker_disconnect_is_app_error_with_its_reason() {
+    let Some(broker) = Mosquitto::with_dynamic_security() else {
+        return;
+    };
+    broker.ctrl(&["createClient", "probe", "-p", "s3cret"]);
+    let config = format!(
+        "{}\n[[target]]\nname = \"kicked\"\nurl = \"ws://127.0.0.1:{}/\"\nprotocol = \"mqtt\"\n\
+         mqtt = {{ version = \"5\", username = \"probe\", password = \"s3cret\" }}\n",
+        fast_defaults(),
+        broker.ws_port
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("sockpulse_target_up", &[("target", "kicked")], T, |v| v == 1.0);
+    broker.ctrl(&["disableClient", "probe"]);
+    agent.wait_metric(
+        "sockpulse_disconnects_total",
+        &[("target", "kicked"), ("reason", "app_error")],
+        T,
+        |v| v >= 1.0,
+    );
+    let line = log_line(&agent, "kicked", "reason=app_error");
+    assert!(
+        line.contains("DISCONNECT") && line.contains("0x98") && line.contains("administrative action"),
+        "{line}"
+    );
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &[("target", "kicked"), ("reason", "app_handshake")],
+        T,
+        |v| v >= 1.0,
+    );
+    broker.ctrl(&["enableClient", "probe"]);
+    agent.wait_metric("sockpulse_sessions_opened_total", &[("target", "kicked")], T, |v| {
+        v >= 2.0
+    });
+    agent.wait_metric("sockpulse_target_up", &[("target", "kicked")], T, |v| v == 1.0);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod delay;
 pub mod hostile;
+pub mod mosquitto;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -394,65 +395,6 @@ impl Drop for RabbitMq {
     }
 }
 
-/// Mosquitto (MQTT 5) with a password file and an ACL file, behind
-/// websocat as its WebSocket listener (Debian's mosquitto has none that
-/// starts here): returns the broker, the bridge and the WebSocket port.
-pub fn mosquitto_ws(user: &str, password: &str, acl: &str) -> Option<(Proc, Proc, u16, tempfile_dir::TempDir)> {
-    let websocat = which("websocat").or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        let p = Path::new(&home).join(".cargo/bin/websocat");
-        p.is_file().then_some(p)
-    });
-    let available = which("mosquitto").is_some() && which("mosquitto_passwd").is_some() && websocat.is_some();
-    if !require("mosquitto and websocat", available) {
-        return None;
-    }
-    let dir = tempfile_dir::TempDir::new("mosquitto");
-    let passwords = dir.path().join("passwords");
-    let status = Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&passwords)
-        .args([user, password])
-        .status()
-        .expect("mosquitto_passwd");
-    assert!(status.success());
-    let acl_file = dir.path().join("acl");
-    std::fs::write(&acl_file, acl).expect("write acl");
-    let port = free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\nlog_dest stdout\n",
-            passwords.display(),
-            acl_file.display()
-        ),
-    )
-    .expect("write mosquitto.conf");
-    let broker = Proc::spawn("mosquitto", Command::new("mosquitto").arg("-c").arg(&conf));
-    assert!(
-        wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "mosquitto did not listen:\n{}",
-        broker.output_text()
-    );
-    let ws_port = free_port();
-    let bridge = Proc::spawn(
-        "websocat",
-        Command::new(websocat.expect("checked above"))
-            .args(["--binary", "--server-protocol", "mqtt"])
-            .arg(format!("ws-l:127.0.0.1:{ws_port}"))
-            .arg(format!("tcp:127.0.0.1:{port}")),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", ws_port))
-            .is_ok()),
-        "websocat did not listen:\n{}",
-        bridge.output_text()
-    );
-    Some((broker, bridge, ws_port, dir))
-}
-
 /// nginx proxying `/ws` to a WebSocket backend; every other path is a 404.
 pub fn nginx_ws_proxy(backend_port: u16) -> Option<(Proc, u16, tempfile_dir::TempDir)> {
     let nginx = which("nginx");
@@ -463,7 +405,9 @@ pub fn nginx_ws_proxy(backend_port: u16) -> Option<(Proc, u16, tempfile_dir::Tem
     let port = free_port();
     let prefix = dir.path().display().to_string();
     let conf = format!(
-        r#"worker_processes 1;
+        // One process: the test kills it with SIGKILL, which would orphan
+        // a worker still holding the port.
+        r#"master_process off;
 error_log {prefix}/error.log info;
 pid {prefix}/nginx.pid;
 events {{ worker_connections 512; }}
