@@ -49,8 +49,7 @@ fn case_spec(url: &str) -> Result<Arc<TargetSpec>, String> {
     // Autobahn's largest messages in cases 1-7 and 10 are 64 KiB.
     let text = format!(
         "[[target]]\nurl = {url:?}\nping_interval = \"off\"\nidle_timeout = \"off\"\n\
-         handshake_timeout = \"10s\"\nclose_timeout = \"5s\"\nmax_message_size = 16777216\n\
-         max_frame_size = 16777216\n"
+         handshake_timeout = \"10s\"\nclose_timeout = \"5s\"\nmax_message_size = 16777216\n"
     );
     let cfg = config::parse(&text, "autobahn", &[], &|_| None).map_err(|e| e.to_string())?;
     let spec = cfg.targets.first().ok_or("no target")?;

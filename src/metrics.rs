@@ -29,6 +29,11 @@ pub const READ_DELAY_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Message sizes from 64 bytes (a heartbeat) to 16 MiB (a snapshot).
+pub const MESSAGE_SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
 label_enum! {
     /// Connect phases: values of the `phase` label.
     pub enum ConnectPhase {
@@ -127,6 +132,9 @@ metric_table! {
         pong_timeouts: IntCounterVec("sockpulse_pong_timeouts_total",
             "Probes (or heartbeats the peer owes) not answered in time") lazy ["probe" in ProbeKind::ALL];
         stray_pongs: IntCounterVec("sockpulse_stray_pongs_total", "Pongs that answered no outstanding ping") init;
+        message_size: HistogramVec("sockpulse_received_message_size_bytes",
+            "Sizes of WebSocket data messages received (counted as they stream in, never held whole)",
+            MESSAGE_SIZE_BUCKETS) init;
         last_pong_age: GaugeVec("sockpulse_last_pong_age_seconds",
             "Seconds since the last answered probe, worst open session") lazy;
         last_message_age: GaugeVec("sockpulse_last_message_age_seconds",

@@ -32,7 +32,6 @@ fn spec(scheme: Scheme) -> Arc<TargetSpec> {
         },
         ws: WsOptions {
             max_message_size: 4096,
-            max_frame_size: 4096,
             ..base.ws.clone()
         },
         probe: (scheme == Scheme::Tcp).then(|| Probe {
@@ -196,54 +195,8 @@ fn run(scheme: Scheme, mode: Mode, events: Vec<Ev>) -> Result<(), TestCaseError>
     Ok(())
 }
 
-/// A server frame of any header form (lengths in 7, 16 or 64 bits, masked or
-/// not) whose payload bytes all look like the start of a pong.
-fn any_frame() -> impl Strategy<Value = Vec<u8>> {
-    (any::<u8>(), 0usize..300, 0u8..3, any::<bool>()).prop_map(|(first, len, form, masked)| {
-        let mask_bit = if masked { 0x80 } else { 0 };
-        let mut f = vec![first];
-        match form {
-            0 if len < 126 => f.push(mask_bit | len as u8),
-            0 | 1 => {
-                f.push(mask_bit | 126);
-                f.extend((len as u16).to_be_bytes());
-            }
-            _ => {
-                f.push(mask_bit | 127);
-                f.extend((len as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            f.extend([1, 2, 3, 4]);
-        }
-        f.extend(std::iter::repeat_n(0x8a, len));
-        f
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-
-    #[test]
-    fn frame_boundaries_are_exactly_where_frames_end(
-        frames in proptest::collection::vec(any_frame(), 0..8),
-        cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
-    ) {
-        let stream = frames.concat();
-        let ends: std::collections::HashSet<usize> =
-            frames.iter().scan(0, |at, f| { *at += f.len(); Some(*at) }).chain([0]).collect();
-        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-        cuts.push(stream.len());
-        cuts.sort_unstable();
-        cuts.dedup();
-        let mut boundary = crate::session::boundary::FrameBoundary::default();
-        let mut fed = 0;
-        for cut in cuts {
-            boundary.feed(&stream[fed..cut]);
-            fed = cut;
-            prop_assert_eq!(boundary.at_boundary(), ends.contains(&cut), "after {} of {} bytes", cut, stream.len());
-        }
-    }
 
     #[test]
     fn ws_sessions_survive_any_event_order(events in events()) {

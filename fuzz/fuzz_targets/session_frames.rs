@@ -1,6 +1,7 @@
 //! The session core after a successful upgrade, fed arbitrary server bytes
-//! in arbitrary chunks with arbitrary time passing: the whole frame decoder
-//! path (tungstenite, ping matching, close handling, limits).
+//! in arbitrary chunks with arbitrary time passing: the whole frame path
+//! (the streaming reader, ping matching, close handling, what is kept of
+//! messages).
 //!
 //! Input layout: byte 0 picks the chunk size, byte 1 the time step; the rest
 //! is what the server sends after its 101.
@@ -38,7 +39,6 @@ fn spec() -> Arc<TargetSpec> {
             },
             ws: WsOptions {
                 max_message_size: 65536,
-                max_frame_size: 16384,
                 ..base.ws.clone()
             },
             ..base

@@ -37,7 +37,6 @@ pub(super) struct Defaults {
     /// `idle_timeout_for`).
     pub idle_timeout: Option<Option<Duration>>,
     pub max_message_size: usize,
-    pub max_frame_size: usize,
     pub socket: SocketOptions,
 }
 
@@ -48,7 +47,6 @@ impl Default for Defaults {
             timing: Timing::default(),
             idle_timeout: None,
             max_message_size: 1 << 20,
-            max_frame_size: 1 << 20,
             socket: SocketOptions::default(),
         }
     }
@@ -106,8 +104,12 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, base: &Default
     if let Some(n) = w.int(table, path, "max_message_size", 125, 1 << 30) {
         d.max_message_size = n as usize;
     }
-    if let Some(n) = w.int(table, path, "max_frame_size", 125, 1 << 30) {
-        d.max_frame_size = n as usize;
+    // Frames are streamed, whatever their size: the key has no effect.
+    if w.int(table, path, "max_frame_size", 125, 1 << 30).is_some() {
+        log::warn!(
+            "{}: max_frame_size has no effect (frames are streamed, never held); remove it",
+            join(path, "max_frame_size")
+        );
     }
     if table.get("tcp_keepalive").is_some_and(|v| v.as_str() == Some("off")) {
         d.socket.keepalive = None;
@@ -145,11 +147,5 @@ pub(super) fn check(w: &mut Walker<'_>, path: &str, d: &Defaults) {
     }
     if t.backoff.min > t.backoff.max {
         w.problem(join(path, "backoff"), "backoff.min must not exceed backoff.max");
-    }
-    if d.max_frame_size > d.max_message_size {
-        w.problem(
-            join(path, "max_frame_size"),
-            "max_frame_size must not exceed max_message_size",
-        );
     }
 }

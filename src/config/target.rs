@@ -228,7 +228,6 @@ fn read_ws_options(w: &mut Walker<'_>, table: &Table, path: &str, url_path: &str
         headers,
         on_open: read_on_open(w, table, path),
         max_message_size: d.max_message_size,
-        max_frame_size: d.max_frame_size,
         echo: false,
     }
 }

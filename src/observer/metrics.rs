@@ -24,6 +24,7 @@ struct TargetState {
     /// label lookup per pong (hash and lock) costs more than the observation.
     rtt: [Option<Histogram>; ProbeKind::ALL.len()],
     pong_timeouts: [Option<IntCounter>; ProbeKind::ALL.len()],
+    message_size: Histogram,
     /// What `status --agent` shows of it.
     live: TargetReport,
 }
@@ -39,6 +40,7 @@ impl TargetState {
             spec: Arc::clone(spec),
             rtt: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.ping_rtt.with_label_values(&l))),
             pong_timeouts: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.pong_timeouts.with_label_values(&l))),
+            message_size: metrics.message_size.with_label_values(&[spec.name.as_str()]),
             live: TargetReport::new(spec, 0),
         }
     }
@@ -195,6 +197,7 @@ impl Observer for MetricsObserver {
                 }
             }
             SessionEvent::StrayPong => m.stray_pongs.with_label_values(&[name]).inc(),
+            SessionEvent::Message { size } => state.message_size.observe(*size as f64),
             SessionEvent::CertExpiry { not_after_unix } => {
                 m.tls_cert_expiry.with_label_values(&[name]).set(*not_after_unix as f64);
                 let left = *not_after_unix - unix_now();

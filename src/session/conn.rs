@@ -5,16 +5,11 @@
 use std::io::Write;
 use std::time::Instant;
 
-use tungstenite::{Message, WebSocket};
-
 use super::app::App;
-use super::memstream::MemStream;
+use super::frames::{self, close, FrameReader, OpCode};
 use super::ping;
 
 /// How received plaintext is read, by connection stage.
-// The WebSocket lives inline: `Conn` is boxed already, and keeping the codec
-// in the connection's own allocation saves a cold pointer chase per probe.
-#[allow(clippy::large_enum_variant)]
 pub enum Codec {
     /// TLS still handshaking: nothing to say yet.
     AwaitTls,
@@ -23,9 +18,24 @@ pub enum Codec {
         key: String,
         buf: Vec<u8>,
     },
-    Ws(WebSocket<MemStream>),
+    Ws(WsState),
     /// A plain TCP stream: bytes go to the liveness protocol as they come.
     Tcp,
+}
+
+/// An open WebSocket: where the reader is in the server's frames, and what
+/// is kept of the data message in progress (only what its consumer needs).
+#[derive(Debug, Default)]
+pub struct WsState {
+    pub reader: FrameReader,
+    /// The message in progress, while its consumer wants it whole.
+    pub kept: Vec<u8>,
+    /// Its size so far.
+    pub size: u64,
+    /// It outgrew what its consumer takes: only counted from here on.
+    pub skipping: bool,
+    /// Our close frame went out: nothing may follow it (RFC 6455 5.5.1).
+    pub close_sent: bool,
 }
 
 /// Bytes on their way to the socket.
@@ -48,6 +58,19 @@ impl Wire {
         }
     }
 
+    /// Queues one WebSocket frame, framed straight into the output when
+    /// there is no TLS.
+    fn write_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = ping::random_mask();
+        if self.tls.is_none() {
+            frames::encode(&mut self.out, opcode, payload, mask);
+        } else {
+            let mut frame = Vec::new();
+            frames::encode(&mut frame, opcode, payload, mask);
+            self.write_plain(&frame);
+        }
+    }
+
     /// Moves what rustls has to send (records, alerts) into `out`.
     pub fn flush_tls(&mut self) {
         if let Some(tls) = self.tls.as_mut() {
@@ -56,20 +79,6 @@ impl Wire {
                     break;
                 }
             }
-        }
-    }
-
-    /// Moves what the codec wrote into `out`. Whole frames only reach the
-    /// wire this way, so bytes written directly never land inside a frame.
-    pub fn take_codec_output(&mut self, ws: &mut WebSocket<MemStream>) {
-        let bytes = std::mem::take(&mut ws.get_mut().output);
-        if bytes.is_empty() {
-            return;
-        }
-        if self.tls.is_none() && self.out.is_empty() {
-            self.out = bytes; // the common case: hand the buffer over, no copy
-        } else {
-            self.write_plain(&bytes);
         }
     }
 }
@@ -112,18 +121,18 @@ pub struct ConnIo {
 }
 
 impl ConnIo {
-    /// The codec's output moved to the wire (see `Wire::take_codec_output`).
-    pub fn flush_codec(&mut self) {
-        if let Codec::Ws(ws) = &mut self.codec {
-            self.wire.take_codec_output(ws);
-        }
+    /// Whether frames may still be sent: a WebSocket whose close has not
+    /// gone out.
+    fn may_send_frames(&self) -> bool {
+        matches!(&self.codec, Codec::Ws(ws) if !ws.close_sent)
     }
 
     /// A WebSocket ping carrying `id`, framed here: it is the one frame
     /// every session sends every interval (see `ping`).
     pub fn send_ping(&mut self, id: u64) {
-        self.flush_codec();
-        self.wire.write_plain(&ping::frame(id, ping::random_mask()));
+        if self.may_send_frames() {
+            self.wire.write_plain(&ping::frame(id, ping::random_mask()));
+        }
     }
 
     /// Raw bytes on a plain TCP stream.
@@ -133,20 +142,29 @@ impl ConnIo {
 
     /// A WebSocket text message.
     pub fn send_text(&mut self, text: &str) {
-        self.send_message(Message::text(text));
+        self.send_frame(OpCode::Text, text.as_bytes());
     }
 
     /// A WebSocket binary message.
     pub fn send_binary(&mut self, bytes: &[u8]) {
-        self.send_message(Message::binary(bytes.to_vec()));
+        self.send_frame(OpCode::Binary, bytes);
     }
 
-    fn send_message(&mut self, message: Message) {
+    /// One WebSocket frame, unless our close went out already.
+    pub fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        if self.may_send_frames() {
+            self.wire.write_frame(opcode, payload);
+        }
+    }
+
+    /// Our close frame, with `code` or without a status; the last frame.
+    pub fn send_close(&mut self, code: Option<u16>) {
+        match code {
+            Some(code) => self.send_frame(OpCode::Close, &close::payload(code)),
+            None => self.send_frame(OpCode::Close, &[]),
+        }
         if let Codec::Ws(ws) = &mut self.codec {
-            // Written whole (no write buffer): errors only on a closed codec.
-            let _ = ws.write(message);
-            let _ = ws.flush();
-            self.wire.take_codec_output(ws);
+            ws.close_sent = true;
         }
     }
 }

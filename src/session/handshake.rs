@@ -1,6 +1,6 @@
 //! Client side of the RFC 6455 opening handshake, done by hand so that each
-//! way it can fail gets its own reason and the socket is handed to
-//! tungstenite afterwards with small buffers.
+//! way it can fail gets its own reason; the frame codec (`frames`) takes
+//! the bytes that follow.
 
 use base64::Engine;
 use sha1::{Digest, Sha1};

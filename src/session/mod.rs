@@ -10,10 +10,9 @@
 
 pub mod app;
 pub mod backoff;
-pub mod boundary;
 mod conn;
+pub mod frames;
 pub mod handshake;
-pub mod memstream;
 pub mod ping;
 pub mod reason;
 pub mod rng;
@@ -119,6 +118,11 @@ pub enum SessionEvent {
         probe: ProbeKind,
     },
     StrayPong,
+    /// A WebSocket data message was received whole (its content was kept
+    /// only as far as the liveness protocol needed it).
+    Message {
+        size: u64,
+    },
     /// The peer certificate's notAfter, in Unix seconds.
     CertExpiry {
         not_after_unix: i64,
@@ -177,7 +181,7 @@ pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 /// # Randomness
 /// Backoff jitter, probe phases without an anchor and WebSocket keys come
 /// from the session's seeded `Rng`, so tests replay exactly. Frame masks
-/// come from the thread's CSPRNG, as tungstenite's own do: RFC 6455 §5.3
+/// come from the thread's CSPRNG: RFC 6455 §5.3
 /// requires them unpredictable, and they change no behaviour.
 pub struct Session {
     spec: Arc<TargetSpec>,
@@ -401,24 +405,19 @@ impl Session {
                 };
                 Step::Fail(FailureReason::HandshakeEof, detail.into())
             }
-            // The codec may still hold a close frame: let it see the EOF.
-            Phase::Open => self
-                .ws_eof(now, out)
-                .unwrap_or_else(|| Step::Drop(DisconnectReason::Eof, "peer closed the connection".into(), None)),
+            // Every frame before it was read as it came: none was a close.
+            Phase::Open => {
+                let detail = match self.conn.as_ref().map(|c| &c.io.codec) {
+                    Some(Codec::Ws(_)) => "peer closed the connection without a close frame",
+                    _ => "peer closed the connection",
+                };
+                Step::Drop(DisconnectReason::Eof, detail.into(), None)
+            }
             Phase::Closing => {
                 self.finish_local_close(now, out);
                 Step::Continue
             }
             _ => Step::Continue,
-        };
-        // An EOF that the protocol did not turn into a close is a plain EOF.
-        let step = match step {
-            Step::Continue if self.phase == Phase::Open => Step::Drop(
-                DisconnectReason::Eof,
-                "peer closed the connection without a close frame".into(),
-                None,
-            ),
-            s => s,
         };
         self.apply(step, now, out);
     }
@@ -665,9 +664,6 @@ impl Session {
     }
 
     fn feed_plaintext(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
-        if let Some(payload) = self.codec_free_pong(plain) {
-            return self.app_input(Input::Pong(payload), now, out);
-        }
         match self.conn.as_ref().map(|c| &c.io.codec) {
             None | Some(Codec::AwaitTls) => Step::Continue,
             Some(Codec::WsHandshake { .. }) => self.handshake_input(plain, now, out),

@@ -1,11 +1,7 @@
 //! The probe's own frame: a masked client ping carrying the probe's id.
 //!
-//! Built here rather than by tungstenite's writer because it is the one frame
-//! every session sends every interval: the writer's path (a payload
-//! allocation, its frame buffer, then the session's output buffer) costs
-//! more than the rest of a probe together. Likewise its answer, when a read
-//! holds exactly one bare pong (see `bare_pong`). Everything else stays with
-//! tungstenite.
+//! Built on the stack rather than through `frames::encode`'s growable
+//! buffer: it is the one frame every session sends every interval.
 
 /// Payload of a ping: the probe id, big-endian.
 pub const ID_LEN: usize = 8;
@@ -14,7 +10,7 @@ pub const FRAME_LEN: usize = 2 + 4 + ID_LEN;
 
 /// A ping frame (RFC 6455 sections 5.2 and 5.5.2): FIN, opcode 0x9, masked
 /// as every client frame must be. The mask must be unpredictable (section
-/// 5.3): callers pass one from a CSPRNG, the same source tungstenite uses.
+/// 5.3): callers pass one from a CSPRNG (`random_mask`).
 pub fn frame(id: u64, mask: [u8; 4]) -> [u8; FRAME_LEN] {
     let mut f = [0u8; FRAME_LEN];
     f[0] = 0x80 | 0x9;
@@ -26,16 +22,6 @@ pub fn frame(id: u64, mask: [u8; 4]) -> [u8; FRAME_LEN] {
     f
 }
 
-/// The payload of `bytes` if they are exactly one pong frame carrying a
-/// probe id as a server sends it: FIN, no extension bits, unmasked (RFC
-/// 6455 section 5.1), 8 bytes long. Anything else goes to tungstenite.
-pub fn bare_pong(bytes: &[u8]) -> Option<&[u8]> {
-    match bytes {
-        [0x8a, len, payload @ ..] if usize::from(*len) == ID_LEN && payload.len() == ID_LEN => Some(payload),
-        _ => None,
-    }
-}
-
 /// A fresh masking key from the thread's CSPRNG.
 pub fn random_mask() -> [u8; 4] {
     rand::random()
@@ -44,20 +30,14 @@ pub fn random_mask() -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::memstream::MemStream;
-    use tungstenite::protocol::Role;
-    use tungstenite::{Message, WebSocket};
+    use crate::session::frames::{encode, OpCode};
 
     #[test]
-    fn tungstenite_as_a_server_reads_it_as_a_ping_with_the_id() {
+    fn it_is_the_frame_the_general_encoder_builds() {
         for (id, mask) in [(1u64, [0, 0, 0, 0]), (0x0102_0304_0506_0708, [0xde, 0xad, 0xbe, 0xef])] {
-            let mut stream = MemStream::default();
-            stream.push_input(&frame(id, mask));
-            let mut server = WebSocket::from_raw_socket(stream, Role::Server, None);
-            match server.read() {
-                Ok(Message::Ping(p)) => assert_eq!(&p[..], &id.to_be_bytes()),
-                other => panic!("not a ping: {other:?}"),
-            }
+            let mut general = Vec::new();
+            encode(&mut general, OpCode::Ping, &id.to_be_bytes(), mask);
+            assert_eq!(&frame(id, mask)[..], &general[..]);
         }
     }
 

@@ -71,8 +71,8 @@ pub struct WsOptions {
     /// Extra request headers; values may hold secrets and are never logged.
     pub headers: Vec<(String, String)>,
     pub on_open: Vec<OpenMessage>,
+    /// The most of one message held for whoever needs it whole.
     pub max_message_size: usize,
-    pub max_frame_size: usize,
     /// Send every received data message back (conformance runs against
     /// Autobahn's fuzzingserver); never set from config.
     pub echo: bool,
@@ -301,7 +301,6 @@ impl TargetSpec {
             ws: WsOptions {
                 path: "/".into(),
                 max_message_size: 1 << 20,
-                max_frame_size: 1 << 20,
                 ..Default::default()
             },
             tls: None,

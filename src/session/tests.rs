@@ -285,7 +285,7 @@ fn bytes_shaped_like_a_pong_inside_a_data_frame_are_data() {
     h.advance(MS);
     h.input(&message[..2]);
     h.input(&message[2..]);
-    assert_eq!(h.take_events(), vec![]);
+    assert_eq!(h.take_events(), vec![SessionEvent::Message { size: 10 }]);
     assert_eq!(h.s.stats.last_message, Some(h.now));
     // The real pong after it still counts.
     h.advance(MS);
@@ -518,6 +518,30 @@ fn eof_without_close_frame_is_eof_and_reset_is_reset() {
 }
 
 #[test]
+fn a_large_message_is_counted_as_it_streams_and_nothing_of_it_is_kept() {
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
+    h.open_ws();
+    h.take_events();
+    // 2 MiB of text (twice max_message_size) in 16 fragments, read 64 KiB
+    // at a time: a plain session needs none of it.
+    let body = vec![b'a'; 2 << 20];
+    let mut wire = Vec::new();
+    for (i, piece) in body.chunks(body.len() / 16).enumerate() {
+        wire.extend(frame(i == 15, if i == 0 { 0x1 } else { 0x0 }, piece));
+    }
+    for read in wire.chunks(64 * 1024) {
+        h.input(read);
+        let Some(Codec::Ws(ws)) = h.s.conn.as_ref().map(|c| &c.io.codec) else {
+            panic!("the session stays open");
+        };
+        assert_eq!(ws.kept.capacity(), 0, "nothing of the message is held");
+    }
+    assert_eq!(h.take_events(), vec![SessionEvent::Message { size: 2 << 20 }]);
+    assert_eq!(h.s.phase(), Phase::Open);
+    assert_eq!(h.s.stats.last_message, Some(h.now), "it is the feed flowing");
+}
+
+#[test]
 fn hostile_frames_are_protocol_errors() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("reserved opcode", frame(true, 0x3, b"")),
@@ -538,7 +562,10 @@ fn hostile_frames_are_protocol_errors() {
         ("message over max", frame(true, 0x2, &vec![0u8; (1 << 20) + 1])),
     ];
     for (name, bytes) in cases {
-        let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
+        // Echoing holds whole messages: max_message_size applies.
+        let mut spec = TargetSpec::for_test(Scheme::Ws);
+        spec.ws.echo = true;
+        let mut h = Harness::new(spec, Mode::Persistent);
         h.open_ws();
         h.input(&bytes);
         assert_eq!(h.disconnects(), vec![DisconnectReason::ProtocolError], "case {name}");

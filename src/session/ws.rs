@@ -1,27 +1,21 @@
 //! The WebSocket side of a session: the HTTP upgrade done by hand (exact
-//! failure classes and timing), then tungstenite as the frame codec over an
-//! in-memory stream, except for the commonest read, one bare pong, which is
-//! matched without it. Messages go to the liveness protocol; close frames
+//! failure classes and timing), then the streaming frame codec (`frames`).
+//! Data messages go to the liveness protocol only as far as it needs their
+//! content (`Keep`): counted, whole up to a limit, or streamed; nothing of
+//! a message outlives it. Control frames are answered here; close frames
 //! end the session.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
-
-use super::app::Input;
-use super::conn::Codec;
+use super::app::{Input, Keep};
+use super::conn::{Codec, WsState};
+use super::frames::close::{self, Close};
+use super::frames::{DataKind, Frame, FrameError, OpCode};
 use super::handshake::{self, Expectation, Progress};
-use super::memstream::MemStream;
-use super::ping;
 use super::secrets::NO_SECRETS;
 use super::spec::OpenMessage;
-use super::{DisconnectReason, Outbox, Phase, Session, Step};
-
-/// tungstenite's read buffer: reserved per session, so kept to a probe's size.
-const WS_READ_CHUNK: usize = 256;
+use super::{DisconnectReason, Outbox, Phase, Session, SessionEvent, Step};
 
 impl Session {
     pub(super) fn send_upgrade_request(&mut self) {
@@ -50,8 +44,8 @@ impl Session {
         }
     }
 
-    /// Bytes of the upgrade answer: on a valid 101 the codec takes over and
-    /// the session opens.
+    /// Bytes of the upgrade answer: on a valid 101 the frame codec takes
+    /// over and the liveness protocol starts.
     pub(super) fn handshake_input(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
         let Some(conn) = self.conn.as_mut() else {
             return Step::Continue;
@@ -71,69 +65,211 @@ impl Session {
             Err(rejected) => return Step::Fail(rejected.reason, rejected.detail),
             Ok(Progress::Done(accepted)) => accepted,
         };
-        // The core already holds received bytes; tungstenite only stages
-        // them, so its eagerly reserved buffer stays small.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_CHUNK)
-            .write_buffer_size(0)
-            .max_message_size(Some(spec.ws.max_message_size))
-            .max_frame_size(Some(spec.ws.max_frame_size));
-        let ws = WebSocket::from_partially_read(
-            MemStream::after_handshake(&accepted.leftover),
-            accepted.leftover,
-            Role::Client,
-            Some(config),
-        );
-        conn.io.codec = Codec::Ws(ws);
+        conn.io.codec = Codec::Ws(WsState::default());
         let step = self.transport_up(now, out);
-        if !matches!(step, Step::Continue) || !self.reading() {
+        if !matches!(step, Step::Continue) {
             return step;
         }
         // Frames may have arrived together with the 101.
-        self.drive_ws(now, out)
+        self.ws_input(&accepted.leftover, now, out)
     }
 
-    /// Bytes of an open WebSocket.
+    /// Bytes of an open WebSocket: every frame in them, at once.
     pub(super) fn ws_input(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
-        if let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.io.codec) {
-            ws.get_mut().push_input(plain);
+        if let Some(Codec::Ws(ws)) = self.conn.as_ref().map(|c| &c.io.codec) {
+            if let Some(payload) = ws.reader.lone_pong(plain) {
+                return match self.reading() {
+                    true => self.app_input(Input::Pong(payload), now, out),
+                    false => Step::Continue,
+                };
+            }
         }
-        self.drive_ws(now, out)
+        let mut pos = 0;
+        loop {
+            let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.io.codec) else {
+                return Step::Continue; // dropped, e.g. our close was answered
+            };
+            let frame = match ws.reader.next(plain, &mut pos) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Step::Continue,
+                Err(e) => return self.ws_failed(e),
+            };
+            let step = match frame {
+                Frame::Data { kind, range, end } => self.ws_data(kind, &plain[range], end, now, out),
+                Frame::Pong(payload) if self.reading() => self.app_input(Input::Pong(payload.bytes(plain)), now, out),
+                Frame::Pong(_) => Step::Continue,
+                Frame::Ping(payload) => {
+                    if let Some(conn) = self.conn.as_mut() {
+                        conn.io.send_frame(OpCode::Pong, payload.bytes(plain));
+                    }
+                    Step::Continue
+                }
+                Frame::Close(payload) => self.ws_close_frame(payload.bytes(plain), now, out),
+            };
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+        }
     }
 
-    /// The peer's EOF, for the codec to find a close frame before it;
-    /// `None` when this is no WebSocket.
-    pub(super) fn ws_eof(&mut self, now: Instant, out: &mut Outbox) -> Option<Step> {
-        let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.io.codec) else {
-            return None;
+    /// Bytes of a data message. Its size is counted; its content goes to
+    /// whoever needs it, as far as they need it.
+    fn ws_data(&mut self, kind: DataKind, chunk: &[u8], end: bool, now: Instant, out: &mut Outbox) -> Step {
+        if !self.reading() {
+            return Step::Continue; // closing: only the close answer matters
+        }
+        let echo = self.spec.ws.echo;
+        let max_message_size = self.spec.ws.max_message_size;
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::Continue;
         };
-        ws.get_mut().set_eof();
-        Some(self.drive_ws(now, out))
+        // Echoing (the conformance client) needs every message whole.
+        let keep = if echo {
+            Keep::Whole(max_message_size)
+        } else {
+            conn.app.keeps(max_message_size)
+        };
+        let Codec::Ws(ws) = &mut conn.io.codec else {
+            return Step::Continue;
+        };
+        ws.size += chunk.len() as u64;
+        let step = match keep {
+            Keep::Nothing => {
+                if end {
+                    self.app_input(Input::Skipped, now, out)
+                } else {
+                    Step::Continue
+                }
+            }
+            Keep::Stream if chunk.is_empty() => Step::Continue,
+            Keep::Stream => self.app_input(Input::Chunk(chunk), now, out),
+            Keep::UpTo(limit) | Keep::Whole(limit) => {
+                if ws.size > limit as u64 {
+                    if matches!(keep, Keep::Whole(_)) {
+                        return self.ws_failed(FrameError::TooBig);
+                    }
+                    ws.skipping = true;
+                    ws.kept = Vec::new();
+                } else if !(end && ws.kept.is_empty()) {
+                    ws.kept.extend_from_slice(chunk);
+                }
+                if end {
+                    let kept = std::mem::take(&mut ws.kept);
+                    let skipped = std::mem::take(&mut ws.skipping);
+                    // A message whole in one read is used where it lies.
+                    let content = if kept.is_empty() { chunk } else { &kept[..] };
+                    self.ws_message(kind, content, skipped, echo, now, out)
+                } else {
+                    Step::Continue
+                }
+            }
+        };
+        if end {
+            if let Some(Codec::Ws(ws)) = self.conn.as_mut().map(|c| &mut c.io.codec) {
+                out.events.push(SessionEvent::Message { size: ws.size });
+                ws.size = 0;
+            }
+        }
+        step
+    }
+
+    /// A whole message for the liveness protocol (and the echo).
+    fn ws_message(
+        &mut self,
+        kind: DataKind,
+        content: &[u8],
+        skipped: bool,
+        echo: bool,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Step {
+        if skipped {
+            return self.app_input(Input::Skipped, now, out);
+        }
+        if echo {
+            if let Some(conn) = self.conn.as_mut() {
+                let opcode = match kind {
+                    DataKind::Text => OpCode::Text,
+                    DataKind::Binary => OpCode::Binary,
+                };
+                conn.io.send_frame(opcode, content);
+            }
+        }
+        match kind {
+            DataKind::Binary => self.app_input(Input::Binary(content), now, out),
+            // Validated as it arrived.
+            DataKind::Text => match std::str::from_utf8(content) {
+                Ok(text) => self.app_input(Input::Text(text), now, out),
+                Err(_) => self.ws_failed(FrameError::InvalidUtf8),
+            },
+        }
+    }
+
+    /// The peer's close frame: the answer to ours, or its own close, which
+    /// is answered with its code and ends the session.
+    fn ws_close_frame(&mut self, payload: &[u8], now: Instant, out: &mut Outbox) -> Step {
+        if self.phase == Phase::Closing {
+            self.finish_local_close(now, out);
+            return Step::Continue;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::Continue;
+        };
+        match close::parse(payload) {
+            Err(e) => {
+                conn.io.send_close(Some(e.close_code()));
+                let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                Step::Drop(DisconnectReason::ProtocolError, e.to_string(), code)
+            }
+            Ok(Close::NoStatus) => {
+                conn.io.send_close(None);
+                conn.app
+                    .on_close(None, "")
+                    .map(|f| Step::Drop(f.reason, f.detail, f.close_code))
+                    .unwrap_or_else(|| {
+                        Step::Drop(DisconnectReason::PeerClose, "close frame without status".into(), None)
+                    })
+            }
+            Ok(Close::Status { code, reason }) => {
+                conn.io.send_close(Some(code));
+                // The application may say what its close code means.
+                conn.app
+                    .on_close(Some(code), reason)
+                    .map(|f| Step::Drop(f.reason, f.detail, f.close_code))
+                    .unwrap_or_else(|| {
+                        Step::Drop(
+                            DisconnectReason::PeerClose,
+                            format!("close frame code {code} {reason:?}"),
+                            Some(code),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// The peer broke the protocol: say why in a close frame (RFC 6455
+    /// section 7.4.1), then drop the connection.
+    fn ws_failed(&mut self, e: FrameError) -> Step {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.io.send_close(Some(e.close_code()));
+        }
+        Step::Drop(DisconnectReason::ProtocolError, e.to_string(), None)
     }
 
     /// Sends a close frame (1001 when stopping, else 1000); returns whether
     /// one went out, so that the peer's answer is worth waiting for.
     pub(super) fn send_close_frame(&mut self) -> bool {
-        let code = if self.stop_requested {
-            CloseCode::Away
-        } else {
-            CloseCode::Normal
-        };
+        let code = if self.stop_requested { 1001 } else { 1000 };
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        let Codec::Ws(ws) = &mut conn.io.codec else {
-            return false;
-        };
-        let sent = ws
-            .close(Some(CloseFrame {
-                code,
-                reason: "".into(),
-            }))
-            .is_ok();
-        let _ = ws.flush();
-        conn.io.flush_codec();
-        sent
+        match &conn.io.codec {
+            Codec::Ws(ws) if !ws.close_sent => {
+                conn.io.send_close(Some(code));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether received messages are still wanted: open, or in an
@@ -148,148 +284,11 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Codec::Ws(ws) = &mut conn.io.codec {
-            for m in &spec.ws.on_open {
-                let msg = match m {
-                    OpenMessage::Text(t) => Message::text(t.clone()),
-                    OpenMessage::Binary(b) => Message::binary(b.clone()),
-                };
-                let _ = ws.write(msg);
-            }
-            let _ = ws.flush();
-        }
-        conn.io.flush_codec();
-    }
-
-    /// Reads every complete message tungstenite can decode from its input.
-    fn drive_ws(&mut self, now: Instant, out: &mut Outbox) -> Step {
-        let mut step = Step::Continue;
-        while let Some(conn) = self.conn.as_mut() {
-            let Codec::Ws(ws) = &mut conn.io.codec else {
-                break;
-            };
-            match ws.read() {
-                Ok(Message::Pong(payload)) => {
-                    step = self.app_input(Input::Pong(&payload), now, out);
-                    if !matches!(step, Step::Continue) || !self.reading() {
-                        break; // e.g. a one-shot check is complete
-                    }
-                }
-                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
-                    if self.spec.ws.echo {
-                        // Queued in tungstenite; the flush below sends it.
-                        let _ = ws.write(msg.clone());
-                    }
-                    step = match &msg {
-                        Message::Text(text) => self.app_input(Input::Text(text.as_str()), now, out),
-                        Message::Binary(bytes) => self.app_input(Input::Binary(bytes), now, out),
-                        _ => Step::Continue,
-                    };
-                    if !matches!(step, Step::Continue) || !self.reading() {
-                        break;
-                    }
-                }
-                Ok(Message::Ping(_)) | Ok(Message::Frame(_)) => {}
-                Ok(Message::Close(frame)) => {
-                    if self.phase == Phase::Closing {
-                        // The answer to our own close: done.
-                        let _ = ws.flush();
-                        conn.io.flush_codec();
-                        self.finish_local_close(now, out);
-                        break;
-                    }
-                    let _ = ws.flush(); // queue tungstenite's close reply
-                    conn.io.flush_codec();
-                    // The application may say what its close code means.
-                    step = match &frame {
-                        Some(f) => conn.app.on_close(Some(u16::from(f.code)), &f.reason),
-                        None => conn.app.on_close(None, ""),
-                    }
-                    .map(|f| Step::Drop(f.reason, f.detail, f.close_code))
-                    .unwrap_or_else(|| peer_close(frame));
-                    break;
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(tungstenite::Error::ConnectionClosed)
-                | Err(tungstenite::Error::AlreadyClosed)
-                | Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
-                    if self.phase == Phase::Closing {
-                        self.finish_local_close(now, out);
-                    } else {
-                        step = Step::Drop(
-                            DisconnectReason::Eof,
-                            "peer closed the connection without a close frame".into(),
-                            None,
-                        );
-                    }
-                    break;
-                }
-                Err(tungstenite::Error::Io(e)) => {
-                    step = Step::Drop(DisconnectReason::IoError, e.to_string(), None);
-                    break;
-                }
-                Err(e) => {
-                    // Protocol violations, oversized messages, bad UTF-8: say
-                    // why in the close frame, then drop the connection.
-                    let code = match e {
-                        tungstenite::Error::Capacity(_) => CloseCode::Size,
-                        tungstenite::Error::Utf8(_) => CloseCode::Invalid,
-                        _ => CloseCode::Protocol,
-                    };
-                    let _ = ws.close(Some(CloseFrame {
-                        code,
-                        reason: "".into(),
-                    }));
-                    let _ = ws.flush();
-                    conn.io.flush_codec();
-                    step = Step::Drop(DisconnectReason::ProtocolError, e.to_string(), None);
-                    break;
-                }
+        for m in &spec.ws.on_open {
+            match m {
+                OpenMessage::Text(t) => conn.io.send_text(t),
+                OpenMessage::Binary(b) => conn.io.send_binary(b),
             }
         }
-        if let Some(conn) = self.conn.as_mut() {
-            if let Codec::Ws(ws) = &mut conn.io.codec {
-                let _ = ws.flush(); // automatic pong replies to server pings
-                ws.get_mut().compact();
-            }
-            conn.io.flush_codec();
-        }
-        step
     }
-
-    /// The payload of `plain` when it is the common read at scale, one bare
-    /// pong, and tungstenite holds no partial frame (so it cannot be the rest
-    /// of one): then it is matched directly, not staged through tungstenite's
-    /// buffers, whose cold memory was much of a probe's user-space cost at
-    /// thousands of sessions.
-    pub(super) fn codec_free_pong<'a>(&self, plain: &'a [u8]) -> Option<&'a [u8]> {
-        match self.conn.as_deref().map(|c| &c.io.codec) {
-            Some(Codec::Ws(ws)) if self.phase == Phase::Open && ws.get_ref().drained_at_frame_boundary() => {
-                ping::bare_pong(plain)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The peer's close frame as a disconnect.
-fn peer_close(frame: Option<CloseFrame>) -> Step {
-    let Some(f) = frame else {
-        return Step::Drop(DisconnectReason::PeerClose, "close frame without status".into(), None);
-    };
-    let code = u16::from(f.code);
-    // tungstenite answers a close frame whose code may not be sent with
-    // 1002 and hands us that instead of the original.
-    if code == 1002 && f.reason == "Protocol violation" {
-        return Step::Drop(
-            DisconnectReason::ProtocolError,
-            "close frame with a code that may not be sent (RFC 6455 section 7.4); answered 1002".into(),
-            Some(code),
-        );
-    }
-    Step::Drop(
-        DisconnectReason::PeerClose,
-        format!("close frame code {code} {:?}", f.reason.to_string()),
-        Some(code),
-    )
 }

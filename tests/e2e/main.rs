@@ -12,6 +12,7 @@ mod hostile;
 mod interop;
 mod kernel;
 mod matrix;
+mod messages;
 mod observability;
 mod packaging;
 mod protocols;

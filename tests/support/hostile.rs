@@ -33,8 +33,6 @@ pub enum Behaviour {
     Drip,
     /// A valid handshake, then these bytes.
     Frames(&'static [u8]),
-    /// A valid handshake, then one binary message of this many bytes.
-    BigMessage(usize),
     /// A valid handshake, then pongs nobody asked for, every 50 ms for 3 s;
     /// the client's own pings are answered.
     UnsolicitedPongs,
@@ -204,23 +202,6 @@ fn handle(mut s: TcpStream, behaviour: Behaviour, port: u16) {
             let mut out = good_101(&key).into_bytes();
             out.extend_from_slice(bytes);
             s.write_all(&out)
-        }
-        Behaviour::BigMessage(len) => {
-            let mut out = good_101(&key).into_bytes();
-            out.extend_from_slice(&[0x82, 127]);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-            let _ = s.write_all(&out);
-            s.set_write_timeout(Some(Duration::from_secs(2))).ok();
-            let chunk = vec![b'x'; 64 * 1024];
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(chunk.len());
-                if s.write_all(&chunk[..n]).is_err() {
-                    break;
-                }
-                left -= n;
-            }
-            Ok(())
         }
         Behaviour::UnsolicitedPongs => {
             let _ = s.write_all(good_101(&key).as_bytes());

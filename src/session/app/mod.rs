@@ -50,15 +50,41 @@ label_enum! {
 /// What a protocol is fed.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
-    /// A complete WebSocket text message.
+    /// A complete WebSocket text message (within what the protocol keeps).
     Text(&'a str),
-    /// A complete WebSocket binary message.
+    /// A complete WebSocket binary message (within what the protocol keeps).
     Binary(&'a [u8]),
+    /// A WebSocket data message whose content was not kept: the protocol
+    /// keeps none, or it was larger than the protocol takes.
+    Skipped,
+    /// The next bytes of WebSocket data messages, for a protocol that reads
+    /// them as one stream (`Keep::Stream`).
+    Chunk(&'a [u8]),
     /// The payload of a WebSocket pong.
     Pong(&'a [u8]),
     /// Bytes of a plain TCP stream, as they arrive.
     Bytes(&'a [u8]),
 }
+
+/// How much of each WebSocket data message a protocol needs: messages
+/// are never held further than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing but that one arrived (`Input::Skipped`).
+    Nothing,
+    /// Messages up to this many bytes whole; larger ones only counted.
+    UpTo(usize),
+    /// Every byte as it arrives (`Input::Chunk`), across message
+    /// boundaries: for protocols with a streaming parser of their own.
+    Stream,
+    /// Whole messages up to this many bytes; a larger one is the peer's
+    /// error (the conformance client's echo).
+    Whole(usize),
+}
+
+/// The most an application protocol keeps of one message: its own control
+/// messages are far smaller, and larger ones are its payload traffic.
+pub const APP_MESSAGE_LIMIT: usize = 16 * 1024;
 
 /// The application ended or refused the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +167,17 @@ impl App {
         }
     }
 
+    /// How much of each data message it needs, at most `max_message_size`.
+    pub fn keeps(&self, max_message_size: usize) -> Keep {
+        match self {
+            App::Silent | App::WsPing(_) | App::TcpProbe(_) => Keep::Nothing,
+            App::Proto(p) => match p.keeps() {
+                Keep::UpTo(limit) => Keep::UpTo(limit.min(max_message_size)),
+                keep => keep,
+            },
+        }
+    }
+
     /// Whether it sends probes at all (a one-shot check of a target that
     /// probes nothing ends once connected).
     pub fn probes(&self) -> bool {
@@ -207,8 +244,12 @@ pub trait Protocol {
     /// The WebSocket is upgraded: send the handshake. `Ready` when there
     /// is none.
     fn on_open(&mut self, ctx: &mut Ctx<'_>) -> Report;
-    /// A text or binary message.
+    /// A text or binary message, or its bytes (`keeps`).
     fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report;
+    /// How much of each message it reads.
+    fn keeps(&self) -> Keep {
+        Keep::UpTo(APP_MESSAGE_LIMIT)
+    }
     /// Its deadline came.
     fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report;
     fn poll_timeout(&self, spec: &TargetSpec) -> Option<Instant>;

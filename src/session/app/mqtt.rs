@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{answer_in_flight, failed, most_telling, run_probe, Ctx, Input, ProbeKind, Protocol, Report};
+use super::{answer_in_flight, failed, most_telling, run_probe, Ctx, Input, Keep, ProbeKind, Protocol, Report};
 use crate::session::reason::DisconnectReason;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{MqttOptions, MqttVersion, TargetSpec};
@@ -294,7 +294,8 @@ impl Protocol for Mqtt {
     }
 
     fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
-        let Input::Binary(bytes) = input else {
+        // MQTT rides binary messages; their bytes are one stream of packets.
+        let (Input::Chunk(bytes) | Input::Binary(bytes)) = input else {
             return Report::Quiet;
         };
         let mut packets = Vec::new();
@@ -302,6 +303,10 @@ impl Protocol for Mqtt {
             return failed(DisconnectReason::ProtocolError, e, None);
         }
         most_telling(packets.iter().map(|p| self.on_packet(p, ctx)))
+    }
+
+    fn keeps(&self) -> Keep {
+        Keep::Stream
     }
 
     fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {

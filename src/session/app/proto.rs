@@ -10,7 +10,7 @@ use super::mqtt::Mqtt;
 use super::socketio::SocketIo;
 use super::stomp::Stomp;
 use super::ws_ping::WsPing;
-use super::{AppFailure, Ctx, Input, Protocol, Report};
+use super::{AppFailure, Ctx, Input, Keep, Protocol, Report};
 use crate::session::min_opt;
 use crate::session::spec::{Protocol as ProtocolSpec, TargetSpec};
 
@@ -97,12 +97,21 @@ impl Proto {
                 Some(pings) => pings.on_input(input, ctx),
                 None => Report::Stray,
             },
-            Input::Text(_) | Input::Binary(_) => {
+            Input::Text(_) | Input::Binary(_) | Input::Chunk(_) => {
                 let report = self.protocol().on_message(input, ctx);
                 self.note(report, ctx)
             }
+            // Larger than the protocol reads: its payload traffic.
+            Input::Skipped => {
+                ctx.data = true;
+                Report::Quiet
+            }
             Input::Bytes(_) => Report::Quiet,
         }
+    }
+
+    pub fn keeps(&self) -> Keep {
+        self.protocol_ref().keeps()
     }
 
     pub fn on_close(&self, code: Option<u16>, reason: &str) -> Option<AppFailure> {

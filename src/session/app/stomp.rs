@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{failed, most_telling, run_probe, Ctx, Input, ProbeKind, Protocol, Report};
+use super::{failed, most_telling, run_probe, Ctx, Input, Keep, ProbeKind, Protocol, Report};
 use crate::session::min_opt;
 use crate::session::reason::DisconnectReason;
 use crate::session::schedule::ProbeSchedule;
@@ -272,12 +272,16 @@ impl Protocol for Stomp {
     fn on_message(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         let bytes = match input {
             Input::Text(t) => t.as_bytes(),
-            Input::Binary(b) => b,
+            Input::Binary(b) | Input::Chunk(b) => b,
             _ => return Report::Quiet,
         };
         self.last_heard = ctx.now;
         let read = self.reader.feed(bytes);
         most_telling(read.frames.iter().map(|f| self.on_frame(f, ctx)))
+    }
+
+    fn keeps(&self) -> Keep {
+        Keep::Stream
     }
 
     fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Report {

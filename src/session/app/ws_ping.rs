@@ -38,7 +38,7 @@ impl WsPing {
     pub fn on_input(&mut self, input: Input<'_>, ctx: &mut Ctx<'_>) -> Report {
         let payload = match input {
             Input::Pong(payload) => payload,
-            Input::Text(_) | Input::Binary(_) => {
+            Input::Text(_) | Input::Binary(_) | Input::Skipped | Input::Chunk(_) => {
                 ctx.data = true;
                 return Report::Quiet;
             }
