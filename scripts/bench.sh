@@ -21,4 +21,10 @@ if [ "${1:-}" = "--protocols" ]; then
   shift
   exec .peers/venv/bin/python benches/bench_protocols.py "$@"
 fi
+# --wss: wss memory per session next to ws, and a reconnect storm with
+# and without TLS session resumption (benches/bench_wss.py).
+if [ "${1:-}" = "--wss" ]; then
+  shift
+  exec .peers/venv/bin/python benches/bench_wss.py "$@"
+fi
 exec .peers/venv/bin/python benches/bench.py "$@"

@@ -35,6 +35,16 @@ pub const MESSAGE_SIZE_BUCKETS: &[f64] = &[
 ];
 
 label_enum! {
+    /// How a TLS handshake went: values of the `kind` label.
+    pub enum TlsHandshakeKind {
+        /// Certificates verified, keys agreed from scratch.
+        Full,
+        /// An earlier session's ticket resumed (no certificate check).
+        Resumed,
+    }
+}
+
+label_enum! {
     /// Connect phases: values of the `phase` label.
     pub enum ConnectPhase {
         Tcp,
@@ -141,6 +151,9 @@ metric_table! {
             "Seconds since the last data message or bytes received, worst open session") lazy;
         connect_duration: HistogramVec("sockpulse_connect_duration_seconds", "Time spent in each connect phase",
             RTT_BUCKETS) lazy ["phase" in ConnectPhase::ALL];
+        tls_handshakes: IntCounterVec("sockpulse_tls_handshakes_total",
+            "TLS handshakes completed, in full or resuming an earlier session")
+            lazy ["kind" in TlsHandshakeKind::ALL];
         tls_cert_expiry: GaugeVec("sockpulse_tls_cert_expiry_timestamp_seconds",
             "notAfter of the peer's leaf certificate, Unix seconds") lazy;
         diagnoses: IntCounterVec("sockpulse_diagnoses_total",

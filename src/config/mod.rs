@@ -9,6 +9,7 @@ pub mod protocol;
 mod resolve;
 mod sections;
 mod target;
+mod tickets;
 pub mod tls;
 pub mod url;
 mod walker;
@@ -480,5 +481,28 @@ mod tests {
         let p = problems("[[target]]\nurl = \"wss://h/\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n");
         assert_eq!(p[0].field, "target[0].tls");
         assert!(p[0].message.contains("/nonexistent/ca.pem"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn tls_resumption_is_on_by_default_and_a_non_boolean_is_a_problem() {
+        let resumes = |tls: &str| {
+            let c = parse_ok(&format!("[[target]]\nurl = \"wss://h/\"\n{tls}\n"));
+            let config = &c.targets[0].tls.as_ref().expect("tls built").config;
+            // Tickets (TLS 1.3) go to the target's pool; nothing is kept
+            // when resumption is off.
+            let resumption = format!("{:?}", config.resumption);
+            assert_eq!(
+                resumption.contains("TicketPool"),
+                !resumption.contains("NoClientSessionStorage")
+            );
+            resumption.contains("TicketPool")
+        };
+        assert!(resumes(""));
+        assert!(resumes("tls = { resumption = true }"));
+        assert!(!resumes("tls = { resumption = false }"));
+        assert_eq!(
+            fields("[[target]]\nurl = \"wss://h/\"\ntls = { resumption = \"yes\" }\n"),
+            ["target[0].tls.resumption"]
+        );
     }
 }

@@ -15,7 +15,7 @@ pub(super) fn targets(w: &mut Walker<'_>, plain: Vec<PlainTarget>) -> Vec<Arc<Ta
     let mut out = Vec::with_capacity(plain.len());
     for PlainTarget { field, mut spec, tls } in plain {
         if let Some(t) = tls {
-            match tls::build(&t.options, &t.server_name) {
+            match tls::build(&t.options, &t.server_name, spec.connections as usize) {
                 Ok((config, server_name)) => spec.tls = Some(TlsSpec { config, server_name }),
                 Err(e) => {
                     w.problem(join(&field, "tls"), e.to_string());

@@ -31,6 +31,7 @@ const TLS_KEYS: &[&str] = &[
     "client_key",
     "server_name",
     "insecure_skip_verify",
+    "resumption",
 ];
 /// Request headers the handshake itself owns.
 const RESERVED_HEADERS: &[&str] = &[
@@ -319,6 +320,7 @@ fn read_tls(w: &mut Walker<'_>, table: &Table, path: &str) -> TlsOptions {
     opts.client_key = w.str(t, &tpath, "client_key").map(Into::into);
     opts.server_name = w.str(t, &tpath, "server_name").map(str::to_string);
     opts.insecure_skip_verify = w.bool(t, &tpath, "insecure_skip_verify").unwrap_or(false);
+    opts.no_resumption = !w.bool(t, &tpath, "resumption").unwrap_or(true);
     if opts.client_cert.is_some() != opts.client_key.is_some() {
         w.problem(&tpath, "client_cert and client_key go together");
     }

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use super::tickets::TicketPool;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -17,6 +19,8 @@ pub struct TlsOptions {
     pub client_key: Option<PathBuf>,
     pub server_name: Option<String>,
     pub insecure_skip_verify: bool,
+    /// `resumption = false`: every handshake is a full one.
+    pub no_resumption: bool,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -109,8 +113,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .ok_or_else(|| pem_error(path, "no private key found"))
 }
 
-/// A client config and the name to verify for one target.
-pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsError> {
+/// A client config and the name to verify for one target holding
+/// `sessions` sessions (they share its resumption tickets).
+pub fn build(
+    opts: &TlsOptions,
+    server_name: &str,
+    sessions: usize,
+) -> Result<(Arc<ClientConfig>, ServerName<'static>), TlsError> {
     let name = ServerName::try_from(server_name.to_string()).map_err(|e| TlsError::ServerName {
         name: server_name.to_string(),
         reason: e.to_string(),
@@ -150,6 +159,11 @@ pub fn build(opts: &TlsOptions, server_name: &str) -> Result<(Arc<ClientConfig>,
                 reason: e.to_string(),
             })?,
         _ => builder.with_no_client_auth(),
+    };
+    config.resumption = if opts.no_resumption {
+        Resumption::disabled()
+    } else {
+        Resumption::store(Arc::new(TicketPool::new(sessions)))
     };
     // Offer HTTP/1.1 only: the upgrade does not exist in HTTP/2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

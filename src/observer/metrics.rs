@@ -10,7 +10,7 @@ use prometheus::{Histogram, IntCounter};
 
 use super::report::TargetReport;
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
-use crate::metrics::{ConnectPhase, Metrics};
+use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
 use crate::session::min_opt;
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, ProbeKind, SessionEvent};
@@ -198,6 +198,14 @@ impl Observer for MetricsObserver {
             }
             SessionEvent::StrayPong => m.stray_pongs.with_label_values(&[name]).inc(),
             SessionEvent::Message { size } => state.message_size.observe(*size as f64),
+            SessionEvent::TlsHandshake { resumed } => {
+                let kind = if *resumed {
+                    TlsHandshakeKind::Resumed
+                } else {
+                    TlsHandshakeKind::Full
+                };
+                m.tls_handshakes.with_label_values(&[name, kind.as_str()]).inc();
+            }
             SessionEvent::CertExpiry { not_after_unix } => {
                 m.tls_cert_expiry.with_label_values(&[name]).set(*not_after_unix as f64);
                 let left = *not_after_unix - unix_now();

@@ -2,12 +2,12 @@
 //! on), the codec that frames them, the liveness protocol, and the timings
 //! of how it was established.
 
-use std::io::Write;
 use std::time::Instant;
 
 use super::app::App;
 use super::frames::{self, close, FrameReader, OpCode};
 use super::ping;
+use super::tls_conn::TlsConn;
 
 /// How received plaintext is read, by connection stage.
 pub enum Codec {
@@ -41,18 +41,20 @@ pub struct WsState {
 /// Bytes on their way to the socket.
 #[derive(Default)]
 pub struct Wire {
-    pub tls: Option<Box<rustls::ClientConnection>>,
+    pub tls: Option<Box<TlsConn>>,
     /// Ciphertext when TLS is on.
     pub out: Vec<u8>,
 }
 
 impl Wire {
-    /// Queues plaintext: encrypted first when TLS is on.
+    /// Queues plaintext: encrypted first when TLS is on (the session
+    /// writes only once the TLS handshake is done).
     pub fn write_plain(&mut self, bytes: &[u8]) {
         match self.tls.as_mut() {
             Some(tls) => {
-                let _ = tls.writer().write_all(bytes);
-                self.flush_tls();
+                if !tls.send(bytes, &mut self.out) {
+                    log::debug!("TLS not writable: {} bytes not sent", bytes.len());
+                }
             }
             None => self.out.extend_from_slice(bytes),
         }
@@ -68,17 +70,6 @@ impl Wire {
             let mut frame = Vec::new();
             frames::encode(&mut frame, opcode, payload, mask);
             self.write_plain(&frame);
-        }
-    }
-
-    /// Moves what rustls has to send (records, alerts) into `out`.
-    pub fn flush_tls(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
-            while tls.wants_write() {
-                if tls.write_tls(&mut self.out).is_err() {
-                    break;
-                }
-            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod spec;
 mod tls;
+mod tls_conn;
 mod ws;
 
 use std::io;
@@ -122,6 +123,10 @@ pub enum SessionEvent {
     /// only as far as the liveness protocol needed it).
     Message {
         size: u64,
+    },
+    /// The TLS handshake completed, in full or resuming an earlier session.
+    TlsHandshake {
+        resumed: bool,
     },
     /// The peer certificate's notAfter, in Unix seconds.
     CertExpiry {

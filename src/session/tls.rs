@@ -1,11 +1,11 @@
-//! TLS inside the core: rustls's `ClientConnection` is sans-IO too, so
-//! ciphertext goes in, plaintext and records to send come out, here.
+//! TLS inside the core: rustls is sans-IO too (`tls_conn`), so ciphertext
+//! goes in, plaintext and records to send come out, here.
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::tls_conn::TlsConn;
 use super::{DisconnectReason, FailureReason, Outbox, Phase, Session, SessionEvent, Step};
 
 impl Session {
@@ -14,10 +14,9 @@ impl Session {
         let (Some(tls), Some(conn)) = (&self.spec.tls, self.conn.as_mut()) else {
             return Ok(());
         };
-        let client = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.server_name.clone())
+        let client = TlsConn::start(Arc::clone(&tls.config), tls.server_name.clone(), &mut conn.io.wire.out)
             .map_err(|e| Step::Fail(FailureReason::Tls, e.to_string()))?;
         conn.io.wire.tls = Some(Box::new(client));
-        conn.io.wire.flush_tls();
         Ok(())
     }
 
@@ -37,46 +36,22 @@ impl Session {
         let Some(tls) = wire.tls.as_mut() else {
             return Ok(Cow::Borrowed(bytes));
         };
-        let mut rest = bytes;
         let mut plain = Vec::new();
-        let mut peer_closed = false;
-        while !rest.is_empty() {
-            if let Err(e) = tls.read_tls(&mut rest) {
-                return Err(tls_step(self.phase, e.to_string()));
-            }
-            if let Err(e) = tls.process_new_packets() {
-                // Send the alert rustls queued, then give up on the session.
-                let _ = tls.write_tls(&mut wire.out);
-                return Err(tls_step(self.phase, e.to_string()));
-            }
-            let mut chunk = [0u8; 4096];
-            loop {
-                match tls.reader().read(&mut chunk) {
-                    Ok(0) => {
-                        peer_closed = true;
-                        break;
-                    }
-                    Ok(n) => plain.extend_from_slice(&chunk[..n]),
-                    Err(_) => break, // WouldBlock: no more plaintext for now
-                }
-            }
-        }
+        // On an error rustls has queued its alert in `out`: it goes out
+        // before the socket closes.
+        let received = tls
+            .receive(bytes, &mut plain, &mut wire.out)
+            .map_err(|e| tls_step(self.phase, e.to_string()))?;
         let tls_just_done = conn.tls_done_at.is_none() && !tls.is_handshaking();
         if tls_just_done {
             conn.tls_done_at = Some(now);
-            if let Some(not_after_unix) = tls
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|der| cert_not_after(der.as_ref()))
-            {
+            out.events.push(SessionEvent::TlsHandshake { resumed: tls.resumed() });
+            if let Some(not_after_unix) = tls.peer_leaf_certificate().and_then(cert_not_after) {
                 out.events.push(SessionEvent::CertExpiry { not_after_unix });
             }
-        }
-        wire.flush_tls();
-        if tls_just_done {
             self.send_upgrade_request();
         }
-        if peer_closed && plain.is_empty() {
+        if received.peer_closed && plain.is_empty() {
             return Err(match self.phase {
                 Phase::Handshaking => {
                     Step::Fail(FailureReason::HandshakeEof, "TLS close_notify during handshake".into())

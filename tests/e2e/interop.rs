@@ -153,6 +153,82 @@ fn wss_with_test_ca_reports_tls_timing_and_certificate_expiry() {
     );
 }
 
+/// Handshakes of `target` by kind (full, resumed).
+fn tls_handshakes(agent: &Agent, target: &str) -> (f64, f64) {
+    let text = agent.scrape();
+    let kind = |k| {
+        metric_value(
+            &text,
+            "sockpulse_tls_handshakes_total",
+            &[("target", target), ("kind", k)],
+        )
+    };
+    (kind("full").unwrap_or(0.0), kind("resumed").unwrap_or(0.0))
+}
+
+#[test]
+fn wss_sessions_cut_by_the_server_resume_their_tls_sessions_unless_told_not_to() {
+    let Some(certs) = certs() else { return };
+    let dir = certs.path().display().to_string();
+    let (cert, key) = (format!("{dir}/good.pem"), format!("{dir}/good.key"));
+    let Some((server, port)) = node_peer(
+        "node ws over TLS",
+        "snapshot_server.js",
+        "ws",
+        &["0", "--tls", &cert, &key],
+    ) else {
+        return;
+    };
+    let control = server.wait_line("CONTROL ", T).expect("the control port");
+    let control = format!("127.0.0.1:{}", control.trim_start_matches("CONTROL ").trim());
+    let url = format!("wss://localhost:{port}/");
+    // All reconnect at the same instant (a fixed 1 s backoff), more than
+    // rustls's default store's 8 tickets per server.
+    let agent = Agent::start(&format!(
+        "[defaults]\nbackoff = {{ min = \"1s\", max = \"1s\" }}\n[kernel]\nscan_interval = \"off\"\n\
+         [[target]]\nname = \"resume\"\nurl = \"{url}\"\nconnections = 24\n\
+         tls = {{ ca_file = \"{dir}/ca.pem\" }}\n\
+         [[target]]\nname = \"full\"\nurl = \"{url}\"\nconnections = 8\n\
+         tls = {{ ca_file = \"{dir}/ca.pem\", resumption = false }}\n"
+    ));
+    let open = |target| if target == "resume" { 24.0 } else { 8.0 };
+    for target in ["resume", "full"] {
+        agent.wait_metric("sockpulse_sessions", &[("target", target), ("state", "open")], T, |v| {
+            v == open(target)
+        });
+    }
+    let (resume_full, resume_resumed) = tls_handshakes(&agent, "resume");
+    assert_eq!(resume_full + resume_resumed, 24.0, "one handshake per session");
+    assert_eq!(tls_handshakes(&agent, "full"), (8.0, 0.0));
+    // Node sends its session tickets right after the handshake.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let (status, body) = http_get(&control, "/drop");
+    assert_eq!((status, body.trim()), (200, "32"));
+    for target in ["resume", "full"] {
+        let n = open(target);
+        agent.wait_metric(
+            "sockpulse_disconnects_total",
+            &[("target", target), ("reason", "eof")],
+            T,
+            |v| v == n,
+        );
+        agent.wait_metric("sockpulse_sessions", &[("target", target), ("state", "open")], T, |v| {
+            v == n
+        });
+    }
+    let (full, resumed) = tls_handshakes(&agent, "resume");
+    assert_eq!(
+        (full - resume_full, resumed - resume_resumed),
+        (0.0, 24.0),
+        "every reconnect resumes from a ticket of an earlier session"
+    );
+    assert_eq!(tls_handshakes(&agent, "full"), (16.0, 0.0), "resumption = false");
+    assert!(agent
+        .metric("sockpulse_tls_cert_expiry_timestamp_seconds", &[("target", "resume")])
+        .is_some());
+}
+
 #[test]
 fn wss_expired_certificate_wrong_hostname_and_unknown_ca_fail_as_tls() {
     let Some(certs) = certs() else { return };

@@ -2,7 +2,8 @@
 
 ca.pem; good.pem/good.key (localhost, 127.0.0.1, ::1; valid);
 expired.pem/expired.key (expired yesterday); other.pem/other.key (valid, but
-for the name other.test only); client.pem/client.key (a client certificate).
+for the name other.test only); client.pem/client.key (a client certificate);
+rsa.pem/rsa.key (as good, with an RSA 2048 key, as most public sites use).
 """
 import datetime
 import ipaddress
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 out = Path(sys.argv[1])
@@ -19,7 +20,9 @@ out.mkdir(parents=True, exist_ok=True)
 now = datetime.datetime.now(datetime.timezone.utc)
 
 
-def key():
+def key(kind="ec"):
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -54,8 +57,8 @@ ca = (
 write("ca", ca, None)
 
 
-def leaf(name, sans, not_before, not_after, usage=x509.oid.ExtendedKeyUsageOID.SERVER_AUTH):
-    k = key()
+def leaf(name, sans, not_before, not_after, usage=x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, kind="ec"):
+    k = key(kind)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])]))
@@ -80,5 +83,6 @@ day = datetime.timedelta(days=1)
 leaf("good", ["localhost", "127.0.0.1", "::1"], now - day, now + 20 * day)
 leaf("expired", ["localhost", "127.0.0.1", "::1"], now - 10 * day, now - day)
 leaf("other", ["other.test"], now - day, now + 20 * day)
+leaf("rsa", ["localhost", "127.0.0.1", "::1"], now - day, now + 20 * day, kind="rsa")
 leaf("client", ["sockpulse-client"], now - day, now + 20 * day, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
 print(f"certificates in {out}")

@@ -1,7 +1,7 @@
 // A feed that sends each client one large message (a snapshot, as market
 // data and state-sync feeds do) and then only answers pings, on Node's
 // `ws`. `GET /send` on its control port sends it to every client
-// connected. Per connection, the query chooses its form:
+// connected; `GET /drop` cuts every connection. Per connection, the query chooses its form:
 //   ?kind=text|binary  &size=BYTES  &fragments=N (1: one frame)
 //   &bad_utf8_at=OFFSET (text: the byte there is 0xFF; the fragment after
 //   the one holding it is sent only 2 s later, so a client that fails fast
@@ -71,6 +71,14 @@ async function send(ws) {
 // the message to every client connected; the answer is their number,
 // printed again as `SENT <count>` once everything went out.
 const control = http.createServer((req, res) => {
+  if (req.url === '/drop') {
+    // Every connection cut at once, as a proxy or load balancer restart
+    // does; the TLS server (and its ticket keys) stays.
+    const all = [...clients];
+    for (const ws of all) ws.terminate();
+    res.end(`${all.length}\n`);
+    return;
+  }
   if (req.url !== '/send') {
     res.writeHead(404).end();
     return;
