@@ -31,6 +31,14 @@ ROWS = [
         ("Connect phase p99", "timeseries", "s", [(f"histogram_quantile(0.99, sum by (target, phase, le) (rate(sockpulse_connect_duration_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} {{phase}}")], 8),
         ("TLS certificate days left", "stat", "d", [(f"(sockpulse_tls_cert_expiry_timestamp_seconds{{{SEL}}} - time()) / 86400", "{{target}}")], 8),
     ]),
+    ("Traffic", [
+        ("Received message size p50 / p99", "timeseries", "bytes", [
+            (f"histogram_quantile(0.5, sum by (target, le) (rate(sockpulse_received_message_size_bytes_bucket{{{SEL}}}[{RI}])))", "{{target}} p50"),
+            (f"histogram_quantile(0.99, sum by (target, le) (rate(sockpulse_received_message_size_bytes_bucket{{{SEL}}}[{RI}])))", "{{target}} p99"),
+        ], 12),
+        # A reconnect storm that pays full handshakes shows here.
+        ("TLS handshakes by kind", "timeseries", "ops", [(f"sum by (target, kind) (rate(sockpulse_tls_handshakes_total{{{SEL}}}[{RI}]))", "{{target}} {{kind}}")], 12),
+    ]),
     ("Kernel view", [
         ("Own sockets by kernel state", "timeseries", "none", [(f"sum by (target, state) (sockpulse_session_kernel_state{{{SEL}}}) > 0", "{{target}} {{state}}")], 12),
         ("Agent/kernel mismatches", "timeseries", "none", [(f"sum by (target, kind) (increase(sockpulse_kernel_mismatches_total{{{SEL}}}[{RI}]))", "{{target}} {{kind}}")], 12),
