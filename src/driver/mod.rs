@@ -232,7 +232,7 @@ impl<O: Observer> Driver<O> {
     fn publish_tick(&mut self, turn: &mut Turn, now: Instant) {
         if now >= turn.next_tick {
             self.observer
-                .on_tick(&self.gauges, gauges::gauge_stamp(now, self.epoch));
+                .on_tick(&self.gauges, now, gauges::gauge_stamp(now, self.epoch));
             turn.next_tick = now + TICK;
         }
     }

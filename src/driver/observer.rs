@@ -34,9 +34,9 @@ pub struct EventContext<'a> {
 /// Receives what sessions report. Runs on the loop thread: must not block.
 pub trait Observer {
     fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent);
-    /// Called about once a second with every session's gauge inputs and the
-    /// time on their clock (see `SessionGauge`).
-    fn on_tick(&mut self, _sessions: &[SessionGauge], _now_ms: u64) {}
+    /// Called about once a second with every session's gauge inputs, the
+    /// time, and the same time on their clock (see `SessionGauge`).
+    fn on_tick(&mut self, _sessions: &[SessionGauge], _now: Instant, _now_ms: u64) {}
     /// Bytes were read that had waited this long in the kernel.
     fn on_read_delay(&mut self, _delay: Duration) {}
     /// A reload added a target under a new id.

@@ -105,7 +105,7 @@ fn gauges_are_compact_and_on_the_clock_of_the_tick() {
     struct LastTick(Vec<(bool, Option<u64>, Option<u64>)>);
     impl Observer for LastTick {
         fn on_event(&mut self, _: &EventContext<'_>, _: &SessionEvent) {}
-        fn on_tick(&mut self, sessions: &[SessionGauge], now_ms: u64) {
+        fn on_tick(&mut self, sessions: &[SessionGauge], _now: Instant, now_ms: u64) {
             let age = |t: Option<u64>| t.map(|t| now_ms - t);
             self.0 = sessions
                 .iter()

@@ -4,10 +4,11 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntCounter};
 
+use super::digest::{Digest, Say};
 use super::report::TargetReport;
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
@@ -25,6 +26,8 @@ struct TargetState {
     rtt: [Option<Histogram>; ProbeKind::ALL.len()],
     pong_timeouts: [Option<IntCounter>; ProbeKind::ALL.len()],
     message_size: Histogram,
+    /// Which of its log lines go out at their level.
+    digest: Digest,
     /// What `status --agent` shows of it.
     live: TargetReport,
 }
@@ -41,6 +44,7 @@ impl TargetState {
             rtt: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.ping_rtt.with_label_values(&l))),
             pong_timeouts: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.pong_timeouts.with_label_values(&l))),
             message_size: metrics.message_size.with_label_values(&[spec.name.as_str()]),
+            digest: Digest::new(spec.connections),
             live: TargetReport::new(spec, 0),
         }
     }
@@ -101,6 +105,14 @@ fn kernel_note(kernel: Option<&KernelEvidence>) -> String {
     }
 }
 
+/// An event's line at `level`, or only at debug when the digest sums it up.
+fn log_at(say: Say, level: log::Level, line: &str) {
+    match say {
+        Say::Full => log::log!(level, "{line}"),
+        Say::Quiet => log::debug!("{line}"),
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}ms", d.as_secs_f64() * 1e3)
 }
@@ -124,6 +136,9 @@ impl Observer for MetricsObserver {
         }
         match event {
             SessionEvent::PhaseChanged { from, to } => {
+                if *from == Phase::Open {
+                    state.digest.session_closed();
+                }
                 if Phase::EXPORTED.contains(from) {
                     m.sessions.with_label_values(&[name, from.as_str()]).dec();
                 }
@@ -155,11 +170,19 @@ impl Observer for MetricsObserver {
                         timing.push(format!("{phase}={}", ms(d)));
                     }
                 }
-                log::info!("target={name} session={ordinal} open ({})", timing.join(" "));
+                let (say, recovery) = state.digest.opened(name, ctx.now);
+                let line = format!("target={name} session={ordinal} open ({})", timing.join(" "));
+                log_at(say, log::Level::Info, &line);
+                if let Some(recovery) = recovery {
+                    log::info!("{recovery}");
+                }
             }
             SessionEvent::ConnectFailed { reason, detail } => {
                 m.connect_failures.with_label_values(&[name, reason.as_str()]).inc();
-                log::warn!("target={name} session={ordinal} connect failed: reason={reason}{kernel} ({detail})");
+                let say = state.digest.failure(ordinal, reason.as_str(), ctx.now);
+                let line =
+                    format!("target={name} session={ordinal} connect failed: reason={reason}{kernel} ({detail})");
+                log_at(say, log::Level::Warn, &line);
             }
             SessionEvent::Disconnected {
                 reason,
@@ -176,7 +199,8 @@ impl Observer for MetricsObserver {
                 if *reason == DisconnectReason::LocalClose {
                     log::info!("{line}");
                 } else {
-                    log::warn!("{line}");
+                    let say = state.digest.failure(ordinal, reason.as_str(), ctx.now);
+                    log_at(say, log::Level::Warn, &line);
                 }
             }
             SessionEvent::Pong { rtt, probe } => {
@@ -258,7 +282,7 @@ impl Observer for MetricsObserver {
         }
     }
 
-    fn on_tick(&mut self, sessions: &[SessionGauge], now_ms: u64) {
+    fn on_tick(&mut self, sessions: &[SessionGauge], now: Instant, now_ms: u64) {
         if let Some(w) = self.rtt_log.as_mut() {
             if let Err(e) = w.flush() {
                 log::warn!("rtt log write failed, disabling it: {e}");
@@ -289,6 +313,9 @@ impl Observer for MetricsObserver {
             r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
             let name = state.spec.name.as_str();
+            for (level, line) in state.digest.tick(name, now) {
+                log::log!(level, "{line}");
+            }
             let m = &self.metrics;
             m.target_up.with_label_values(&[name]).set(i64::from(o.up));
             // No open session: no age to report rather than a stale one.

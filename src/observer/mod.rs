@@ -1,7 +1,9 @@
 //! What the agent does with session events: `metrics` turns them into
 //! Prometheus series, logs and the live status of a running agent; `report`
-//! folds them into the per-target reports of `status`.
+//! folds them into the per-target reports of `status`; `digest` keeps the
+//! log readable when many sessions fail at once.
 
+mod digest;
 pub mod metrics;
 pub mod report;
 

@@ -341,3 +341,67 @@ fn slow_dns_never_stalls_other_sessions() {
     );
     assert!(agent.proc.output_text().contains("resolution timed out"));
 }
+
+#[test]
+fn a_thousand_sessions_failing_together_log_a_few_lines_not_thousands() {
+    let Some((mut server, port)) = node_ws(0) else {
+        return;
+    };
+    let agent = Agent::start(&format!(
+        "[defaults]\nbackoff = {{ min = \"200ms\", max = \"1s\" }}\n[kernel]\nscan_interval = \"off\"\n\
+         [[target]]\nname = \"fleet\"\nurl = \"ws://127.0.0.1:{port}/\"\nconnections = 1000\n"
+    ));
+    let open = [("target", "fleet"), ("state", "open")];
+    agent.wait_metric("sockpulse_sessions", &open, T, |v| v == 1000.0);
+    let lines_of = |needle: &str| {
+        let out = agent.proc.output();
+        out.iter()
+            .filter(|l| l.contains("target=fleet ") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(
+        lines_of(" open ("),
+        2,
+        "the first open and the one that made the target whole"
+    );
+    server.kill();
+    // Every session is cut and then refused round after round (backoff at
+    // most 1 s): thousands of failures over the summary interval.
+    let refused = [("target", "fleet"), ("reason", "refused")];
+    agent.wait_metric(
+        "sockpulse_connect_failures_total",
+        &refused,
+        Duration::from_secs(30),
+        |v| v >= 5000.0,
+    );
+    let summary = agent.wait_until_log("still failing", Duration::from_secs(15));
+    let text = agent.scrape();
+    let disconnects: f64 = ["eof", "reset"]
+        .iter()
+        .filter_map(|r| {
+            metric_value(
+                &text,
+                "sockpulse_disconnects_total",
+                &[("target", "fleet"), ("reason", r)],
+            )
+        })
+        .sum();
+    assert_eq!(disconnects, 1000.0);
+    // One line per reason that occurred (eof and/or reset, refused), then
+    // summaries: one per 10 s.
+    let first = lines_of(" disconnected: ") + lines_of(" connect failed: ");
+    assert!(
+        (2..=3).contains(&first),
+        "{first} full failure lines:\n{}",
+        agent.proc.output_text()
+    );
+    assert!(summary.contains("refused×"), "{summary}");
+    assert!(summary.contains("1000 of 1000 session(s) affected"), "{summary}");
+    // The server comes back on its port: one recovery line for the target.
+    let Some((_again, _)) = node_ws(port) else {
+        return;
+    };
+    agent.wait_metric("sockpulse_sessions", &open, Duration::from_secs(30), |v| v == 1000.0);
+    agent.wait_until_log("recovered: all 1000 session(s) open", T);
+    assert_eq!(lines_of(" open ("), 3, "{}", agent.proc.output_text());
+}

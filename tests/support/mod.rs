@@ -618,6 +618,21 @@ impl Agent {
         );
         last.expect("checked")
     }
+
+    /// Waits for a log line containing `needle`; panics with the logs if none.
+    pub fn wait_until_log(&self, needle: &str, timeout: Duration) -> String {
+        let mut found = None;
+        let ok = wait_until(timeout, || {
+            found = self.proc.output().into_iter().find(|l| l.contains(needle));
+            found.is_some()
+        });
+        assert!(
+            ok,
+            "no log line with {needle:?}; agent log:\n{}",
+            self.proc.output_text()
+        );
+        found.expect("checked")
+    }
 }
 
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
