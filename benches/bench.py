@@ -245,6 +245,59 @@ def scan_impact(ports, tmp, n, window, table):
     return "\n".join(lines) + "\n"
 
 
+def thread_cpu_seconds(pid):
+    """CPU seconds so far by thread name: the session loop is the main
+    thread (`sockpulse`), the host scan `sockpulse-kernel` (`sockpulse-kerne`:
+    the kernel keeps 15 characters of a name)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that just ended
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def scan_share(args, tmp):
+    """The host scan's CPU against the session loop's, per thread of one
+    agent, at N sessions with the default 5 s scan: filtered (the default)
+    and full netlink dumps, each on fresh servers."""
+    n = int(args.sessions.split(",")[-1])
+    rows = []
+    for label, extra in (("filtered (default)", '[kernel]\nscan_interval = "5s"\n'),
+                         ("full netlink dump", '[kernel]\nscan_interval = "5s"\nmethod = "netlink"\n')):
+        servers, ports = start_servers(args.servers, args.server)
+        cls = type("Run", (SockpulseRun,), {"extra_config": extra})
+        run = cls(n, ports, tmp)
+        try:
+            run.wait_all_open()
+            time.sleep(INTERVAL + 2)
+            before, w0 = thread_cpu_seconds(run.proc.pid), time.time()
+            time.sleep(args.window)
+            after, w1 = thread_cpu_seconds(run.proc.pid), time.time()
+        finally:
+            run.proc.kill()
+            run.proc.wait()
+            for s in servers:
+                s.terminate()
+                s.wait()
+        wall = w1 - w0
+        share = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / wall for k in after}
+        row = {"mode": label, "loop": share.get("sockpulse", 0.0), "scan": share.get("sockpulse-kerne", 0.0),
+               "total": sum(share.values())}
+        log(json.dumps(row))
+        rows.append(row)
+    lines = [f"{n} sessions ({2 * n} sockets of the agent and its servers in the table), host scan every 5 s, "
+             f"{args.window} s window:", "",
+             "| host scan | session loop thread | scan thread | scan / loop | whole agent |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {100 * r['loop']:.3f}% | {100 * r['scan']:.3f}% | "
+                     f"{r['scan'] / max(r['loop'], 1e-9):.3f} | {100 * r['total']:.3f}% |")
+    return "\n".join(lines) + "\n"
+
+
 def percentile(sorted_vals, p):
     if not sorted_vals:
         return float("nan")
@@ -308,7 +361,13 @@ def main():
     ap.add_argument("--only", choices=["sockpulse", "python"], help="run one monitor (for quick iteration)")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
                     help="instead: sockpulse RTT with the host scan off vs on over a table of this many sockets")
+    ap.add_argument("--scan-share", action="store_true",
+                    help="instead: the host scan thread's CPU against the session loop's (last --sessions count)")
     args = ap.parse_args()
+    if args.scan_share:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report([scan_share(args, tmp)], str(ROOT / "target/bench-scan-share.md"))
+        return
     if args.scan_impact:
         servers, ports = start_servers(args.servers, args.server)
         try:

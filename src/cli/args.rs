@@ -99,8 +99,9 @@ pub struct SocketsArgs {
     /// Read the network namespace of this process instead of our own (via /proc).
     #[arg(long)]
     pub pid: Option<u32>,
-    /// How to read the table: netlink sock_diag (our namespace), /proc, or auto (netlink, else /proc).
-    #[arg(long, value_parser = ["auto", "netlink", "procfs"])]
+    /// How to read the table: netlink sock_diag (our namespace), /proc, auto (netlink, else /proc), or
+    /// filtered (netlink dumps of every socket not ESTABLISHED and of the watched ports, the rest counted).
+    #[arg(long, value_parser = ["auto", "filtered", "netlink", "procfs"])]
     pub method: Option<String>,
     /// Scan twice this far apart: CLOSE_WAIT sockets present in both are reported as leak suspects.
     #[arg(long = "close-wait-age", value_parser = humantime::parse_duration, value_name = "DUR")]

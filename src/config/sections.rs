@@ -114,10 +114,13 @@ pub(super) fn read_kernel(w: &mut Walker<'_>, t: &Table) -> KernelConfig {
     if let Some(text) = w.str(t, "kernel", "method") {
         match ScanMethod::from_label(text) {
             Some(m) => kernel.method = m,
-            None => w.problem("kernel.method", format!("{text:?} is not one of auto, netlink, procfs")),
+            None => w.problem(
+                "kernel.method",
+                format!("{text:?} is not one of auto, filtered, netlink, procfs"),
+            ),
         }
     }
-    if kernel.method == ScanMethod::Netlink && kernel.netns_pid.is_some() {
+    if matches!(kernel.method, ScanMethod::Netlink | ScanMethod::Filtered) && kernel.netns_pid.is_some() {
         w.problem(
             "kernel.method",
             "netlink reads only our own namespace: use \"procfs\" or \"auto\" with netns_pid",

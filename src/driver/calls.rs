@@ -130,7 +130,7 @@ impl<O: Observer> Driver<O> {
                         if let Some(registry) = &self.owned {
                             slot.inode = owned::socket_inode(&sock);
                             if let Some(inode) = slot.inode {
-                                registry.insert(inode, slot.target);
+                                registry.insert(inode, slot.target, addr.port());
                             }
                         }
                         slot.socket = Some(sock);

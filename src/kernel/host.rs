@@ -130,8 +130,12 @@ fn port_key(e: &SocketEntry, watched: &[u16]) -> PortKey {
     }
 }
 
+/// Summarizes a scan: `entries` listed, plus `unlisted_established`
+/// ESTABLISHED sockets only counted (a filtered read; none of them on a
+/// watched port).
 pub fn summarize(
     entries: &[SocketEntry],
+    unlisted_established: u64,
     cfg: &HostConfig,
     tracker: &mut CloseWaitTracker,
     now: Instant,
@@ -143,6 +147,13 @@ pub fn summarize(
         ports.insert(PortKey::Watched(*p), PortSummary::default());
     }
     ports.insert(PortKey::Other, PortSummary::default());
+    if unlisted_established > 0 {
+        let established = TcpState::Established.as_str();
+        s.total += unlisted_established;
+        *s.by_state.entry(established).or_default() += unlisted_established;
+        let other = ports.entry(PortKey::Other).or_default();
+        *other.by_state.entry(established).or_default() += unlisted_established;
+    }
     for e in entries {
         s.total += 1;
         *s.by_state.entry(e.state.as_str()).or_default() += 1;
@@ -248,7 +259,7 @@ mod tests {
             entry("10.0.0.1:41001", "10.0.0.9:443", TcpState::TimeWait, 0),
         ];
         let now = Instant::now();
-        let s = summarize(&table, &cfg(), &mut CloseWaitTracker::default(), now);
+        let s = summarize(&table, 0, &cfg(), &mut CloseWaitTracker::default(), now);
         assert_eq!(s.total, 5);
         assert_eq!(s.by_state["established"], 3);
         let p = &s.ports["8080"];
@@ -268,22 +279,22 @@ mod tests {
         let t0 = Instant::now();
         let leak = entry("10.0.0.1:8080", "10.0.0.9:5000", TcpState::CloseWait, 42);
         let fresh = entry("10.0.0.1:8080", "10.0.0.9:5001", TcpState::CloseWait, 43);
-        let s = summarize(&[leak], &cfg(), &mut tracker, t0);
+        let s = summarize(&[leak], 0, &cfg(), &mut tracker, t0);
         assert_eq!(s.ports["8080"].close_wait_oldest_seconds, 0.0);
-        let s = summarize(&[leak, fresh], &cfg(), &mut tracker, t0 + Duration::from_secs(59));
+        let s = summarize(&[leak, fresh], 0, &cfg(), &mut tracker, t0 + Duration::from_secs(59));
         assert_eq!(s.ports["8080"].close_wait_oldest_seconds, 59.0);
         assert_eq!(s.ports["8080"].close_wait_over_age, 0);
-        let s = summarize(&[leak, fresh], &cfg(), &mut tracker, t0 + Duration::from_secs(61));
+        let s = summarize(&[leak, fresh], 0, &cfg(), &mut tracker, t0 + Duration::from_secs(61));
         assert_eq!(s.ports["8080"].close_wait_over_age, 1, "only the old one");
         assert_eq!(s.suspicious.len(), 1);
         assert!(s.suspicious[0].why.contains("CLOSE_WAIT for 61s"));
         // Closed at last: forgotten, so the tracker does not grow.
-        let s = summarize(&[fresh], &cfg(), &mut tracker, t0 + Duration::from_secs(70));
+        let s = summarize(&[fresh], 0, &cfg(), &mut tracker, t0 + Duration::from_secs(70));
         assert_eq!(tracker.len(), 1);
         assert_eq!(s.ports["8080"].close_wait_oldest_seconds, 11.0);
         // A new socket reusing the inode number later starts from zero.
-        summarize(&[], &cfg(), &mut tracker, t0 + Duration::from_secs(80));
-        let s = summarize(&[leak], &cfg(), &mut tracker, t0 + Duration::from_secs(90));
+        summarize(&[], 0, &cfg(), &mut tracker, t0 + Duration::from_secs(80));
+        let s = summarize(&[leak], 0, &cfg(), &mut tracker, t0 + Duration::from_secs(90));
         assert_eq!(s.ports["8080"].close_wait_oldest_seconds, 0.0);
     }
 
@@ -291,10 +302,10 @@ mod tests {
     fn accept_queue_saturation_needs_the_backlog() {
         let mut l = entry("0.0.0.0:8080", "0.0.0.0:0", TcpState::Listen, 1);
         l.rx_queue = 120;
-        let s = summarize(&[l], &cfg(), &mut CloseWaitTracker::default(), Instant::now());
+        let s = summarize(&[l], 0, &cfg(), &mut CloseWaitTracker::default(), Instant::now());
         assert_eq!(s.ports["8080"].listen_queue_ratio, None, "/proc has no backlog");
         l.listen_backlog = Some(128);
-        let s = summarize(&[l], &cfg(), &mut CloseWaitTracker::default(), Instant::now());
+        let s = summarize(&[l], 0, &cfg(), &mut CloseWaitTracker::default(), Instant::now());
         assert_eq!(s.ports["8080"].listen_queue_ratio, Some(120.0 / 128.0));
         assert!(s.suspicious[0].why.contains("accept queue 120 of 128"));
     }
@@ -303,7 +314,7 @@ mod tests {
     fn stuck_send_queues_are_suspicious() {
         let mut e = entry("10.0.0.1:41000", "10.0.0.7:9000", TcpState::Established, 9);
         e.tx_queue = 1 << 20;
-        let s = summarize(&[e], &cfg(), &mut CloseWaitTracker::default(), Instant::now());
+        let s = summarize(&[e], 0, &cfg(), &mut CloseWaitTracker::default(), Instant::now());
         assert_eq!(s.suspicious.len(), 1);
         assert!(s.suspicious[0].why.contains("1048576 bytes unsent"));
     }

@@ -10,6 +10,7 @@ pub mod host;
 pub mod netlink;
 pub mod owned;
 pub mod scan;
+pub mod snmp;
 pub mod state;
 pub mod table;
 pub mod tcpinfo;

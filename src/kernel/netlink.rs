@@ -14,6 +14,10 @@ use super::TcpState;
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The original inet_diag request: it dumps IPv4 and IPv6 in one walk of
+/// the kernel's socket hash (the per-family request walks it once per
+/// family), and takes the same filter programs.
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -25,10 +29,90 @@ const AF_INET6: u8 = 10;
 /// Every TCP state: bit n is state n.
 pub const ALL_STATES: u32 = 0xfff << 1;
 
-/// One `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family`.
-fn request(family: u8, states: u32, seq: u32) -> Vec<u8> {
-    let mut req = Vec::with_capacity(NLMSG_HDR + 56);
-    req.extend_from_slice(&((NLMSG_HDR + 56) as u32).to_ne_bytes());
+/// Only ESTABLISHED (state 1).
+pub const ESTABLISHED: u32 = 1 << 1;
+/// The `nlattr` type carrying a filter program.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+// Filter program operations (include/uapi/linux/inet_diag.h).
+const BC_JMP: u8 = 1;
+const BC_S_GE: u8 = 2;
+const BC_S_LE: u8 = 3;
+const BC_D_GE: u8 = 4;
+const BC_D_LE: u8 = 5;
+
+/// Which port of a socket a filter compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    Local,
+    Remote,
+}
+
+/// A kernel-side filter program accepting sockets whose `side` port equals
+/// one of `ports` (what `ss '( sport = :P or dport = :Q )'` compiles to).
+/// Each test is `port >= P && port <= P` (the comparisons every kernel
+/// has), followed by a jump to the end (accept) that only the kernel's
+/// validator walks into; a failed test falls through to the next, the
+/// last one's to just past the end (reject).
+pub fn port_filter(ports: &[(Side, u16)]) -> Vec<u8> {
+    const TEST: usize = 20; // GE op + port, LE op + port, JMP op
+    let len = ports.len() * TEST - 4;
+    let mut bc = Vec::with_capacity(len);
+    let op = |bc: &mut Vec<u8>, code: u8, yes: usize, no: usize| {
+        bc.push(code);
+        bc.push(yes as u8);
+        bc.extend_from_slice(&(no as u16).to_ne_bytes());
+    };
+    for (i, (side, port)) in ports.iter().enumerate() {
+        let start = i * TEST;
+        let last = i + 1 == ports.len();
+        // Where a failed test goes: the next test, or reject.
+        let next = if last { len + 4 } else { start + TEST };
+        let (ge, le) = match side {
+            Side::Local => (BC_S_GE, BC_S_LE),
+            Side::Remote => (BC_D_GE, BC_D_LE),
+        };
+        op(&mut bc, ge, 8, next - start);
+        op(&mut bc, 0, 0, usize::from(*port));
+        op(&mut bc, le, 8, next - (start + 8));
+        op(&mut bc, 0, 0, usize::from(*port));
+        if !last {
+            // Always taken as `no` (to the end: accept); `yes` only
+            // chains the validator on to the next test.
+            op(&mut bc, BC_JMP, 4, len - (start + 16));
+        }
+    }
+    bc
+}
+
+/// A `TCPDIAG_GETSOCK` dump request for TCP sockets of both families (its
+/// `inet_diag_req`: family, two lengths, extensions, the socket id,
+/// states, an unused word), with an optional filter program.
+fn request_both_families(states: u32, filter: &[u8]) -> Vec<u8> {
+    const BODY: usize = 60;
+    let attr = if filter.is_empty() { 0 } else { 4 + filter.len() };
+    let mut req = Vec::with_capacity(NLMSG_HDR + BODY + attr);
+    req.extend_from_slice(&((NLMSG_HDR + BODY + attr) as u32).to_ne_bytes());
+    req.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[0u8; 4 + 48]); // family (ignored), lengths, extensions, socket id
+    req.extend_from_slice(&states.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    if attr > 0 {
+        req.extend_from_slice(&(attr as u16).to_ne_bytes());
+        req.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        req.extend_from_slice(filter);
+    }
+    req
+}
+
+/// One `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family`,
+/// with an optional filter program.
+fn request(family: u8, states: u32, seq: u32, filter: &[u8]) -> Vec<u8> {
+    let attr = if filter.is_empty() { 0 } else { 4 + filter.len() };
+    let mut req = Vec::with_capacity(NLMSG_HDR + 56 + attr);
+    req.extend_from_slice(&((NLMSG_HDR + 56 + attr) as u32).to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req.extend_from_slice(&seq.to_ne_bytes());
@@ -37,6 +121,11 @@ fn request(family: u8, states: u32, seq: u32) -> Vec<u8> {
     req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
     req.extend_from_slice(&states.to_ne_bytes());
     req.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: no filter
+    if attr > 0 {
+        req.extend_from_slice(&(attr as u16).to_ne_bytes());
+        req.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        req.extend_from_slice(filter);
+    }
     req
 }
 
@@ -97,7 +186,7 @@ pub fn parse_datagram(buf: &[u8], out: &mut Vec<SocketEntry>) -> io::Result<Chun
                     _ => invalid(format!("netlink error message with error field {error}")),
                 });
             }
-            SOCK_DIAG_BY_FAMILY => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 if body.len() < INET_DIAG_MSG {
                     return Err(invalid("short inet_diag_msg"));
                 }
@@ -128,8 +217,8 @@ pub fn parse_datagram(buf: &[u8], out: &mut Vec<SocketEntry>) -> io::Result<Chun
     Ok(Chunk::More)
 }
 
-fn dump(socket: &Socket, family: u8, states: u32, buf: &mut [u8], out: &mut Vec<SocketEntry>) -> io::Result<()> {
-    socket.send(&request(family, states, u32::from(family)))?;
+fn dump(socket: &Socket, request: &[u8], buf: &mut [u8], out: &mut Vec<SocketEntry>) -> io::Result<()> {
+    socket.send(request)?;
     loop {
         let n = match (&*socket).read(buf) {
             Ok(n) => n,
@@ -145,8 +234,7 @@ fn dump(socket: &Socket, family: u8, states: u32, buf: &mut [u8], out: &mut Vec<
     }
 }
 
-/// Reads every TCP socket (IPv4 and IPv6) in `states` of our namespace.
-pub fn read(states: u32) -> io::Result<Vec<SocketEntry>> {
+fn diag_socket() -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::from(libc::AF_NETLINK),
         Type::DGRAM,
@@ -154,10 +242,50 @@ pub fn read(states: u32) -> io::Result<Vec<SocketEntry>> {
     )?;
     // A dump never takes this long; a hang would be a kernel bug, not a wait.
     socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(socket)
+}
+
+/// Reads every TCP socket (IPv4 and IPv6) in `states` of our namespace.
+pub fn read(states: u32) -> io::Result<Vec<SocketEntry>> {
+    read_dumps(&[(states, &[])])
+}
+
+/// Reads the sockets of several dumps (IPv4 and IPv6 each), each a state
+/// mask and a filter program (empty: none), on one netlink socket.
+pub fn read_dumps(dumps: &[(u32, &[u8])]) -> io::Result<Vec<SocketEntry>> {
+    let socket = diag_socket()?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
-    dump(&socket, AF_INET, states, &mut buf, &mut out)?;
-    dump(&socket, AF_INET6, states, &mut buf, &mut out)?;
+    for (states, filter) in dumps {
+        for family in [AF_INET, AF_INET6] {
+            dump(
+                &socket,
+                &request(family, *states, u32::from(family), filter),
+                &mut buf,
+                &mut out,
+            )?;
+        }
+    }
+    super::table::dedupe(&mut out);
+    Ok(out)
+}
+
+/// As `read_dumps`, with one walk of the kernel's table per dump for both
+/// families; per family where the kernel refuses the older request.
+pub fn read_dumps_in_one_walk(dumps: &[(u32, &[u8])]) -> io::Result<Vec<SocketEntry>> {
+    read_dumps_both_families(dumps).or_else(|e| {
+        log::debug!("TCPDIAG_GETSOCK dump failed ({e}); dumping per family");
+        read_dumps(dumps)
+    })
+}
+
+fn read_dumps_both_families(dumps: &[(u32, &[u8])]) -> io::Result<Vec<SocketEntry>> {
+    let socket = diag_socket()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    for (states, filter) in dumps {
+        dump(&socket, &request_both_families(*states, filter), &mut buf, &mut out)?;
+    }
     super::table::dedupe(&mut out);
     Ok(out)
 }
@@ -288,5 +416,51 @@ mod tests {
         let only_listen = read(1 << 10).unwrap();
         assert!(only_listen.iter().all(|e| e.state == TcpState::Listen));
         assert!(only_listen.iter().any(|e| e.local.port() == port));
+    }
+
+    #[test]
+    fn port_filter_jumps_land_on_the_programs_own_boundaries() {
+        let bc = port_filter(&[(Side::Local, 8080), (Side::Remote, 443)]);
+        assert_eq!(bc.len(), 36);
+        let op = |at: usize| (bc[at], bc[at + 1], u16::from_ne_bytes([bc[at + 2], bc[at + 3]]));
+        assert_eq!(op(0), (BC_S_GE, 8, 20), "fails over to the second test");
+        assert_eq!(op(4).2, 8080);
+        assert_eq!(op(8), (BC_S_LE, 8, 12));
+        assert_eq!(op(16), (BC_JMP, 4, 20), "to the end: accept");
+        assert_eq!(op(20), (BC_D_GE, 8, 20), "past the end: reject");
+        assert_eq!(op(28), (BC_D_LE, 8, 12));
+        assert_eq!(op(24).2, 443);
+    }
+
+    #[test]
+    fn the_kernel_runs_the_port_filter() {
+        use std::net::{TcpListener, TcpStream};
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut keep = Vec::new();
+        for (l, n) in [(&a, 3), (&b, 2), (&other, 4)] {
+            for _ in 0..n {
+                keep.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+                keep.push(l.accept().unwrap().0);
+            }
+        }
+        let (pa, pb) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+        let count = |ports: &[(Side, u16)]| {
+            let filter = port_filter(ports);
+            let got = read_dumps(&[(ESTABLISHED, &filter)]).expect("a filtered dump");
+            assert!(got.iter().all(|e| e.state == TcpState::Established));
+            let mut one_walk = read_dumps_both_families(&[(ESTABLISHED, &filter)]).expect("one walk");
+            let mut per_family = got.clone();
+            one_walk.sort_by_key(|e| e.inode);
+            per_family.sort_by_key(|e| e.inode);
+            assert_eq!(one_walk, per_family, "both requests list the same sockets");
+            got.len()
+        };
+        assert_eq!(count(&[(Side::Local, pa)]), 3, "the accepted ends");
+        assert_eq!(count(&[(Side::Remote, pa)]), 3, "the connecting ends");
+        assert_eq!(count(&[(Side::Local, pa), (Side::Remote, pa), (Side::Remote, pb)]), 8);
+        assert_eq!(count(&[(Side::Local, pb), (Side::Remote, pb)]), 4);
+        drop(keep);
     }
 }

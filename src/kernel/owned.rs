@@ -16,6 +16,8 @@ pub struct Owned {
     pub target: TargetId,
     /// The agent believes the session is open.
     pub open: bool,
+    /// The remote port (the target's): filtered scans list sockets by it.
+    pub port: u16,
 }
 
 /// Shared between the loop (writes on connect, open and close: never per
@@ -44,9 +46,16 @@ impl OwnedRegistry {
         self.names.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
-    pub fn insert(&self, inode: u64, target: TargetId) {
+    pub fn insert(&self, inode: u64, target: TargetId, port: u16) {
         if let Ok(mut m) = self.inner.lock() {
-            m.insert(inode, Owned { target, open: false });
+            m.insert(
+                inode,
+                Owned {
+                    target,
+                    open: false,
+                    port,
+                },
+            );
         }
     }
 
@@ -101,8 +110,16 @@ pub struct OwnedView {
 }
 
 /// Joins what the agent owns with what the kernel lists; `targets` are the
-/// live ones (sockets of removed targets are not reported).
-pub fn join<T>(owned: &HashMap<u64, Owned>, table: &[SocketEntry], targets: &TargetMap<T>) -> OwnedView {
+/// live ones (sockets of removed targets are not reported). With
+/// `established_listed` false (a filtered scan that listed only sockets not
+/// ESTABLISHED), an owned socket missing from the table is ESTABLISHED;
+/// otherwise it is gone from the kernel.
+pub fn join<T>(
+    owned: &HashMap<u64, Owned>,
+    table: &[SocketEntry],
+    targets: &TargetMap<T>,
+    established_listed: bool,
+) -> OwnedView {
     let mut view = OwnedView {
         by_target: targets.iter().map(|(id, _)| (id, BTreeMap::new())).collect(),
         mismatches: Vec::new(),
@@ -127,7 +144,14 @@ pub fn join<T>(owned: &HashMap<u64, Owned>, table: &[SocketEntry], targets: &Tar
         }
     }
     for (inode, o) in owned {
-        if o.open && !seen.contains(inode) && targets.get(o.target).is_some() {
+        if seen.contains(inode) {
+            continue;
+        }
+        if !established_listed {
+            if let Some(states) = view.by_target.get_mut(&o.target) {
+                *states.entry(TcpState::Established).or_default() += 1;
+            }
+        } else if o.open && targets.get(o.target).is_some() {
             view.mismatches.push((o.target, *inode, Mismatch::Gone));
         }
     }
@@ -148,17 +172,46 @@ mod tests {
         let mut targets = TargetMap::default();
         let (t0, t1) = (targets.push("a"), targets.push("b"));
         let owned: HashMap<u64, Owned> = [
-            (10, Owned { target: t0, open: true }),
-            (11, Owned { target: t0, open: true }),
+            (
+                10,
+                Owned {
+                    target: t0,
+                    open: true,
+                    port: 8080,
+                },
+            ),
+            (
+                11,
+                Owned {
+                    target: t0,
+                    open: true,
+                    port: 8080,
+                },
+            ),
             (
                 12,
                 Owned {
                     target: t1,
                     open: false,
+                    port: 8080,
                 },
             ), // still connecting
-            (13, Owned { target: t1, open: true }), // gone from the kernel
-            (14, Owned { target: t1, open: true }),
+            (
+                13,
+                Owned {
+                    target: t1,
+                    open: true,
+                    port: 8080,
+                },
+            ), // gone from the kernel
+            (
+                14,
+                Owned {
+                    target: t1,
+                    open: true,
+                    port: 8080,
+                },
+            ),
         ]
         .into_iter()
         .collect();
@@ -170,7 +223,7 @@ mod tests {
             entry(TcpState::Established, 99), // not ours
             entry(TcpState::TimeWait, 0),
         ];
-        let v = join(&owned, &table, &targets);
+        let v = join(&owned, &table, &targets, true);
         assert_eq!(v.by_target[&t0][&TcpState::Established], 1);
         assert_eq!(v.by_target[&t0][&TcpState::CloseWait], 1);
         assert_eq!(v.by_target[&t1][&TcpState::SynSent], 1);
@@ -182,9 +235,22 @@ mod tests {
                 (t1, 14, Mismatch::OtherState)
             ]
         );
+        // A filtered scan lists no ESTABLISHED socket: the missing ones are.
+        let listed: Vec<SocketEntry> = table
+            .iter()
+            .filter(|e| e.state != TcpState::Established)
+            .copied()
+            .collect();
+        let v = join(&owned, &listed, &targets, false);
+        assert_eq!(v.by_target[&t0][&TcpState::Established], 1);
+        assert_eq!(v.by_target[&t1][&TcpState::Established], 1, "13, unseen");
+        assert_eq!(
+            v.mismatches,
+            vec![(t0, 11, Mismatch::CloseWait), (t1, 14, Mismatch::OtherState)]
+        );
         // A removed target's sockets are no longer reported.
         targets.remove(t1);
-        let v = join(&owned, &table, &targets);
+        let v = join(&owned, &table, &targets, true);
         assert_eq!(v.by_target.keys().collect::<Vec<_>>(), [&t0]);
         assert!(v.mismatches.iter().all(|m| m.0 == t0), "{:?}", v.mismatches);
     }
@@ -193,9 +259,16 @@ mod tests {
     fn registry_round_trip_and_real_inode() {
         let r = OwnedRegistry::default();
         let id = TargetMap::<()>::default().next_id();
-        r.insert(5, id);
+        r.insert(5, id, 443);
         r.set_open(5, true);
-        assert_eq!(r.get(5), Some(Owned { target: id, open: true }));
+        assert_eq!(
+            r.get(5),
+            Some(Owned {
+                target: id,
+                open: true,
+                port: 443
+            })
+        );
         r.remove(5);
         assert!(r.snapshot().is_empty());
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

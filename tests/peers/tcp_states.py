@@ -2,14 +2,26 @@
 
 On HOST:PORT: one LISTEN socket with backlog 1 and a full accept queue,
 ESTABLISHED pairs, one CLOSE_WAIT, one TIME_WAIT, and clients whose SYNs
-the full queue drops (SYN_SENT). Prints READY, holds them until killed.
+the full queue drops (SYN_SENT). With a third argument N, also N
+ESTABLISHED pairs on another port (the bulk of a host's table, which a
+filtered scan counts without listing). Prints READY, holds them until killed.
 """
 import socket
 import sys
 import time
 
 host, port = sys.argv[1], int(sys.argv[2])
+bulk = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 keep = []
+
+if bulk:
+    other = socket.socket()
+    other.bind((host, 0))
+    other.listen(bulk)
+    for _ in range(bulk):
+        keep.append(socket.create_connection(other.getsockname()))
+        keep.append(other.accept()[0])
+    keep.append(other)
 
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
