@@ -203,6 +203,25 @@ class PythonSpreadRun(PythonRun):
     flags = ["--spread"]
 
 
+class FloorRun(PythonRun):
+    """benches/floor.c: only the unavoidable work of the same probes (one send
+    per ping, one recv per readable socket, one wake per 25 ms grid), the
+    floor the session loop is measured against."""
+    name = "C epoll floor"
+    binary = ROOT / "target/bench-floor"
+
+    def __init__(self, n, ports, tmp):
+        if not self.binary.exists() or self.binary.stat().st_mtime < (ROOT / "benches/floor.c").stat().st_mtime:
+            subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(self.binary), str(ROOT / "benches/floor.c")],
+                           check=True)
+        self.n = n
+        self.rtt_file = Path(tmp) / f"floor-{n}.rtt"
+        specs = [f"ws://127.0.0.1:{port}/:{count}" for port, count in split(n, ports) if count]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([str(self.binary), str(self.rtt_file), str(INTERVAL), str(PONG_TIMEOUT), *specs],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
 def fill_table(sockets):
     """Helper processes holding `sockets` loopback sockets in the table."""
     procs, left = [], sockets // 2
@@ -298,6 +317,84 @@ def scan_share(args, tmp):
     return "\n".join(lines) + "\n"
 
 
+def listen_overflows():
+    """TcpExt ListenOverflows: connections a full accept queue turned away."""
+    lines = [l.split() for l in Path("/proc/net/netstat").read_text().splitlines() if l.startswith("TcpExt:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:]))["ListenOverflows"])
+
+
+def node_server(port):
+    env = dict(os.environ, NODE_PATH=str(PEERS / "node/node_modules"))
+    p = subprocess.Popen(["node", str(ROOT / "tests/peers/ws_server.js"), str(port)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    m = re.match(r"LISTENING (\d+)", p.stdout.readline())
+    if not m:
+        raise RuntimeError("node server did not start")
+    subprocess.Popen(["cat"], stdin=p.stdout, stdout=subprocess.DEVNULL)
+    return p, int(m.group(1))
+
+
+def open_curve(run, n, since, timeout):
+    """(seconds since `since`, open sessions) every 100 ms until all `n` are open."""
+    curve = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        o = run.open_sessions()
+        curve.append((time.monotonic() - since, o))
+        if o >= n:
+            return curve
+        time.sleep(0.1)
+    raise RuntimeError(f"not all {n} sessions back within {timeout} s: {curve[-1]}")
+
+
+def connect_storms(args, tmp):
+    """N sessions opening at once, then every server restarting at once:
+    how fast they open, how the reconnects spread, and whether any server's
+    accept queue overflowed (ListenOverflows, host-wide)."""
+    n = int(args.sessions.split(",")[-1])
+    servers = [node_server(0) for _ in range(args.servers)]
+    ports = [p for _, p in servers]
+    lines = []
+    try:
+        overflows = listen_overflows()
+        run = SockpulseRun(n, ports, tmp)
+        opened = open_curve(run, n, run.started, 120)
+        t_open = opened[-1][0]
+        lines.append(f"{n} sessions to {args.servers} Node ws servers (backlog 4096 each):")
+        lines.append("")
+        lines.append(f"- Start: all open in {t_open:.2f} s from the agent's start, **{n / t_open:.0f} sessions/s**; "
+                     f"ListenOverflows {listen_overflows() - overflows:+d}.")
+        time.sleep(INTERVAL + 2)
+        overflows = listen_overflows()
+        for p, _ in servers:
+            p.kill()
+            p.wait()
+        restarted = time.monotonic()
+        servers = [node_server(port) for port in ports]
+        bench_wait = time.monotonic() - restarted
+        wait_for(lambda: run.open_sessions() < n, 10, "the sessions to notice")
+        curve = open_curve(run, n, restarted, 120)
+        lines.append(f"- Every server killed and restarted at once (back listening {bench_wait:.2f} s after the "
+                     f"kill): all {n} sessions open again {curve[-1][0]:.2f} s after the kill; ListenOverflows "
+                     f"{listen_overflows() - overflows:+d}.")
+        lines.append("")
+        lines.append("| seconds after the kill | sessions open |")
+        lines.append("|---|---|")
+        step, last = 0.0, None
+        for t, o in curve:
+            if t >= step or o >= n:
+                lines.append(f"| {t:.1f} | {o:.0f} |")
+                step = t + 0.25
+                last = o
+        if last is not None and last < n:
+            lines.append(f"| {curve[-1][0]:.1f} | {curve[-1][1]:.0f} |")
+        run.stop()
+    finally:
+        for p, _ in servers:
+            p.kill()
+    return "\n".join(lines) + "\n"
+
+
 def percentile(sorted_vals, p):
     if not sorted_vals:
         return float("nan")
@@ -358,12 +455,20 @@ def main():
     ap.add_argument("--server", choices=["node", "websocat"], default="node",
                     help="echo server: Node ws (default) or websocat (Rust, no GC)")
     ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
-    ap.add_argument("--only", choices=["sockpulse", "python"], help="run one monitor (for quick iteration)")
+    ap.add_argument("--only", choices=["sockpulse", "python", "floor"], help="run one monitor (for quick iteration)")
+    ap.add_argument("--floor", action="store_true",
+                    help="sockpulse, the C epoll floor (benches/floor.c) and the spread Python monitor")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
                     help="instead: sockpulse RTT with the host scan off vs on over a table of this many sockets")
     ap.add_argument("--scan-share", action="store_true",
                     help="instead: the host scan thread's CPU against the session loop's (last --sessions count)")
+    ap.add_argument("--storm", action="store_true",
+                    help="instead: connect storms at the last --sessions count (start, every server restarting)")
     args = ap.parse_args()
+    if args.storm:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report([connect_storms(args, tmp)], str(ROOT / "target/bench-storms.md"))
+        return
     if args.scan_share:
         with tempfile.TemporaryDirectory() as tmp:
             write_report([scan_share(args, tmp)], str(ROOT / "target/bench-scan-share.md"))
@@ -384,8 +489,9 @@ def main():
     log(f"loopback floor: {floor}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        monitors = {"sockpulse": [SockpulseRun], "python": [PythonRun, PythonSpreadRun]}.get(
-            args.only, [SockpulseRun, PythonRun, PythonSpreadRun])
+        default = [SockpulseRun, FloorRun, PythonSpreadRun] if args.floor else [SockpulseRun, PythonRun, PythonSpreadRun]
+        monitors = {"sockpulse": [SockpulseRun], "python": [PythonRun, PythonSpreadRun], "floor": [FloorRun]}.get(
+            args.only, default)
         bases = {}
         for cls in monitors:
             bases[cls] = measure_on_fresh_servers(cls, 1, args, tmp, 3)[0]
@@ -437,7 +543,14 @@ def main():
     for rnd in range(args.repeat) if not args.only else []:
         for n in counts:
             sp = next(r for r in rows if r["monitor"] == "sockpulse" and r["sessions"] == n and r["round"] == rnd)
-            for py in (r for r in rows if r["monitor"] != "sockpulse" and r["sessions"] == n and r["round"] == rnd):
+            for fl in (r for r in rows if r["monitor"] == FloorRun.name and r["sessions"] == n and r["round"] == rnd):
+                lines.append(
+                    f"Round {rnd + 1}, {n} sessions: sockpulse's CPU is {sp['cpu_share'] / max(fl['cpu_share'], 1e-9):.2f}x "
+                    f"the C epoll floor's ({100 * sp['cpu_share']:.2f}% vs {100 * fl['cpu_share']:.2f}%), its memory "
+                    f"{sp['rss_per_session_kib']:.2f} vs {fl['rss_per_session_kib']:.2f} KiB per session."
+                )
+            for py in (r for r in rows if r["monitor"] not in ("sockpulse", FloorRun.name) and r["sessions"] == n
+                       and r["round"] == rnd):
                 lines.append(
                     f"Round {rnd + 1}, {n} sessions, against {py['monitor']}: "
                     f"{py['rss_per_session_kib'] / sp['rss_per_session_kib']:.1f}x less memory per session, "

@@ -14,6 +14,7 @@ pub const MAX_CONNECTIONS_PER_TARGET: i64 = 10_000;
 /// The keys of this module, valid in `[defaults]` and in every target.
 pub(super) const KEYS: &[&str] = &[
     "connections",
+    "max_connecting",
     "ping_interval",
     "pong_timeout",
     "idle_timeout",
@@ -31,6 +32,7 @@ pub(super) const KEYS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub(super) struct Defaults {
     pub connections: u32,
+    pub max_connecting: u32,
     /// Every timer but the idle timeout, which is `idle_timeout` below.
     pub timing: Timing,
     /// As configured (`Some(None)`: off); unset, each target decides (see
@@ -44,6 +46,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             connections: 1,
+            max_connecting: crate::session::spec::DEFAULT_MAX_CONNECTING,
             timing: Timing::default(),
             idle_timeout: None,
             max_message_size: 1 << 20,
@@ -68,6 +71,9 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, base: &Default
     let mut d = base.clone();
     if let Some(n) = w.int(table, path, "connections", 1, MAX_CONNECTIONS_PER_TARGET) {
         d.connections = n as u32;
+    }
+    if let Some(n) = w.int(table, path, "max_connecting", 1, MAX_CONNECTIONS_PER_TARGET) {
+        d.max_connecting = n as u32;
     }
     if let Some(v) = w.optional_duration(table, path, "ping_interval") {
         d.timing.ping_interval = v;

@@ -176,6 +176,7 @@ fn build(
         port: parsed.port,
         host_header: parsed.host_header,
         connections: d.connections,
+        max_connecting: d.max_connecting,
         timing,
         ws,
         tls: None,

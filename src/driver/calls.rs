@@ -64,9 +64,20 @@ impl<O: Observer> Driver<O> {
                     } else if *from == Phase::Stopped {
                         self.stopped -= 1;
                     }
+                    let target = slot.target.index();
+                    if self.establishing_by_target.len() <= target {
+                        self.establishing_by_target.resize(target + 1, 0);
+                    }
+                    let by_target = &mut self.establishing_by_target[target];
                     match (establishing(*from), establishing(*to)) {
-                        (false, true) => self.establishing += 1,
-                        (true, false) => self.establishing = self.establishing.saturating_sub(1),
+                        (false, true) => {
+                            self.establishing += 1;
+                            *by_target += 1;
+                        }
+                        (true, false) => {
+                            self.establishing = self.establishing.saturating_sub(1);
+                            *by_target = by_target.saturating_sub(1);
+                        }
                         _ => {}
                     }
                 }

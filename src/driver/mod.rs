@@ -30,7 +30,7 @@ use mio::{Events, Poll, Waker};
 
 use crate::kernel::owned::OwnedRegistry;
 use crate::session::spec::TargetSpec;
-use crate::session::{Mode, Outbox};
+use crate::session::{Mode, Outbox, Phase};
 use crate::targets::TargetMap;
 pub use gauges::SessionGauge;
 pub use handle::LoopHandle;
@@ -85,6 +85,11 @@ pub struct Driver<O: Observer> {
     read_delay: Option<Duration>,
     /// Sessions resolving, connecting or handshaking.
     establishing: usize,
+    /// The same, per target (by `TargetId::index`): a session of a target
+    /// at its `max_connecting` waits before it begins an attempt.
+    establishing_by_target: Vec<u32>,
+    /// Whether shutdown began (nothing waits at the gate then).
+    stopping: bool,
 }
 
 /// What one `run` remembers between turns of the loop.
@@ -126,6 +131,8 @@ impl<O: Observer> Driver<O> {
             owned: None,
             read_delay: None,
             establishing: 0,
+            establishing_by_target: Vec::new(),
+            stopping: false,
         };
         for spec in targets {
             driver.add_target(spec);
@@ -211,8 +218,7 @@ impl<O: Observer> Driver<O> {
 
     fn start_sessions(&mut self, now: Instant) {
         for i in 0..self.slots.len() {
-            self.slots[i].session.start(now, &mut self.out);
-            self.after_session_call(i, now);
+            self.start_or_wait(i, now);
         }
     }
 
@@ -223,6 +229,7 @@ impl<O: Observer> Driver<O> {
             return;
         }
         turn.stopping_since = Some(now);
+        self.stopping = true;
         for i in 0..self.slots.len() {
             self.slots[i].session.stop(now, &mut self.out);
             self.after_session_call(i, now);
@@ -346,9 +353,46 @@ impl<O: Observer> Driver<O> {
             // not include the reads and sends handled before it in this
             // wake, or they would count in its RTT.
             let at = Instant::now();
-            self.slots[i].session.handle_timeout(at, &mut self.out);
-            self.after_session_call(i, at);
+            match self.slots[i].session.phase() {
+                Phase::Idle => self.start_or_wait(i, at),
+                Phase::Backoff if self.at_the_gate(i) => self.wait_at_the_gate(i, at),
+                _ => {
+                    self.slots[i].session.handle_timeout(at, &mut self.out);
+                    self.after_session_call(i, at);
+                }
+            }
         }
+    }
+
+    /// Starts session `i`, or has it wait while its target has
+    /// `max_connecting` sessions establishing.
+    pub(super) fn start_or_wait(&mut self, i: usize, now: Instant) {
+        if self.slots[i].retired {
+            return; // its target was removed while it waited
+        }
+        if self.at_the_gate(i) {
+            self.wait_at_the_gate(i, now);
+        } else {
+            self.slots[i].session.start(now, &mut self.out);
+            self.after_session_call(i, now);
+        }
+    }
+
+    /// Whether session `i` must wait before beginning an attempt.
+    fn at_the_gate(&self, i: usize) -> bool {
+        let slot = &self.slots[i];
+        let busy = self
+            .establishing_by_target
+            .get(slot.target.index())
+            .copied()
+            .unwrap_or(0);
+        !self.stopping && busy >= slot.session.spec().max_connecting
+    }
+
+    /// Looks again one timer-grid period later; the session itself does not
+    /// change (its backoff deadline stays as it was).
+    fn wait_at_the_gate(&mut self, i: usize, now: Instant) {
+        self.timers.arm(i, Some(now + self.timers.grid()));
     }
 }
 

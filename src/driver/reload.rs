@@ -91,8 +91,7 @@ impl<O: Observer> Driver<O> {
             self.observer.on_target_added(id, spec);
             for i in 0..self.slots.len() {
                 if self.slots[i].target == id && !self.slots[i].retired {
-                    self.slots[i].session.start(now, &mut self.out);
-                    self.after_session_call(i, now);
+                    self.start_or_wait(i, now);
                 }
             }
         }

@@ -130,3 +130,59 @@ fn gauges_are_compact_and_on_the_clock_of_the_tick() {
         assert!(message_age.is_some_and(|a| a < 500), "{seen:?}");
     }
 }
+
+#[test]
+fn a_target_never_has_more_than_max_connecting_sessions_establishing() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Accepts and never answers the upgrade; counts what it holds at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (accepted, held, most) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (a, h, m) = (Arc::clone(&accepted), Arc::clone(&held), Arc::clone(&most));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            a.fetch_add(1, Ordering::SeqCst);
+            let now = h.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            let h = Arc::clone(&h);
+            std::thread::spawn(move || {
+                let _ = stream.read_to_end(&mut Vec::new());
+                h.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    struct Quiet;
+    impl Observer for Quiet {
+        fn on_event(&mut self, _: &EventContext<'_>, _: &SessionEvent) {}
+    }
+    let text = format!(
+        "[[target]]\nurl = \"ws://127.0.0.1:{port}/\"\nconnections = 20\nmax_connecting = 4\n\
+         handshake_timeout = \"500ms\"\nbackoff = {{ min = \"100ms\", max = \"100ms\" }}\n"
+    );
+    let cfg = crate::config::parse(&text, "t", &[], &|_| None).expect("valid config");
+    let mut driver = Driver::new(&cfg.targets, Mode::Persistent, Quiet).expect("driver");
+    driver.run(Some(Instant::now() + ms(300)), ms(100)).expect("run");
+    assert_eq!(accepted.load(Ordering::SeqCst), 4, "four at once; sixteen wait");
+    drop(driver);
+    let deadline = Instant::now() + ms(2_000);
+    while held.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(ms(10));
+    }
+    accepted.store(0, Ordering::SeqCst);
+    most.store(0, Ordering::SeqCst);
+    let mut driver = Driver::new(&cfg.targets, Mode::Persistent, Quiet).expect("driver");
+    // Attempts time out every 500 ms and free the gate for the next ones.
+    driver.run(Some(Instant::now() + ms(1_800)), ms(100)).expect("run");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 12,
+        "{} attempts",
+        accepted.load(Ordering::SeqCst)
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 4, "never more than four at once");
+}

@@ -248,6 +248,10 @@ impl std::fmt::Debug for TlsSpec {
     }
 }
 
+/// Below the accept-queue length of common servers (Linux caps a backlog at
+/// `somaxconn`, 4096 since 5.4; Node and nginx ask for 511).
+pub const DEFAULT_MAX_CONNECTING: u32 = 256;
+
 #[derive(Debug, Clone)]
 pub struct TargetSpec {
     /// The `target` label value.
@@ -259,6 +263,10 @@ pub struct TargetSpec {
     /// `Host:` header value (host, plus port when not the scheme default).
     pub host_header: String,
     pub connections: u32,
+    /// At most this many of the target's sessions resolve, connect or
+    /// handshake at once: a connect storm queues here rather than in the
+    /// server's accept queue.
+    pub max_connecting: u32,
     pub timing: Timing,
     pub ws: WsOptions,
     pub tls: Option<TlsSpec>,
@@ -297,6 +305,7 @@ impl TargetSpec {
             port: 80,
             host_header: "example.test".into(),
             connections: 1,
+            max_connecting: DEFAULT_MAX_CONNECTING,
             timing: Timing::default(),
             ws: WsOptions {
                 path: "/".into(),
