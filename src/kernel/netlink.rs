@@ -84,21 +84,18 @@ pub fn port_filter(ports: &[(Side, u16)]) -> Vec<u8> {
     bc
 }
 
-/// A `TCPDIAG_GETSOCK` dump request for TCP sockets of both families (its
-/// `inet_diag_req`: family, two lengths, extensions, the socket id,
-/// states, an unused word), with an optional filter program.
-fn request_both_families(states: u32, filter: &[u8]) -> Vec<u8> {
-    const BODY: usize = 60;
+/// A dump request of `kind` whose body (`inet_diag_req` or
+/// `inet_diag_req_v2`) is `body`, with an optional filter program.
+fn dump_request(kind: u16, seq: u32, body: &[u8], filter: &[u8]) -> Vec<u8> {
     let attr = if filter.is_empty() { 0 } else { 4 + filter.len() };
-    let mut req = Vec::with_capacity(NLMSG_HDR + BODY + attr);
-    req.extend_from_slice(&((NLMSG_HDR + BODY + attr) as u32).to_ne_bytes());
-    req.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    let len = NLMSG_HDR + body.len() + attr;
+    let mut req = Vec::with_capacity(len);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&kind.to_ne_bytes());
     req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[0u8; 4 + 48]); // family (ignored), lengths, extensions, socket id
-    req.extend_from_slice(&states.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+    req.extend_from_slice(body);
     if attr > 0 {
         req.extend_from_slice(&(attr as u16).to_ne_bytes());
         req.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
@@ -107,26 +104,24 @@ fn request_both_families(states: u32, filter: &[u8]) -> Vec<u8> {
     req
 }
 
-/// One `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family`,
-/// with an optional filter program.
+/// A `TCPDIAG_GETSOCK` dump request for TCP sockets of both families.
+fn request_both_families(states: u32, filter: &[u8]) -> Vec<u8> {
+    // inet_diag_req: family (ignored), two lengths, extensions, the socket
+    // id (no filter), states, an unused word.
+    let mut body = vec![0u8; 4 + 48];
+    body.extend_from_slice(&states.to_ne_bytes());
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    dump_request(TCPDIAG_GETSOCK, 1, &body, filter)
+}
+
+/// One `SOCK_DIAG_BY_FAMILY` dump request for TCP sockets of `family`.
 fn request(family: u8, states: u32, seq: u32, filter: &[u8]) -> Vec<u8> {
-    let attr = if filter.is_empty() { 0 } else { 4 + filter.len() };
-    let mut req = Vec::with_capacity(NLMSG_HDR + 56 + attr);
-    req.extend_from_slice(&((NLMSG_HDR + 56 + attr) as u32).to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-                                                // struct inet_diag_req_v2
-    req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    req.extend_from_slice(&states.to_ne_bytes());
-    req.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: no filter
-    if attr > 0 {
-        req.extend_from_slice(&(attr as u16).to_ne_bytes());
-        req.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-        req.extend_from_slice(filter);
-    }
-    req
+    // inet_diag_req_v2: family, protocol, extensions, padding, states, the
+    // socket id (no filter).
+    let mut body = vec![family, libc::IPPROTO_TCP as u8, 0, 0];
+    body.extend_from_slice(&states.to_ne_bytes());
+    body.extend_from_slice(&[0u8; 48]);
+    dump_request(SOCK_DIAG_BY_FAMILY, seq, &body, filter)
 }
 
 fn u16_ne(b: &[u8], at: usize) -> u16 {
