@@ -128,25 +128,31 @@ def http_get(addr, path):
 class SockpulseRun:
     name = "sockpulse"
     extra_config = '[kernel]\nscan_interval = "off"\n'
+    log_filter = "info"
+
+    def targets_toml(self, n, ports):
+        """The `[[target]]` tables: `n` plain-ws sessions spread over `ports`."""
+        return "".join(f'[[target]]\nname = "s{i}"\nurl = "ws://127.0.0.1:{port}/"\nconnections = {count}\n'
+                       for i, (port, count) in enumerate(split(n, ports)) if count)
 
     def __init__(self, n, ports, tmp):
         self.n = n
-        cfg = Path(tmp) / f"sockpulse-{n}.toml"
-        text = f'[defaults]\nping_interval = "{INTERVAL}s"\npong_timeout = "{PONG_TIMEOUT}s"\n' + self.extra_config
-        for i, (port, count) in enumerate(split(n, ports)):
-            if count:
-                text += f'[[target]]\nname = "s{i}"\nurl = "ws://127.0.0.1:{port}/"\nconnections = {count}\n'
-        cfg.write_text(text)
-        self.rtt_file = Path(tmp) / f"sockpulse-{n}.rtt"
+        cfg = Path(tmp) / f"{type(self).__name__}-{n}.toml"
+        cfg.write_text(f'[defaults]\nping_interval = "{INTERVAL}s"\npong_timeout = "{PONG_TIMEOUT}s"\n'
+                       + self.extra_config + self.targets_toml(n, ports))
+        self.rtt_file = Path(tmp) / f"{type(self).__name__}-{n}.rtt"
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [str(SOCKPULSE), "run", "--config", str(cfg), "--web.listen-address", "127.0.0.1:0",
              "--rtt-log", str(self.rtt_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="info"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, RUST_LOG=self.log_filter),
         )
-        line = wait_for(lambda: self.proc.stderr.readline(), 10, "sockpulse start")
+        line = self.proc.stderr.readline()
         while "listening on http://" not in line:
             line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("sockpulse did not start")
         self.addr = line.split("http://")[1].split()[0]
         subprocess.Popen(["cat"], stdin=self.proc.stderr, stdout=subprocess.DEVNULL)
 

@@ -73,31 +73,14 @@ class RabbitMq:
 
 
 class Sockpulse(bench.SockpulseRun):
-    """sockpulse with `targets`: (url, count, extra TOML) each."""
+    """sockpulse with `targets`: (url, extra TOML) each, the sessions spread over them."""
 
     targets = []
+    log_filter = "warn,sockpulse::agent=info"
 
-    def __init__(self, n, _ports, tmp):
-        self.n = n
-        cfg = Path(tmp) / f"sockpulse-proto-{n}.toml"
-        text = (f'[defaults]\nping_interval = "{INTERVAL}s"\npong_timeout = "{PONG_TIMEOUT}s"\n'
-                '[kernel]\nscan_interval = "off"\n')
-        for i, (url, count, extra) in enumerate(split(self.targets, n)):
-            text += f'[[target]]\nname = "t{i}"\nurl = "{url}"\nconnections = {count}\n{extra}\n'
-        cfg.write_text(text)
-        self.rtt_file = Path(tmp) / f"sockpulse-proto-{n}.rtt"
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [str(SOCKPULSE), "run", "--config", str(cfg), "--web.listen-address", "127.0.0.1:0",
-             "--rtt-log", str(self.rtt_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn,sockpulse::agent=info"))
-        line = self.proc.stderr.readline()
-        while "listening on http://" not in line:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise RuntimeError("sockpulse did not start")
-        self.addr = line.split("http://")[1].split()[0]
-        subprocess.Popen(["cat"], stdin=self.proc.stderr, stdout=subprocess.DEVNULL)
+    def targets_toml(self, n, _ports):
+        return "".join(f'[[target]]\nname = "t{i}"\nurl = "{url}"\nconnections = {count}\n{extra}\n'
+                       for i, (url, count, extra) in enumerate(split(self.targets, n)))
 
 
 def split(targets, n):

@@ -3,24 +3,8 @@
 use proptest::prelude::*;
 
 use super::*;
-
-/// An unmasked frame, as a server sends it.
-fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
-    match payload.len() {
-        n @ 0..=125 => f.push(n as u8),
-        n @ 126..=0xffff => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(payload);
-    f
-}
+// An unmasked frame, as a server sends it.
+use crate::session::tests::frame as server_frame;
 
 /// What a reader made of `bytes` fed in pieces cut at `cuts`: messages
 /// reassembled from their ranges, control frames as they came.
