@@ -27,6 +27,7 @@ pub(super) const KEYS: &[&str] = &[
     "tcp_keepalive",
     "tcp_user_timeout",
     "message_timeout",
+    "close",
 ];
 
 #[derive(Debug, Clone)]
@@ -132,6 +133,15 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, base: &Default
     }
     if let Some(v) = w.optional_duration(table, path, "message_timeout") {
         d.timing.message_timeout = v;
+    }
+    match w.str(table, path, "close") {
+        None => {}
+        Some("clean") => d.socket.reset_on_close = false,
+        Some("rst") => d.socket.reset_on_close = true,
+        Some(other) => w.problem(
+            join(path, "close"),
+            format!("unknown close {other:?}: expected \"clean\" or \"rst\""),
+        ),
     }
     d
 }

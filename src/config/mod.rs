@@ -505,4 +505,19 @@ mod tests {
             ["target[0].tls.resumption"]
         );
     }
+
+    #[test]
+    fn close_rst_is_inherited_from_defaults_and_unknown_values_are_problems() {
+        let c = parse_ok("[defaults]\nclose = \"rst\"\n[[target]]\nurl = \"ws://h/\"\n[[target]]\nurl = \"tcp://h:1\"\nclose = \"clean\"\n");
+        assert!(c.targets[0].socket.reset_on_close);
+        assert!(!c.targets[1].socket.reset_on_close);
+        assert!(
+            !parse_ok("[[target]]\nurl = \"ws://h/\"\n").targets[0]
+                .socket
+                .reset_on_close
+        );
+        let p = problems("[[target]]\nurl = \"ws://h/\"\nclose = \"fin\"\n");
+        assert_eq!(p[0].field, "target[0].close");
+        assert!(p[0].message.contains("\"rst\""), "{}", p[0].message);
+    }
 }

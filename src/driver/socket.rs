@@ -25,6 +25,11 @@ pub fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::T
     if let Some(t) = opts.user_timeout {
         socket.set_tcp_user_timeout(Some(t))?;
     }
+    if opts.reset_on_close {
+        // Closing then resets instead of leaving TIME_WAIT here; close
+        // frames still go out first (they are written before the close).
+        socket.set_linger(Some(std::time::Duration::ZERO))?;
+    }
     // Best effort: without stamps, RTTs end when the loop reads the pong.
     if let Err(e) = super::rxstamp::enable(&socket) {
         log::debug!("SO_TIMESTAMPNS unavailable: {e}");
@@ -53,6 +58,7 @@ mod tests {
                 count: 4,
             }),
             user_timeout: Some(Duration::from_millis(12_000)),
+            reset_on_close: true,
         };
         let stream = connect(listener.local_addr().unwrap(), &opts).unwrap();
         let sock = socket2::SockRef::from(&stream);
@@ -62,8 +68,10 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
         assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_millis(12_000)));
+        assert_eq!(sock.linger().unwrap(), Some(Duration::ZERO));
 
         let plain = connect(listener.local_addr().unwrap(), &SocketOptions::default()).unwrap();
         assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+        assert_eq!(socket2::SockRef::from(&plain).linger().unwrap(), None);
     }
 }

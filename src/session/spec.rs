@@ -232,6 +232,9 @@ pub struct Keepalive {
 pub struct SocketOptions {
     pub keepalive: Option<Keepalive>,
     pub user_timeout: Option<Duration>,
+    /// `close = "rst"`: SO_LINGER 0, so closing sends a reset and leaves
+    /// no TIME_WAIT on this host.
+    pub reset_on_close: bool,
 }
 
 #[derive(Clone)]

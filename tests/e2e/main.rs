@@ -15,6 +15,7 @@ mod matrix;
 mod messages;
 mod observability;
 mod packaging;
+mod paths;
 mod protocols;
 mod reload;
 mod soak;

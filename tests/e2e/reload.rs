@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::*;
@@ -18,16 +17,6 @@ fn targets(port: u16, names: &[(&str, u32)]) -> String {
         ));
     }
     c
-}
-
-fn config_path(agent: &Agent) -> std::path::PathBuf {
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", agent.proc.pid())).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).to_string())
-        .collect();
-    let i = args.iter().position(|a| a == "--config").unwrap();
-    Path::new(&args[i + 1]).to_path_buf()
 }
 
 fn post(addr: &str, path: &str) -> u16 {
@@ -57,7 +46,7 @@ fn sighup_keeps_unchanged_targets_adds_and_removes_the_rest() {
     });
     agent.wait_metric("sockpulse_target_up", &[("target", "drop")], T, |v| v == 1.0);
 
-    std::fs::write(config_path(&agent), targets(port, &[("keep", 2), ("add", 1)])).unwrap();
+    std::fs::write(agent.config_path(), targets(port, &[("keep", 2), ("add", 1)])).unwrap();
     agent.proc.signal("HUP");
     agent.wait_metric("sockpulse_target_up", &[("target", "add")], T, |v| v == 1.0);
     // A target added by reload has its RTTs recorded like the first ones.
@@ -87,7 +76,7 @@ fn sighup_keeps_unchanged_targets_adds_and_removes_the_rest() {
     assert_eq!(agent.metric("sockpulse_config_last_reload_successful", &[]), Some(1.0));
 
     // A broken config is refused and the running one stays.
-    std::fs::write(config_path(&agent), "[[target]]\nurl = \"ftp://nope/\"\n").unwrap();
+    std::fs::write(agent.config_path(), "[[target]]\nurl = \"ftp://nope/\"\n").unwrap();
     agent.proc.signal("HUP");
     agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == 0.0);
     assert_eq!(agent.metric("sockpulse_target_up", &[("target", "keep")]), Some(1.0));
@@ -99,7 +88,7 @@ fn sighup_keeps_unchanged_targets_adds_and_removes_the_rest() {
     );
 
     // A changed target (same name, new settings) restarts its sessions.
-    std::fs::write(config_path(&agent), targets(port, &[("keep", 3), ("add", 1)])).unwrap();
+    std::fs::write(agent.config_path(), targets(port, &[("keep", 3), ("add", 1)])).unwrap();
     agent.proc.signal("HUP");
     agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == 1.0);
     agent.wait_metric("sockpulse_sessions", &[("target", "keep"), ("state", "open")], T, |v| {
@@ -125,7 +114,7 @@ fn post_reload_needs_the_lifecycle_flag() {
 
     let agent = Agent::start_with(&targets(port, &[("a", 1)]), &["--web.enable-lifecycle"]);
     agent.wait_metric("sockpulse_target_up", &[("target", "a")], T, |v| v == 1.0);
-    std::fs::write(config_path(&agent), targets(port, &[("b", 1)])).unwrap();
+    std::fs::write(agent.config_path(), targets(port, &[("b", 1)])).unwrap();
     assert_eq!(post(&agent.addr, "/-/reload"), 202);
     agent.wait_metric("sockpulse_target_up", &[("target", "b")], T, |v| v == 1.0);
     assert!(wait_until(T, || series_of(&agent, "a") == 0));
@@ -142,7 +131,7 @@ fn reload_and_shutdown_during_a_connect_storm() {
     let agent = Agent::start(&targets(port, &[("storm", 1500), ("other", 500)]));
     // Mid-storm: drop half the sessions, add others, then shut down at once.
     std::thread::sleep(Duration::from_millis(100));
-    std::fs::write(config_path(&agent), targets(port, &[("storm", 1500), ("late", 300)])).unwrap();
+    std::fs::write(agent.config_path(), targets(port, &[("storm", 1500), ("late", 300)])).unwrap();
     agent.proc.signal("HUP");
     agent.wait_metric("sockpulse_target_up", &[("target", "late")], T, |v| v == 1.0);
     assert!(wait_until(T, || series_of(&agent, "other") == 0));

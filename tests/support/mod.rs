@@ -588,6 +588,17 @@ impl Agent {
         http_get(&self.addr, path)
     }
 
+    /// The config file the agent runs with (tests rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("sockpulse.toml")
+    }
+
+    /// Rewrites the config file and sends SIGHUP.
+    pub fn reload_with(&self, config: &str) {
+        std::fs::write(self.config_path(), config).expect("write config");
+        self.proc.signal("HUP");
+    }
+
     pub fn scrape(&self) -> String {
         let (status, body) = self.get("/metrics");
         assert_eq!(status, 200, "scrape failed: {body}");
