@@ -20,6 +20,9 @@ command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# Proxies: HTTP CONNECT and SOCKS5.
+command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
+command -v microsocks >/dev/null 2>&1 || need_apt+=(microsocks)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2
@@ -44,7 +47,7 @@ if ((${#need_apt[@]})); then
     rm -f "$policy"
     trap - EXIT
   fi
-  for svc in nginx prometheus prometheus-node-exporter redis-server rabbitmq-server mosquitto; do
+  for svc in nginx prometheus prometheus-node-exporter redis-server rabbitmq-server mosquitto tinyproxy; do
     if command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1; then continue; fi
     service "$svc" stop >/dev/null 2>&1 || true
   done

@@ -98,6 +98,11 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     log::info!("listening on http://{bound} (metrics at {})", opts.telemetry_path);
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
+    for t in &cfg.targets {
+        if let Some(proxy) = &t.proxy {
+            log::info!("target={} via proxy {proxy}", t.name);
+        }
+    }
     let driver = with_host_scan(driver, &cfg, &metrics);
     let mut driver = with_fd_budget(driver, sessions);
     signals::install(driver.handle(), true);
@@ -184,6 +189,7 @@ fn add_self_target(cfg: &mut Config, bound: &str) -> Result<(), AgentError> {
     let own = Sources {
         file: None,
         urls: vec![self_url(bound)],
+        proxy: None,
     };
     let Some(own) = config::load(&own)?.targets.into_iter().next() else {
         return Err(start_error(format!("no target for the echo endpoint on {bound}")));

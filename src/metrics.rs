@@ -47,7 +47,10 @@ label_enum! {
 label_enum! {
     /// Connect phases: values of the `phase` label.
     pub enum ConnectPhase {
+        /// The TCP connect (to the proxy, when there is one).
         Tcp,
+        /// The proxy's tunnel: HTTP CONNECT or SOCKS5.
+        Proxy,
         Tls,
         /// The HTTP upgrade.
         Handshake,

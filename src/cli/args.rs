@@ -46,6 +46,10 @@ pub struct TargetArgs {
     /// A target URL (ws://, wss:// or tcp://host:port); repeatable; added to the config's targets.
     #[arg(long = "target", short = 't', value_name = "URL")]
     pub targets: Vec<String>,
+    /// Proxy for the --target URLs: http://[user:pass@]host:port, socks5://…, socks5h://… (the proxy
+    /// resolves names), env (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY as curl reads them) or off.
+    #[arg(long, value_name = "PROXY", requires = "targets")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +123,7 @@ impl From<&TargetArgs> for Sources {
         Sources {
             file: args.config.clone(),
             urls: args.targets.clone(),
+            proxy: args.proxy.clone(),
         }
     }
 }

@@ -11,7 +11,8 @@ pub fn run(file: &Path) -> Result<Exit, Error> {
     let cfg = config::load(&Sources::file(file))?;
     println(&format!("{}: ok, {} target(s)", file.display(), cfg.targets.len()));
     for t in &cfg.targets {
-        println(&format!("  {} ({} connection(s)) {}", t.name, t.connections, t.url));
+        let via = t.proxy.as_ref().map(|p| format!(" via {p}")).unwrap_or_default();
+        println(&format!("  {} ({} connection(s)) {}{via}", t.name, t.connections, t.url));
     }
     Ok(Exit::Ok)
 }

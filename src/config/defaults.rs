@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use toml::Table;
 
+use super::proxy::{self, ProxySetting};
 use super::walker::{join, Walker};
 use crate::session::spec::{Keepalive, Scheme, SocketOptions, Timing};
 
@@ -28,6 +29,7 @@ pub(super) const KEYS: &[&str] = &[
     "tcp_user_timeout",
     "message_timeout",
     "close",
+    "proxy",
 ];
 
 #[derive(Debug, Clone)]
@@ -41,6 +43,7 @@ pub(super) struct Defaults {
     pub idle_timeout: Option<Option<Duration>>,
     pub max_message_size: usize,
     pub socket: SocketOptions,
+    pub proxy: ProxySetting,
 }
 
 impl Default for Defaults {
@@ -52,6 +55,7 @@ impl Default for Defaults {
             idle_timeout: None,
             max_message_size: 1 << 20,
             socket: SocketOptions::default(),
+            proxy: ProxySetting::Off,
         }
     }
 }
@@ -133,6 +137,9 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, base: &Default
     }
     if let Some(v) = w.optional_duration(table, path, "message_timeout") {
         d.timing.message_timeout = v;
+    }
+    if let Some(setting) = proxy::read(w, table, path) {
+        d.proxy = setting;
     }
     match w.str(table, path, "close") {
         None => {}

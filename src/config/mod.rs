@@ -6,6 +6,7 @@
 
 mod defaults;
 pub mod protocol;
+mod proxy;
 mod resolve;
 mod sections;
 mod target;
@@ -72,6 +73,8 @@ pub struct Sources {
     pub file: Option<PathBuf>,
     /// Added to the file's targets.
     pub urls: Vec<String>,
+    /// `--proxy`: the proxy setting of the `urls` targets, over `[defaults]`.
+    pub proxy: Option<String>,
 }
 
 impl Sources {
@@ -79,6 +82,7 @@ impl Sources {
         Sources {
             file: Some(path.to_path_buf()),
             urls: Vec::new(),
+            proxy: None,
         }
     }
 }
@@ -87,8 +91,12 @@ impl Sources {
 /// environment: the one loader every command and every reload uses.
 pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
+    let urls = UrlTargets {
+        urls: &sources.urls,
+        proxy: sources.proxy.as_deref(),
+    };
     let Some(path) = &sources.file else {
-        return parse("", "command line", &sources.urls, &env);
+        return parse_with("", "command line", &urls, &env);
     };
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -98,7 +106,13 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             message: format!("cannot read: {e}"),
         }],
     })?;
-    parse(&text, &name, &sources.urls, &env)
+    parse_with(&text, &name, &urls, &env)
+}
+
+/// `--target` URLs and what the command line sets for them.
+struct UrlTargets<'a> {
+    urls: &'a [String],
+    proxy: Option<&'a str>,
 }
 
 /// Validates config text plus extra `--target` URLs, with `env` for
@@ -107,6 +121,19 @@ pub fn parse(
     text: &str,
     source_name: &str,
     extra_urls: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let urls = UrlTargets {
+        urls: extra_urls,
+        proxy: None,
+    };
+    parse_with(text, source_name, &urls, env)
+}
+
+fn parse_with(
+    text: &str,
+    source_name: &str,
+    url_targets: &UrlTargets<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError {
@@ -149,8 +176,14 @@ pub fn parse(
             format!("expected [[target]] tables, found {}", other.type_str()),
         ),
     }
-    for (i, url) in extra_urls.iter().enumerate() {
-        plain.extend(target::from_url(&mut w, &format!("--target[{i}]"), url, &defaults));
+    let mut url_defaults = defaults;
+    if let Some(value) = url_targets.proxy {
+        if let Some(setting) = proxy::read_setting(&mut w, "--proxy", value) {
+            url_defaults.proxy = setting;
+        }
+    }
+    for (i, url) in url_targets.urls.iter().enumerate() {
+        plain.extend(target::from_url(&mut w, &format!("--target[{i}]"), url, &url_defaults));
     }
     check_unique_names(&mut w, &plain);
     let targets = resolve::targets(&mut w, plain);
@@ -519,5 +552,52 @@ mod tests {
         let p = problems("[[target]]\nurl = \"ws://h/\"\nclose = \"fin\"\n");
         assert_eq!(p[0].field, "target[0].close");
         assert!(p[0].message.contains("\"rst\""), "{}", p[0].message);
+    }
+
+    #[test]
+    fn proxies_come_from_defaults_targets_or_the_environment() {
+        let text = "[defaults]\nproxy = \"http://u:${PW}@p:3128\"\n\
+            [[target]]\nurl = \"ws://a/\"\n\
+            [[target]]\nurl = \"ws://b/\"\nproxy = \"off\"\n\
+            [[target]]\nurl = \"wss://c/\"\nproxy = \"env\"\n\
+            [[target]]\nurl = \"wss://d.internal/\"\nproxy = \"env\"\n";
+        let env = |k: &str| match k {
+            "PW" => Some("s3cret".to_string()),
+            "HTTPS_PROXY" => Some("socks5h://s:1080".to_string()),
+            "NO_PROXY" => Some(".internal".to_string()),
+            _ => None,
+        };
+        let c = parse(text, "t", &[], &env).unwrap_or_else(|e| panic!("{e}"));
+        let shown: Vec<Option<String>> = c
+            .targets
+            .iter()
+            .map(|t| t.proxy.as_ref().map(|p| p.to_string()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                Some("http://***@p:3128".into()),
+                None,
+                Some("socks5h://s:1080".into()),
+                None
+            ]
+        );
+        let auth = c.targets[0].proxy.as_ref().and_then(|p| p.auth.as_ref()).unwrap();
+        assert_eq!((auth.user.as_str(), auth.password.as_str()), ("u", "s3cret"));
+
+        let urls = UrlTargets {
+            urls: &["ws://e/".to_string()],
+            proxy: Some("socks5://q:9"),
+        };
+        let c = parse_with("", "t", &urls, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.targets[0].proxy.as_ref().map(|p| p.to_string()),
+            Some("socks5://q:9".into())
+        );
+
+        assert_eq!(
+            fields("[[target]]\nurl = \"ws://a/\"\nproxy = \"ftp://x:1\"\n"),
+            ["target[0].proxy"]
+        );
     }
 }

@@ -8,9 +8,11 @@ use toml::Table;
 
 use super::defaults::{self, Defaults};
 use super::protocol;
+use super::proxy::{self, ProxySetting};
 use super::tls::TlsOptions;
 use super::url::{parse_target_url, ParsedUrl};
 use super::walker::{join, Walker};
+use crate::session::secrets;
 use crate::session::spec::{OpenMessage, Probe, Protocol, Scheme, TargetSpec, WsOptions};
 
 const TARGET_ONLY_KEYS: &[&str] = &["name", "url", "probe", "tls"];
@@ -163,9 +165,33 @@ fn build(
         // a problem (see `check_scheme_keys`).
         timing.message_timeout = None;
     }
+    let proxy = match &d.proxy {
+        ProxySetting::Off => None,
+        ProxySetting::Fixed(p) => Some(p.clone()),
+        ProxySetting::Env => {
+            let env = |name: &str| w.env(name);
+            match proxy::from_env(&env, parsed.scheme, &parsed.host) {
+                Ok(p) => p,
+                Err(e) => {
+                    w.problem(join(path, "proxy"), e);
+                    None
+                }
+            }
+        }
+    };
+    let mut secret_files = w.take_secret_files();
+    // `[defaults]` credentials were read once, before any target.
+    for auth in proxy.iter().filter_map(|p| p.auth.as_ref()) {
+        for file in secrets::file_refs(&auth.user).chain(secrets::file_refs(&auth.password)) {
+            let file = std::path::PathBuf::from(file);
+            if !secret_files.contains(&file) {
+                secret_files.push(file);
+            }
+        }
+    }
     let fingerprint = {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (table.to_string(), &name, &url, format!("{d:?}"), &ws.headers).hash(&mut h);
+        (table.to_string(), &name, &url, format!("{d:?} {proxy:?}"), &ws.headers).hash(&mut h);
         h.finish()
     };
     let spec = TargetSpec {
@@ -184,7 +210,8 @@ fn build(
         protocol,
         app_probe,
         socket: d.socket,
-        secret_files: w.take_secret_files().into(),
+        proxy,
+        secret_files: secret_files.into(),
         fingerprint,
     };
     Some(PlainTarget {

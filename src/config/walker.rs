@@ -25,6 +25,11 @@ impl<'e> Walker<'e> {
         }
     }
 
+    /// The environment `${VAR}` reads from.
+    pub fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
     pub fn problem(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             field: field.into(),

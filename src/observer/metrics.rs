@@ -150,6 +150,7 @@ impl Observer for MetricsObserver {
             SessionEvent::ConnectAttempt => m.connect_attempts.with_label_values(&[name]).inc(),
             SessionEvent::Opened {
                 tcp,
+                proxy,
                 tls,
                 handshake,
                 app,
@@ -157,6 +158,7 @@ impl Observer for MetricsObserver {
                 m.sessions_opened.with_label_values(&[name]).inc();
                 let phases = [
                     (ConnectPhase::Tcp, Some(*tcp)),
+                    (ConnectPhase::Proxy, *proxy),
                     (ConnectPhase::Tls, *tls),
                     (ConnectPhase::Handshake, *handshake),
                     (ConnectPhase::App, *app),
@@ -246,8 +248,9 @@ impl Observer for MetricsObserver {
 
     fn on_target_added(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
         self.targets.insert(id, TargetState::new(&self.metrics, spec));
+        let via = spec.proxy.as_ref().map(|p| format!(" via {p}")).unwrap_or_default();
         log::info!(
-            "target={} added ({} connection(s)) {}",
+            "target={} added ({} connection(s)) {}{via}",
             spec.name,
             spec.connections,
             spec.url

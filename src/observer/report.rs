@@ -28,6 +28,9 @@ pub struct TargetReport {
     #[serde(default)]
     pub protocol: String,
     pub tcp_connect_ms: Option<f64>,
+    /// The proxy's tunnel, when the target is reached through one.
+    #[serde(default)]
+    pub proxy_ms: Option<f64>,
     pub tls_ms: Option<f64>,
     /// The WebSocket upgrade.
     pub handshake_ms: Option<f64>,
@@ -65,6 +68,7 @@ impl TargetReport {
                 _ => spec.protocol.name().into(),
             },
             tcp_connect_ms: None,
+            proxy_ms: None,
             tls_ms: None,
             handshake_ms: None,
             app_handshake_ms: None,
@@ -95,12 +99,14 @@ impl TargetReport {
         match event {
             SessionEvent::Opened {
                 tcp,
+                proxy,
                 tls,
                 handshake,
                 app,
             } => {
                 self.opened = true;
                 self.tcp_connect_ms = Some(ms(*tcp));
+                self.proxy_ms = proxy.map(ms);
                 self.tls_ms = tls.map(ms);
                 self.handshake_ms = handshake.map(ms);
                 self.app_handshake_ms = app.map(ms);

@@ -12,13 +12,14 @@ fn opt_ms(v: Option<f64>) -> String {
 
 /// The `status` table, then the details of every unhealthy target.
 pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
-    let mut rows: Vec<[String; 11]> = vec![[
+    let mut rows: Vec<[String; 12]> = vec![[
         "TARGET".to_string(),
         "PROTOCOL".into(),
         "VERDICT".into(),
         "REASON".into(),
         "DIAGNOSIS".into(),
         "TCP ms".into(),
+        "PROXY ms".into(),
         "TLS ms".into(),
         "HANDSHAKE ms".into(),
         "APP ms".into(),
@@ -41,6 +42,7 @@ pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
             r.reason.clone().unwrap_or_else(|| "-".into()),
             r.diagnosis.clone().unwrap_or_else(|| "-".into()),
             opt_ms(r.tcp_connect_ms),
+            opt_ms(r.proxy_ms),
             opt_ms(r.tls_ms),
             opt_ms(r.handshake_ms),
             opt_ms(r.app_handshake_ms),

@@ -7,10 +7,13 @@ use std::time::Instant;
 use super::app::App;
 use super::frames::{self, close, FrameReader, OpCode};
 use super::ping;
+use super::proxy::ProxyHandshake;
 use super::tls_conn::TlsConn;
 
 /// How received plaintext is read, by connection stage.
 pub enum Codec {
+    /// Asking the proxy for a tunnel to the target.
+    Proxy(Box<ProxyHandshake>),
     /// TLS still handshaking: nothing to say yet.
     AwaitTls,
     /// The HTTP upgrade: the key sent and the answer so far.
@@ -80,6 +83,8 @@ pub struct Conn {
     pub app: App,
     pub connect_started: Instant,
     pub tcp_connected_at: Instant,
+    /// When the proxy's tunnel was up, if there is a proxy.
+    pub proxy_done_at: Option<Instant>,
     pub tls_done_at: Option<Instant>,
     /// When the transport was up: the WebSocket upgraded, or TCP connected.
     pub upgraded_at: Option<Instant>,
@@ -97,6 +102,7 @@ impl Conn {
             app: App::Silent,
             connect_started,
             tcp_connected_at,
+            proxy_done_at: None,
             tls_done_at: None,
             upgraded_at: None,
             app_handshake_started: None,

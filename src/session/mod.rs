@@ -14,6 +14,7 @@ mod conn;
 pub mod frames;
 pub mod handshake;
 pub mod ping;
+pub mod proxy;
 pub mod reason;
 pub mod rng;
 pub mod schedule;
@@ -32,6 +33,7 @@ use crate::labels::label_enum;
 pub use app::ProbeKind;
 use app::{App, Ctx, Input, Report};
 use conn::{Codec, Conn};
+use proxy::{ProxyHandshake, TunnelTo};
 pub use reason::{DisconnectReason, FailureReason};
 use rng::Rng;
 use schedule::Probing;
@@ -92,7 +94,10 @@ pub enum SessionEvent {
     ConnectAttempt,
     /// The session is open; how long each step of getting there took.
     Opened {
+        /// The TCP connect (to the proxy, when there is one).
         tcp: Duration,
+        /// The proxy's tunnel, from its TCP connect to its yes.
+        proxy: Option<Duration>,
         tls: Option<Duration>,
         /// The WebSocket upgrade.
         handshake: Option<Duration>,
@@ -198,6 +203,9 @@ pub struct Session {
     phase_deadline: Option<Instant>,
     attempt_started: Option<Instant>,
     addrs: Vec<SocketAddr>,
+    /// Through a proxy: where its tunnel goes (for `socks5://`, known once
+    /// the target's name is resolved here, before the proxy's).
+    tunnel_to: Option<TunnelTo>,
     conn: Option<Box<Conn>>,
     stop_requested: bool,
     /// Where probes fall in the ping interval (see `set_probe_anchor`).
@@ -225,6 +233,7 @@ impl Session {
             phase_deadline: None,
             attempt_started: None,
             addrs: Vec::new(),
+            tunnel_to: None,
             conn: None,
             stop_requested: false,
             probing: Probing {
@@ -340,6 +349,15 @@ impl Session {
         if self.phase != Phase::Resolving {
             return;
         }
+        let Some(result) = self.through_proxy(result, out) else {
+            return;
+        };
+        // The proxy's own name failing to resolve is the proxy's failure.
+        let reason = if self.tunnel_to.is_some() {
+            FailureReason::Proxy
+        } else {
+            FailureReason::Dns
+        };
         match result {
             Ok(addrs) if !addrs.is_empty() => {
                 self.addrs = addrs;
@@ -347,9 +365,44 @@ impl Session {
                 self.set_phase(Phase::Connecting, out);
                 self.connect_next(now, out, None);
             }
-            Ok(_) => self.fail(FailureReason::Dns, "no addresses".into(), now, out),
-            Err(e) => self.fail(FailureReason::Dns, e.to_string(), now, out),
+            Ok(_) => self.fail(reason, "no addresses".into(), now, out),
+            Err(e) => self.fail(reason, e.to_string(), now, out),
         }
+    }
+
+    /// With a proxy, names resolve in two steps for `socks5://` (the
+    /// target's here, then the proxy's) and in one for the others (the
+    /// proxy's; the proxy resolves the target's). `None` while the proxy's
+    /// name is being resolved; then its answer, with a failure to resolve
+    /// the proxy reported as `proxy`.
+    fn through_proxy(
+        &mut self,
+        result: io::Result<Vec<SocketAddr>>,
+        out: &mut Outbox,
+    ) -> Option<io::Result<Vec<SocketAddr>>> {
+        let Some(proxy) = &self.spec.proxy else {
+            return Some(result);
+        };
+        if self.tunnel_to.is_none() {
+            if proxy.resolves_locally() {
+                let addrs = match result {
+                    Ok(addrs) if !addrs.is_empty() => addrs,
+                    other => return Some(other),
+                };
+                self.tunnel_to = Some(TunnelTo::Addr(addrs[0]));
+                out.io.push(IoRequest::Resolve {
+                    host: proxy.host.clone(),
+                    port: proxy.port,
+                });
+                return None;
+            }
+            self.tunnel_to = Some(TunnelTo::Name(self.spec.host.clone(), self.spec.port));
+        }
+        Some(match result {
+            Ok(addrs) if addrs.is_empty() => Err(io::Error::other(format!("proxy {proxy}: no addresses"))),
+            Ok(addrs) => Ok(addrs),
+            Err(e) => Err(io::Error::other(format!("cannot resolve proxy {proxy}: {e}"))),
+        })
     }
 
     /// The non-blocking connect finished (writable with no socket error) or failed.
@@ -362,14 +415,44 @@ impl Session {
             return;
         }
         let started = self.attempt_started.unwrap_or(now);
+        let mut conn = Box::new(Conn::new(started, now, Codec::AwaitTls));
+        if let Some(proxy) = self.spec.proxy.as_ref() {
+            // Connected to the proxy: ask it for the tunnel (still connecting).
+            let to = self
+                .tunnel_to
+                .clone()
+                .unwrap_or_else(|| TunnelTo::Name(self.spec.host.clone(), self.spec.port));
+            let secrets = self.secrets.as_deref().unwrap_or(&secrets::NO_SECRETS);
+            let started = ProxyHandshake::start(proxy, &to, secrets, &mut conn.io.wire.out);
+            self.conn = Some(conn);
+            match started {
+                Ok(handshake) => {
+                    if let Some(c) = self.conn.as_mut() {
+                        c.io.codec = Codec::Proxy(Box::new(handshake));
+                    }
+                }
+                Err(e) => self.fail(FailureReason::Proxy, format!("proxy {proxy}: {e}"), now, out),
+            }
+            return;
+        }
+        self.conn = Some(conn);
+        self.transport_connected(now, out);
+    }
+
+    /// A byte stream to the target exists (TCP connected, or the proxy's
+    /// tunnel up): its own protocol begins.
+    fn transport_connected(&mut self, now: Instant, out: &mut Outbox) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         match self.spec.scheme {
             Scheme::Tcp => {
-                self.conn = Some(Box::new(Conn::new(started, now, Codec::Tcp)));
+                conn.io.codec = Codec::Tcp;
                 let step = self.transport_up(now, out);
                 self.apply(step, now, out);
             }
             Scheme::Ws | Scheme::Wss => {
-                self.conn = Some(Box::new(Conn::new(started, now, Codec::AwaitTls)));
+                conn.io.codec = Codec::AwaitTls;
                 self.set_phase(Phase::Handshaking, out);
                 self.phase_deadline = Some(now + self.spec.timing.handshake_timeout);
                 if self.spec.tls.is_some() {
@@ -381,6 +464,44 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The proxy's answer: more to wait for, a refusal, or the tunnel up
+    /// (and any of the target's bytes that came with it read on).
+    fn proxy_input(&mut self, bytes: &[u8], now: Instant, out: &mut Outbox) -> Step {
+        let Some(conn) = self.conn.as_deref_mut() else {
+            return Step::Continue;
+        };
+        let Codec::Proxy(handshake) = &mut conn.io.codec else {
+            return Step::Continue;
+        };
+        let proxy = self.spec.proxy.as_ref().map(|p| p.to_string()).unwrap_or_default();
+        match handshake.input(bytes, &mut conn.io.wire.out) {
+            Ok(None) => Step::Continue,
+            Err(e) => Step::Fail(FailureReason::Proxy, format!("proxy {proxy}: {e}")),
+            Ok(Some(rest)) => {
+                conn.proxy_done_at = Some(now);
+                self.transport_connected(now, out);
+                if rest.is_empty() || self.conn.is_none() {
+                    return Step::Continue;
+                }
+                match self.decrypt(&rest, now, out) {
+                    Ok(plain) => self.feed_plaintext(&plain, now, out),
+                    Err(step) => step,
+                }
+            }
+        }
+    }
+
+    /// Whether the proxy is still being asked for the tunnel.
+    fn awaiting_proxy(&self) -> bool {
+        self.phase == Phase::Connecting && self.conn.is_some()
+    }
+
+    /// The proxy failed before the tunnel was up.
+    fn proxy_failed(&self, what: &str) -> Step {
+        let proxy = self.spec.proxy.as_ref().map(|p| p.to_string()).unwrap_or_default();
+        Step::Fail(FailureReason::Proxy, format!("proxy {proxy}: {what}"))
     }
 
     /// Bytes arrived on the socket.
@@ -400,6 +521,9 @@ impl Session {
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self, now: Instant, out: &mut Outbox) {
         let step = match self.phase {
+            Phase::Connecting if self.awaiting_proxy() => {
+                self.proxy_failed("closed the connection before the tunnel was up")
+            }
             Phase::Handshaking => {
                 let after_tls = self.conn.as_ref().is_some_and(|c| c.tls_done_at.is_some());
                 let detail = if after_tls {
@@ -430,6 +554,7 @@ impl Session {
     /// Reading or writing the socket failed.
     pub fn handle_io_error(&mut self, err: io::Error, now: Instant, out: &mut Outbox) {
         let step = match self.phase {
+            Phase::Connecting if self.awaiting_proxy() => self.proxy_failed(&err.to_string()),
             Phase::Handshaking => {
                 let reason = if DisconnectReason::from_io_error(&err) == DisconnectReason::Reset {
                     FailureReason::HandshakeEof
@@ -481,6 +606,11 @@ impl Session {
         match self.phase {
             Phase::Backoff => self.begin_attempt(now, out),
             Phase::Resolving => self.fail(FailureReason::Dns, "resolution timed out".into(), now, out),
+            Phase::Connecting if self.awaiting_proxy() => {
+                let within = humantime::format_duration(self.spec.timing.connect_timeout);
+                let step = self.proxy_failed(&format!("no tunnel within {within} of the attempt's start"));
+                self.apply(step, now, out);
+            }
             Phase::Connecting => self.fail(FailureReason::ConnectTimeout, "TCP connect timed out".into(), now, out),
             Phase::Handshaking => {
                 let within = humantime::format_duration(self.spec.timing.handshake_timeout);
@@ -526,20 +656,30 @@ impl Session {
         self.phase_deadline = Some(now + self.spec.timing.connect_timeout);
         self.set_phase(Phase::Resolving, out);
         out.events.push(SessionEvent::ConnectAttempt);
-        out.io.push(IoRequest::Resolve {
-            host: self.spec.host.clone(),
-            port: self.spec.port,
-        });
+        self.tunnel_to = None;
+        // The proxy resolves the target's name, except with socks5://.
+        let (host, port) = match &self.spec.proxy {
+            Some(p) if !p.resolves_locally() => (p.host.clone(), p.port),
+            _ => (self.spec.host.clone(), self.spec.port),
+        };
+        out.io.push(IoRequest::Resolve { host, port });
     }
 
     fn connect_next(&mut self, now: Instant, out: &mut Outbox, last_err: Option<io::Error>) {
         match self.addrs.pop() {
             Some(addr) => out.io.push(IoRequest::Connect(addr)),
             None => {
-                let (reason, detail) = match last_err {
+                let (mut reason, mut detail) = match last_err {
                     Some(e) => (FailureReason::from_connect_error(&e), e.to_string()),
                     None => (FailureReason::IoError, "no address to connect to".into()),
                 };
+                if let Some(proxy) = &self.spec.proxy {
+                    // Out of descriptors is ours; the rest is the proxy's.
+                    if reason != FailureReason::FdLimit {
+                        detail = format!("proxy {proxy}: {reason}: {detail}");
+                        reason = FailureReason::Proxy;
+                    }
+                }
                 self.fail(reason, detail, now, out);
             }
         }
@@ -570,12 +710,14 @@ impl Session {
             return;
         };
         let tcp = conn.tcp_connected_at.saturating_duration_since(conn.connect_started);
-        let tls = conn
-            .tls_done_at
+        let proxy = conn
+            .proxy_done_at
             .map(|t| t.saturating_duration_since(conn.tcp_connected_at));
+        let transport_at = conn.proxy_done_at.unwrap_or(conn.tcp_connected_at);
+        let tls = conn.tls_done_at.map(|t| t.saturating_duration_since(transport_at));
         let upgraded = conn.upgraded_at.unwrap_or(now);
         let handshake = match conn.io.codec {
-            Codec::Ws(_) => Some(upgraded.saturating_duration_since(conn.tls_done_at.unwrap_or(conn.tcp_connected_at))),
+            Codec::Ws(_) => Some(upgraded.saturating_duration_since(conn.tls_done_at.unwrap_or(transport_at))),
             _ => None,
         };
         let app = conn.app_handshake_started.map(|t| now.saturating_duration_since(t));
@@ -588,6 +730,7 @@ impl Session {
         self.set_phase(Phase::Open, out);
         out.events.push(SessionEvent::Opened {
             tcp,
+            proxy,
             tls,
             handshake,
             app,
@@ -671,6 +814,7 @@ impl Session {
     fn feed_plaintext(&mut self, plain: &[u8], now: Instant, out: &mut Outbox) -> Step {
         match self.conn.as_ref().map(|c| &c.io.codec) {
             None | Some(Codec::AwaitTls) => Step::Continue,
+            Some(Codec::Proxy(_)) => self.proxy_input(plain, now, out),
             Some(Codec::WsHandshake { .. }) => self.handshake_input(plain, now, out),
             Some(Codec::Ws(_)) => self.ws_input(plain, now, out),
             Some(Codec::Tcp) => self.app_input(Input::Bytes(plain), now, out),
@@ -804,5 +948,7 @@ pub(crate) fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 
 #[cfg(test)]
 mod app_tests;
+#[cfg(test)]
+mod proxy_tests;
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,9 @@ label_enum! {
         /// handshake (Socket.IO namespace, GraphQL `connection_ack`, MQTT
         /// CONNACK, STOMP CONNECTED); its code is in the detail.
         AppHandshake,
+        /// The proxy could not be reached or would not make the tunnel:
+        /// its status line or SOCKS reply is in the detail.
+        Proxy,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backoff::BackoffPolicy;
+use super::proxy::ProxySpec;
 use crate::labels::label_enum;
 
 label_enum! {
@@ -280,6 +281,8 @@ pub struct TargetSpec {
     /// WebSocket targets speaking plain RFC 6455: a custom probe.
     pub app_probe: Option<AppProbe>,
     pub socket: SocketOptions,
+    /// Connect through this proxy.
+    pub proxy: Option<ProxySpec>,
     /// Files that `${file:PATH}` in its headers, payloads and credentials
     /// refer to, read again for every connection attempt.
     pub secret_files: Arc<[PathBuf]>,
@@ -320,6 +323,7 @@ impl TargetSpec {
             protocol: Protocol::Ws,
             app_probe: None,
             socket: SocketOptions::default(),
+            proxy: None,
             secret_files: Arc::new([]),
             fingerprint: 0,
         }

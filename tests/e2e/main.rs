@@ -17,5 +17,6 @@ mod observability;
 mod packaging;
 mod paths;
 mod protocols;
+mod proxies;
 mod reload;
 mod soak;

@@ -7,6 +7,7 @@ pub mod delay;
 pub mod hostile;
 pub mod mosquitto;
 pub mod netns;
+pub mod proxies;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
