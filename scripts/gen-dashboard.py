@@ -26,10 +26,15 @@ ROWS = [
     ("Failures", [
         ("Disconnects by reason", "timeseries", "ops", [(f"sum by (target, reason) (rate(sockpulse_disconnects_total{{{SEL}, reason!=\"local_close\"}}[{RI}]))", "{{target}} {{reason}}")], 8),
         ("Connect failures by reason", "timeseries", "ops", [(f"sum by (target, reason) (rate(sockpulse_connect_failures_total{{{SEL}}}[{RI}]))", "{{target}} {{reason}}")], 8),
-        ("Kernel diagnoses of failures", "timeseries", "ops", [(f"sum by (target, diagnosis) (rate(sockpulse_diagnoses_total{{{SEL}}}[{RI}]))", "{{target}} {{diagnosis}}")], 8),
+        ("Diagnoses of failures", "timeseries", "ops", [(f"sum by (target, diagnosis) (rate(sockpulse_diagnoses_total{{{SEL}}}[{RI}]))", "{{target}} {{diagnosis}}")], 8),
         ("Unanswered probes and heartbeats", "timeseries", "none", [(f"sum by (target, probe) (increase(sockpulse_pong_timeouts_total{{{SEL}}}[{RI}]))", "{{target}} {{probe}}")], 8),
         ("Connect phase p99", "timeseries", "s", [(f"histogram_quantile(0.99, sum by (target, phase, le) (rate(sockpulse_connect_duration_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} {{phase}}")], 8),
         ("TLS certificate days left", "stat", "d", [(f"(sockpulse_tls_cert_expiry_timestamp_seconds{{{SEL}}} - time()) / 86400", "{{target}}")], 8),
+        # A load balancer's maximum connection duration shows as a flat line.
+        ("Session lifetime p50 and limit found", "timeseries", "s", [
+            (f"histogram_quantile(0.5, sum by (target, le) (rate(sockpulse_session_duration_seconds_bucket{{{SEL}}}[{RI}])))", "{{target}} p50"),
+            (f"sockpulse_session_lifetime_limit_seconds{{{SEL}}}", "{{target}} limit"),
+        ], 24),
     ]),
     ("Traffic", [
         ("Received message size p50 / p99", "timeseries", "bytes", [

@@ -29,6 +29,11 @@ pub const READ_DELAY_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Session lifetimes from 1 s (a crash loop) to 1 day.
+pub const SESSION_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
 /// Message sizes from 64 bytes (a heartbeat) to 16 MiB (a snapshot).
 pub const MESSAGE_SIZE_BUCKETS: &[f64] = &[
     64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
@@ -160,7 +165,13 @@ metric_table! {
         tls_cert_expiry: GaugeVec("sockpulse_tls_cert_expiry_timestamp_seconds",
             "notAfter of the peer's leaf certificate, Unix seconds") lazy;
         diagnoses: IntCounterVec("sockpulse_diagnoses_total",
-            "Failed sessions by what the kernel's TCP state says caused it") init ["diagnosis" in Diagnosis::ALL];
+            "Failed sessions by what caused it: the kernel's TCP state, or the pattern of the target's session ages")
+            init ["diagnosis" in Diagnosis::ALL];
+        session_duration: HistogramVec("sockpulse_session_duration_seconds",
+            "How long sessions stayed open, observed when each ended", SESSION_DURATION_BUCKETS) init;
+        session_lifetime_limit: GaugeVec("sockpulse_session_lifetime_limit_seconds",
+            "The age at which the target's sessions keep being ended by the far side (a load balancer's maximum connection duration), while one is seen")
+            lazy;
         session_kernel_state: IntGaugeVec("sockpulse_session_kernel_state",
             "The agent's own sockets by the state the kernel's TCP table gives them")
             lazy ["state" in TcpState::ALL];

@@ -12,7 +12,10 @@ pub fn run(file: &Path) -> Result<Exit, Error> {
     println(&format!("{}: ok, {} target(s)", file.display(), cfg.targets.len()));
     for t in &cfg.targets {
         let via = t.proxy.as_ref().map(|p| format!(" via {p}")).unwrap_or_default();
-        println(&format!("  {} ({} connection(s)) {}{via}", t.name, t.connections, t.url));
+        println(&format!(
+            "  {} ({} connection(s)) {}{via}",
+            t.name, t.connections, t.url
+        ));
     }
     Ok(Exit::Ok)
 }

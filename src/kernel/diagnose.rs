@@ -7,7 +7,8 @@ use crate::labels::label_enum;
 use crate::session::{DisconnectReason, FailureReason};
 
 label_enum! {
-    /// What the socket's TCP state says caused a failure.
+    /// What caused a failure: mostly what the socket's TCP state says; the
+    /// last values come from the pattern of the target's sessions instead.
     pub enum Diagnosis {
         /// ESTABLISHED and the peer's kernel acknowledges everything, yet the
         /// application does not answer: the peer process is hung or overloaded.
@@ -21,6 +22,10 @@ label_enum! {
         SynUnanswered,
         /// The kernel no longer has the connection (reset or closed).
         SocketGone,
+        /// The target's sessions keep ending at one age: something on the
+        /// path limits how long a connection may live (see
+        /// `observer::lifetime`).
+        LifetimeLimit,
     }
 }
 

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use prometheus::{Histogram, IntCounter};
 
 use super::digest::{Digest, Say};
+use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
 use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use crate::kernel::Diagnosis;
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
 use crate::session::min_opt;
 use crate::session::spec::TargetSpec;
@@ -26,6 +28,9 @@ struct TargetState {
     rtt: [Option<Histogram>; ProbeKind::ALL.len()],
     pong_timeouts: [Option<IntCounter>; ProbeKind::ALL.len()],
     message_size: Histogram,
+    session_duration: Histogram,
+    /// Whether its sessions keep ending at one age.
+    lifetime: LifetimeWatch,
     /// Which of its log lines go out at their level.
     digest: Digest,
     /// What `status --agent` shows of it.
@@ -44,6 +49,8 @@ impl TargetState {
             rtt: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.ping_rtt.with_label_values(&l))),
             pong_timeouts: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.pong_timeouts.with_label_values(&l))),
             message_size: metrics.message_size.with_label_values(&[spec.name.as_str()]),
+            session_duration: metrics.session_duration.with_label_values(&[spec.name.as_str()]),
+            lifetime: LifetimeWatch::default(),
             digest: Digest::new(spec.connections),
             live: TargetReport::new(spec, 0),
         }
@@ -113,6 +120,48 @@ fn log_at(say: Say, level: log::Level, line: &str) {
     }
 }
 
+/// Ends that say something about the path: the peer or something between
+/// ended the session (not our own timeouts or close).
+fn ended_by_peer(reason: DisconnectReason) -> bool {
+    matches!(
+        reason,
+        DisconnectReason::PeerClose | DisconnectReason::Eof | DisconnectReason::Reset | DisconnectReason::IoError
+    )
+}
+
+/// Publishes what a session's end says about a lifetime limit; returns the
+/// limit when it explains this end.
+fn lifetime_verdict(m: &Metrics, name: &str, verdict: Verdict) -> Option<Duration> {
+    match verdict {
+        Verdict::Unexplained => None,
+        Verdict::AtLimit { limit, new } => {
+            if new {
+                m.session_lifetime_limit
+                    .with_label_values(&[name])
+                    .set(limit.as_secs_f64());
+                log::warn!(
+                    "target={name} sessions keep ending after {} open: something on the path limits connection \
+                     lifetime (diagnosis=lifetime_limit)",
+                    secs(limit)
+                );
+            }
+            Some(limit)
+        }
+        Verdict::LimitGone { was } => {
+            let _ = m.session_lifetime_limit.remove_label_values(&[name]);
+            log::info!(
+                "target={name} a session outlived the lifetime limit of {}: no limit any more",
+                secs(was)
+            );
+            None
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}ms", d.as_secs_f64() * 1e3)
 }
@@ -130,8 +179,27 @@ impl Observer for MetricsObserver {
             state.live.trim_rtts(LIVE_RTT_SAMPLES);
         }
         let m = &self.metrics;
-        let kernel = kernel_note(ctx.kernel);
-        if let Some(d) = ctx.kernel.and_then(|k| k.diagnosis) {
+        let at_limit = match event {
+            SessionEvent::Disconnected { reason, open_for, .. } => {
+                state.session_duration.observe(open_for.as_secs_f64());
+                let verdict = state.lifetime.on_end(ctx.now, *open_for, ended_by_peer(*reason));
+                let at_limit = lifetime_verdict(m, name, verdict);
+                if at_limit.is_some() && state.live.reason.as_deref() == Some(reason.as_str()) {
+                    state.live.diagnosis = Some(Diagnosis::LifetimeLimit.as_str().into());
+                }
+                at_limit
+            }
+            _ => None,
+        };
+        // An end the lifetime limit explains is that, whatever the socket says.
+        let (diagnosis, kernel) = match at_limit {
+            Some(limit) => (
+                Some(Diagnosis::LifetimeLimit),
+                format!(" diagnosis=lifetime_limit (sessions end after {})", secs(limit)),
+            ),
+            None => (ctx.kernel.and_then(|k| k.diagnosis), kernel_note(ctx.kernel)),
+        };
+        if let Some(d) = diagnosis {
             m.diagnoses.with_label_values(&[name, d.as_str()]).inc();
         }
         match event {
@@ -309,6 +377,7 @@ impl Observer for MetricsObserver {
         for (id, state) in self.targets.iter_mut() {
             let o = oldest[id.index()];
             let r = &mut state.live;
+            r.lifetime_limit_seconds = state.lifetime.limit().map(|l| l.as_secs_f64());
             r.healthy = o.up;
             if r.healthy {
                 r.clear_failure();

@@ -43,6 +43,10 @@ pub struct TargetReport {
     pub rtt_avg_ms: Option<f64>,
     pub rtt_max_ms: Option<f64>,
     pub cert_not_after_unix: Option<i64>,
+    /// The age at which the target's sessions keep being ended, when a
+    /// running agent sees one (`lifetime_limit`).
+    #[serde(default)]
+    pub lifetime_limit_seconds: Option<f64>,
     #[serde(skip)]
     rtts: Vec<Duration>,
     #[serde(skip)]
@@ -82,6 +86,7 @@ impl TargetReport {
             rtt_avg_ms: None,
             rtt_max_ms: None,
             cert_not_after_unix: None,
+            lifetime_limit_seconds: None,
             rtts: Vec::new(),
             opened: false,
         }

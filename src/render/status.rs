@@ -51,6 +51,15 @@ pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
         ]);
     }
     let mut out = columns(&rows);
+    for r in reports {
+        if let Some(limit) = r.lifetime_limit_seconds {
+            let _ = writeln!(
+                out,
+                "{}: sessions keep ending after {limit:.2}s open (lifetime_limit)",
+                r.target
+            );
+        }
+    }
     for r in reports.iter().filter(|r| !r.healthy) {
         let _ = writeln!(out, "{}: {}", r.target, r.detail.as_deref().unwrap_or(""));
         if let Some(k) = &r.kernel {

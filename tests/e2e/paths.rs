@@ -74,3 +74,94 @@ close = \"rst\"
         .count()
         == 5));
 }
+
+#[test]
+fn sessions_cut_at_a_fixed_age_are_diagnosed_as_a_lifetime_limit_and_random_cuts_are_not() {
+    let (Some((_fixed, fixed_port)), Some((_random, random_port))) = (
+        python_ws(0, &["--max-age", "2"]),
+        python_ws(0, &["--random-age", "1.2", "4"]),
+    ) else {
+        return;
+    };
+    let config = format!(
+        "{}{}{}",
+        fast_defaults(),
+        "[[target]]\nname = \"fixed\"\nurl = \"ws://127.0.0.1:FIXED/\"\n".replace("FIXED", &fixed_port.to_string()),
+        "[[target]]\nname = \"random\"\nurl = \"ws://127.0.0.1:RANDOM/\"\n".replace("RANDOM", &random_port.to_string()),
+    );
+    let agent = Agent::start(&config);
+    let limit = agent.wait_metric(
+        "sockpulse_session_lifetime_limit_seconds",
+        &[("target", "fixed")],
+        Duration::from_secs(30),
+        |_| true,
+    );
+    // Counted from the open, the server's clock from the upgrade.
+    assert!((1.95..=2.15).contains(&limit), "limit {limit}");
+    let line = agent.wait_until_log("target=fixed sessions keep ending after", T);
+    assert!(line.contains("diagnosis=lifetime_limit"), "{line}");
+    // Later cuts are explained by it, in the log and the diagnosis counter.
+    agent.wait_metric(
+        "sockpulse_diagnoses_total",
+        &[("target", "fixed"), ("diagnosis", "lifetime_limit")],
+        T,
+        |v| v >= 1.0,
+    );
+    agent.wait_until_log(
+        "target=fixed session=0 disconnected: reason=eof diagnosis=lifetime_limit (sessions end after 2.",
+        T,
+    );
+    // Every end was observed; all but the limit's bucket neighbours are empty.
+    let text = agent.scrape();
+    let ended = metric_value(
+        &text,
+        "sockpulse_session_duration_seconds_count",
+        &[("target", "fixed")],
+    )
+    .unwrap_or(0.0);
+    let under_5s = metric_value(
+        &text,
+        "sockpulse_session_duration_seconds_bucket",
+        &[("target", "fixed"), ("le", "5")],
+    )
+    .unwrap_or(-1.0);
+    let under_1s = metric_value(
+        &text,
+        "sockpulse_session_duration_seconds_bucket",
+        &[("target", "fixed"), ("le", "1")],
+    )
+    .unwrap_or(-1.0);
+    assert!(
+        ended >= 4.0 && under_5s == ended && under_1s == 0.0,
+        "{ended} {under_5s} {under_1s}"
+    );
+
+    // Cut as often, at random ages: never a limit.
+    agent.wait_metric(
+        "sockpulse_session_duration_seconds_count",
+        &[("target", "random")],
+        Duration::from_secs(30),
+        |v| v >= 6.0,
+    );
+    let text = agent.scrape();
+    assert_eq!(
+        metric_value(
+            &text,
+            "sockpulse_session_lifetime_limit_seconds",
+            &[("target", "random")]
+        ),
+        None
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "sockpulse_diagnoses_total",
+            &[("target", "random"), ("diagnosis", "lifetime_limit")]
+        ),
+        Some(0.0)
+    );
+    // status --agent shows the limit.
+    let out = sockpulse(&["status", "--agent", &format!("http://{}", agent.addr)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("fixed: sessions keep ending after 2."), "{stdout}");
+}

@@ -5,6 +5,7 @@ when a client's connection ends, so tests can check close codes.
 """
 import argparse
 import asyncio
+import random
 import ssl
 import sys
 
@@ -21,9 +22,16 @@ def main():
     p.add_argument("--client-ca", help="require client certificates signed by this CA")
     p.add_argument("--subprotocol", action="append", default=[])
     p.add_argument("--show-header", action="append", default=[], help="print this request header as HEADER name: value")
+    p.add_argument("--max-age", type=float, help="cut every connection (TCP close, no close frame) this many seconds after the upgrade, as a load balancer's maximum connection duration does")
+    p.add_argument("--random-age", type=float, nargs=2, metavar=("LO", "HI"), help="cut every connection at a random age between LO and HI seconds")
     args = p.parse_args()
 
     async def handler(ws):
+        age = args.max_age
+        if args.random_age:
+            age = random.uniform(*args.random_age)
+        if age:
+            asyncio.get_running_loop().call_later(age, ws.transport.close)
         try:
             async for msg in ws:
                 await ws.send(msg)
