@@ -205,6 +205,23 @@ metric_table! {
             "1 if the last configuration load succeeded") [];
         config_reload_timestamp: Gauge("sockpulse_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully, Unix seconds") [];
+        // Targets with endpoints = "all": the endpoint label (ip:port) is not
+        // a closed set but is bounded by max_endpoints; the observer creates
+        // and removes these series with the endpoints.
+        endpoints: IntGaugeVec("sockpulse_endpoints",
+            "Endpoints (addresses behind the name) with sessions, for targets with endpoints = \"all\"") ["target"];
+        endpoints_dropped: IntGaugeVec("sockpulse_endpoints_dropped",
+            "Addresses behind the name left without sessions because of max_endpoints") ["target"];
+        endpoint_up: IntGaugeVec("sockpulse_endpoint_up",
+            "1 when at least one session to the endpoint is open") ["target", "endpoint"];
+        endpoint_rtt: HistogramVec("sockpulse_endpoint_ping_rtt_seconds",
+            "Round trip of the transport's probes (RFC 6455 ping or TCP probe) per endpoint", RTT_BUCKETS)
+            ["target", "endpoint"];
+        endpoint_failures: IntCounterVec("sockpulse_endpoint_failures_total",
+            "Connect failures and disconnects (not our own closes) of an endpoint's sessions, by reason")
+            ["target", "endpoint", "reason"];
+        endpoint_diagnoses: IntCounterVec("sockpulse_endpoint_diagnoses_total",
+            "An endpoint's failed sessions by diagnosis") ["target", "endpoint", "diagnosis"];
     }
 }
 

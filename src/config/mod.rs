@@ -600,4 +600,34 @@ mod tests {
             ["target[0].proxy"]
         );
     }
+
+    #[test]
+    fn endpoints_all_takes_its_interval_and_limit_and_nothing_contradicting_it() {
+        use crate::session::spec::Endpoints;
+        let c = parse_ok(
+            "[[target]]\nurl = \"ws://svc/\"\nendpoints = \"all\"\n\
+             [[target]]\nurl = \"ws://svc2/\"\nendpoints = \"all\"\nresolve_interval = \"5s\"\nmax_endpoints = 8\n\
+             [[target]]\nurl = \"ws://svc3/\"\n",
+        );
+        let all = |secs, max| Endpoints::All {
+            resolve_interval: Duration::from_secs(secs),
+            max_endpoints: max,
+        };
+        let got: Vec<Endpoints> = c.targets.iter().map(|t| t.endpoints).collect();
+        assert_eq!(got, [all(30, 64), all(5, 8), Endpoints::First]);
+        assert_eq!(
+            fields(
+                "[[target]]\nurl = \"ws://a/\"\nresolve_interval = \"5s\"\n\
+                 [[target]]\nurl = \"ws://b/\"\nendpoints = \"every\"\n\
+                 [[target]]\nurl = \"ws://c/\"\nendpoints = \"all\"\nproxy = \"http://p:1\"\n\
+                 [[target]]\nurl = \"ws://d/\"\nendpoints = \"all\"\nmax_endpoints = 0\n"
+            ),
+            [
+                "target[0].resolve_interval",
+                "target[1].endpoints",
+                "target[2].endpoints",
+                "target[3].max_endpoints"
+            ]
+        );
+    }
 }

@@ -13,9 +13,18 @@ use super::tls::TlsOptions;
 use super::url::{parse_target_url, ParsedUrl};
 use super::walker::{join, Walker};
 use crate::session::secrets;
+use crate::session::spec::{Endpoints, DEFAULT_MAX_ENDPOINTS, DEFAULT_RESOLVE_INTERVAL};
 use crate::session::spec::{OpenMessage, Probe, Protocol, Scheme, TargetSpec, WsOptions};
 
-const TARGET_ONLY_KEYS: &[&str] = &["name", "url", "probe", "tls"];
+const TARGET_ONLY_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "probe",
+    "tls",
+    "endpoints",
+    "resolve_interval",
+    "max_endpoints",
+];
 /// Defaults that only mean something for ws:// and wss:// targets.
 const WS_ONLY_DEFAULTS: &[&str] = &["message_timeout"];
 /// Keys that only mean something for ws:// and wss:// targets.
@@ -179,6 +188,7 @@ fn build(
             }
         }
     };
+    let endpoints = read_endpoints(w, table, path, proxy.is_some());
     let mut secret_files = w.take_secret_files();
     // `[defaults]` credentials were read once, before any target.
     for auth in proxy.iter().filter_map(|p| p.auth.as_ref()) {
@@ -202,6 +212,7 @@ fn build(
         port: parsed.port,
         host_header: parsed.host_header,
         connections: d.connections,
+        endpoints,
         max_connecting: d.max_connecting,
         timing,
         ws,
@@ -219,6 +230,41 @@ fn build(
         spec,
         tls,
     })
+}
+
+/// `endpoints = "all"` with its `resolve_interval` and `max_endpoints`.
+fn read_endpoints(w: &mut Walker<'_>, table: &Table, path: &str, proxied: bool) -> Endpoints {
+    let all = match w.str(table, path, "endpoints") {
+        None | Some("first") => false,
+        Some("all") => true,
+        Some(other) => {
+            w.problem(
+                join(path, "endpoints"),
+                format!("unknown endpoints {other:?}: expected \"first\" or \"all\""),
+            );
+            false
+        }
+    };
+    let interval = w.duration(table, path, "resolve_interval");
+    let max = w.int(table, path, "max_endpoints", 1, 1024);
+    if !all {
+        for key in ["resolve_interval", "max_endpoints"] {
+            if table.contains_key(key) {
+                w.problem(join(path, key), "only applies with endpoints = \"all\"");
+            }
+        }
+        return Endpoints::First;
+    }
+    if proxied {
+        w.problem(
+            join(path, "endpoints"),
+            "endpoints = \"all\" resolves the name here: not with a proxy, which reaches the name itself",
+        );
+    }
+    Endpoints::All {
+        resolve_interval: interval.unwrap_or(DEFAULT_RESOLVE_INTERVAL),
+        max_endpoints: max.map(|n| n as usize).unwrap_or(DEFAULT_MAX_ENDPOINTS),
+    }
 }
 
 fn check_scheme_keys(w: &mut Walker<'_>, table: &Table, path: &str, scheme: Scheme) {

@@ -128,6 +128,11 @@ impl<O: Observer> Driver<O> {
                     return;
                 }
                 let slot = &mut self.slots[i];
+                log::debug!(
+                    "target={} session={} connecting to {addr}",
+                    slot.session.spec().name,
+                    slot.ordinal
+                );
                 let result = socket::connect(addr, &slot.session.spec().socket).and_then(|mut sock| {
                     slot.generation = slot.generation.wrapping_add(1);
                     let t = slot.token(i);

@@ -9,6 +9,7 @@
 //! `after_session_call` carries out what it asked for (`calls.rs`).
 
 mod calls;
+mod endpoints;
 pub mod fdlimit;
 mod gauges;
 mod handle;
@@ -32,9 +33,10 @@ use crate::kernel::owned::OwnedRegistry;
 use crate::session::spec::TargetSpec;
 use crate::session::{Mode, Outbox, Phase};
 use crate::targets::TargetMap;
+pub use endpoints::ENDPOINT_LOOKUPS;
 pub use gauges::SessionGauge;
 pub use handle::LoopHandle;
-pub use observer::{EventContext, KernelEvidence, Observer, ReloadSummary};
+pub use observer::{EndpointChange, EventContext, KernelEvidence, Observer, ReloadSummary};
 pub use pacing::{timer_granularity, MAX_TIMER_GRANULARITY, MIN_TIMER_GRANULARITY, TIMER_GRID_DIVISOR};
 use resolver::Resolver;
 use slots::{Slot, WAKER};
@@ -90,6 +92,10 @@ pub struct Driver<O: Observer> {
     establishing_by_target: Vec<u32>,
     /// Whether shutdown began (nothing waits at the gate then).
     stopping: bool,
+    /// Targets with `endpoints = "all"`.
+    fanouts: Vec<endpoints::FanOut>,
+    /// Endpoint lookups answered without the resolver threads (literals).
+    pending_endpoint_answers: Vec<resolver::Resolved>,
 }
 
 /// What one `run` remembers between turns of the loop.
@@ -133,6 +139,8 @@ impl<O: Observer> Driver<O> {
             establishing: 0,
             establishing_by_target: Vec::new(),
             stopping: false,
+            fanouts: Vec::new(),
+            pending_endpoint_answers: Vec::new(),
         };
         for spec in targets {
             driver.add_target(spec);
@@ -213,6 +221,7 @@ impl<O: Observer> Driver<O> {
             self.dispatch(&events, now);
             self.take_resolved();
             self.fire_timers(now);
+            self.look_up_endpoints(now);
         }
     }
 
@@ -248,7 +257,9 @@ impl<O: Observer> Driver<O> {
     /// when stopping (a reload may leave no sessions at all).
     fn finished(&self, turn: &Turn) -> bool {
         let one_shot = matches!(self.mode, Mode::OneShot { .. });
-        self.stopped == self.slots.len() && (one_shot || turn.stopping_since.is_some())
+        // A one-shot run also waits for its endpoint lookups' first answers.
+        let fanned_out = turn.stopping_since.is_some() || self.fanouts.iter().all(|f| f.answered);
+        self.stopped == self.slots.len() && fanned_out && (one_shot || turn.stopping_since.is_some())
     }
 
     fn apply_reload(&mut self, now: Instant) {
@@ -279,6 +290,12 @@ impl<O: Observer> Driver<O> {
         if let Some(t) = self.timers.next_deadline() {
             // Already on the timer grid: deadlines of one period share a wake.
             wait = wait.min(t.saturating_duration_since(now));
+        }
+        if let Some(t) = self.next_endpoint_lookup() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        if !self.pending_endpoint_answers.is_empty() {
+            wait = Duration::ZERO;
         }
         if let Some(d) = deadline {
             wait = wait.min(d.saturating_duration_since(now));
@@ -331,7 +348,13 @@ impl<O: Observer> Driver<O> {
     }
 
     fn take_resolved(&mut self) {
-        for r in self.resolver.take_results() {
+        let mut results = self.resolver.take_results();
+        results.append(&mut self.pending_endpoint_answers);
+        for r in results {
+            if r.slot >= ENDPOINT_LOOKUPS {
+                self.endpoints_resolved(r, Instant::now());
+                continue;
+            }
             let Some(slot) = self.slots.get_mut(r.slot) else {
                 continue;
             };

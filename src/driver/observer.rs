@@ -1,6 +1,7 @@
 //! What the driver tells the rest of the agent: the `Observer` trait and
 //! the context each session event comes with.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,21 @@ pub trait Observer {
     fn on_target_removed(&mut self, _id: TargetId, _spec: &Arc<TargetSpec>) {}
     /// A reload was attempted: the change it made, or why it was refused.
     fn on_reload(&mut self, _result: Result<&ReloadSummary, &str>) {}
+    /// A target with `endpoints = "all"` was resolved: its endpoints now,
+    /// or why the lookup failed (the endpoints it had are kept).
+    fn on_endpoints(&mut self, _id: TargetId, _change: Result<&EndpointChange<'_>, &str>) {}
+}
+
+/// What a lookup of a fanned-out target's name changed.
+#[derive(Debug)]
+pub struct EndpointChange<'a> {
+    /// Every endpoint with sessions now.
+    pub endpoints: &'a [SocketAddr],
+    pub added: &'a [SocketAddr],
+    /// Their sessions are closing; their series go.
+    pub removed: &'a [SocketAddr],
+    /// Addresses left without sessions beyond `max_endpoints`.
+    pub dropped: usize,
 }
 
 /// What a reload changed.

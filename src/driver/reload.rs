@@ -5,53 +5,26 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::gauges::SessionGauge;
-use super::pacing::{probe_anchor, timer_granularity};
-use super::slots::Slot;
+use super::endpoints::FanOut;
+use super::pacing::timer_granularity;
 use super::{Driver, Observer, ReloadSummary};
-use crate::session::spec::TargetSpec;
-use crate::session::{Phase, Session};
+use crate::session::spec::{Endpoints, TargetSpec};
 use crate::targets::TargetId;
 
 impl<O: Observer> Driver<O> {
-    /// Adds a target and its sessions (not yet started), reusing the slots
-    /// of removed targets' stopped sessions; returns its id.
+    /// Adds a target and its sessions (not yet started); returns its id. A
+    /// target with `endpoints = "all"` has none until its name is resolved.
     pub(super) fn add_target(&mut self, spec: &Arc<TargetSpec>) -> TargetId {
         let id = self.targets.push(Arc::clone(spec));
         if let Some(r) = &self.owned {
             r.set_target_name(id, Some(spec.name.clone()));
         }
-        let mut reusable = (0..self.slots.len())
-            .filter(|&i| self.slots[i].retired && self.slots[i].session.phase() == Phase::Stopped)
-            .collect::<Vec<_>>()
-            .into_iter();
-        for ordinal in 0..spec.connections {
-            let n = ((id.index() as u64) << 20) ^ (self.slots.len() as u64 + u64::from(ordinal));
-            let mut session = Session::new(
-                Arc::clone(spec),
-                self.mode,
-                self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            if let Some(interval) = spec.timing.ping_interval {
-                session.set_probe_anchor(probe_anchor(self.epoch, interval, id, ordinal, spec.connections));
-            }
-            match reusable.next() {
-                Some(i) => {
-                    let slot = &mut self.slots[i];
-                    slot.session = session;
-                    slot.target = id;
-                    slot.ordinal = ordinal;
-                    slot.retired = false;
-                    self.stopped -= 1;
-                    self.gauges[i] = SessionGauge::of(id, &slot.session, self.epoch);
-                }
-                None => {
-                    self.gauges.push(SessionGauge::of(id, &session, self.epoch));
-                    self.slots.push(Slot::new(session, id, ordinal));
-                }
+        match spec.endpoints {
+            Endpoints::All { .. } => self.fanouts.push(FanOut::new(id, Instant::now())),
+            Endpoints::First => {
+                self.add_sessions(id, spec, None);
             }
         }
-        self.timers.ensure_slots(self.slots.len());
         id
     }
 
@@ -73,6 +46,7 @@ impl<O: Observer> Driver<O> {
             }
             summary.removed += 1;
             self.targets.remove(id);
+            self.fanouts.retain(|f| f.target != id);
             if let Some(r) = &self.owned {
                 r.set_target_name(id, None);
             }

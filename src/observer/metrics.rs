@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use prometheus::{Histogram, IntCounter};
 
 use super::digest::{Digest, Say};
+use super::endpoints::EndpointSet;
 use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
-use crate::driver::{EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use crate::driver::{EndpointChange, EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::kernel::Diagnosis;
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
 use crate::session::min_opt;
@@ -35,6 +36,8 @@ struct TargetState {
     digest: Digest,
     /// What `status --agent` shows of it.
     live: TargetReport,
+    /// With `endpoints = "all"`: each endpoint's series and report.
+    endpoints: EndpointSet,
 }
 
 impl TargetState {
@@ -53,6 +56,7 @@ impl TargetState {
             lifetime: LifetimeWatch::default(),
             digest: Digest::new(spec.connections),
             live: TargetReport::new(spec, 0),
+            endpoints: EndpointSet::default(),
         }
     }
 }
@@ -202,6 +206,9 @@ impl Observer for MetricsObserver {
         if let Some(d) = diagnosis {
             m.diagnoses.with_label_values(&[name, d.as_str()]).inc();
         }
+        if let Some(addr) = ctx.session.endpoint() {
+            state.endpoints.on_event(m, name, addr, ctx, event, diagnosis);
+        }
         match event {
             SessionEvent::PhaseChanged { from, to } => {
                 if *from == Phase::Open {
@@ -326,10 +333,52 @@ impl Observer for MetricsObserver {
     }
 
     fn on_target_removed(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
-        self.targets.remove(id);
+        if let Some(mut state) = self.targets.remove(id) {
+            state.endpoints.remove_all(&self.metrics, &spec.name);
+        }
         // A removed target's series go with it, as Prometheus expects.
         self.metrics.remove_target(&spec.name);
         log::info!("target={} removed: closing its sessions", spec.name);
+    }
+
+    fn on_endpoints(&mut self, id: TargetId, change: Result<&EndpointChange<'_>, &str>) {
+        let Some(state) = self.targets.get_mut(id) else {
+            return;
+        };
+        let name = state.spec.name.as_str();
+        match change {
+            Ok(change) => {
+                state.endpoints.apply(&self.metrics, &state.spec, change);
+                let list =
+                    |addrs: &[std::net::SocketAddr]| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+                if !change.added.is_empty() || !change.removed.is_empty() {
+                    let mut line = format!("target={name} endpoints: {}", change.endpoints.len());
+                    if !change.added.is_empty() {
+                        line.push_str(&format!(", added {}", list(change.added)));
+                    }
+                    if !change.removed.is_empty() {
+                        line.push_str(&format!(", removed {} (closing their sessions)", list(change.removed)));
+                    }
+                    log::info!("{line}");
+                }
+                if change.dropped > 0 {
+                    log::warn!(
+                        "target={name} resolves to {} more address(es) than max_endpoints ({}): they get no sessions",
+                        change.dropped,
+                        change.endpoints.len()
+                    );
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "target={name} endpoint lookup failed, keeping its {} endpoint(s): {e}",
+                    state.endpoints.len()
+                );
+                state
+                    .live
+                    .record_failure(crate::session::FailureReason::Dns.as_str(), e);
+            }
+        }
     }
 
     fn on_reload(&mut self, result: Result<&ReloadSummary, &str>) {
@@ -385,6 +434,7 @@ impl Observer for MetricsObserver {
             r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
             let name = state.spec.name.as_str();
+            state.endpoints.tick(&self.metrics, name, LIVE_RTT_SAMPLES);
             for (level, line) in state.digest.tick(name, now) {
                 log::log!(level, "{line}");
             }
@@ -405,7 +455,12 @@ impl Observer for MetricsObserver {
             }
         }
         if let Ok(mut p) = self.published.lock() {
-            *p = self.targets.values().map(|t| t.live.clone()).collect();
+            *p = self
+                .targets
+                .values()
+                .flat_map(|t| std::iter::once(&t.live).chain(t.endpoints.reports()))
+                .cloned()
+                .collect();
         }
     }
 }

@@ -5,6 +5,7 @@
 //! on how long the path lets sessions live.
 
 mod digest;
+mod endpoints;
 mod lifetime;
 pub mod metrics;
 pub mod report;

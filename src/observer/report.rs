@@ -6,14 +6,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{EventContext, Observer};
+use std::net::SocketAddr;
+
+use crate::driver::{EndpointChange, EventContext, Observer};
 use crate::session::spec::{Scheme, TargetSpec};
-use crate::session::{DisconnectReason, SessionEvent};
-use crate::targets::TargetMap;
+use crate::session::{DisconnectReason, FailureReason, SessionEvent};
+use crate::targets::{TargetId, TargetMap};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TargetReport {
     pub target: String,
+    /// With `endpoints = "all"`: the endpoint (`ip:port`) this row is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub url: String,
     pub healthy: bool,
     /// A failure or disconnect reason from the closed sets, or `incomplete`.
@@ -61,6 +66,7 @@ impl TargetReport {
     pub fn new(spec: &TargetSpec, pings_wanted: u32) -> Self {
         TargetReport {
             target: spec.name.clone(),
+            endpoint: None,
             url: spec.url.clone(),
             healthy: false,
             reason: None,
@@ -165,9 +171,12 @@ impl TargetReport {
     }
 }
 
-/// Folds the events of a one-shot run into one report per target.
+/// Folds the events of a one-shot run into one report per target, or per
+/// endpoint of a target with `endpoints = "all"`.
 pub struct StatusObserver {
     reports: TargetMap<TargetReport>,
+    /// Per endpoint, in the order they were first heard of.
+    endpoints: Vec<(TargetId, SocketAddr, TargetReport)>,
 }
 
 impl StatusObserver {
@@ -178,30 +187,86 @@ impl StatusObserver {
         for t in targets {
             reports.push(TargetReport::new(t, pings));
         }
-        StatusObserver { reports }
+        StatusObserver {
+            reports,
+            endpoints: Vec::new(),
+        }
     }
 
-    /// Settles verdicts once the driver has returned.
+    /// Settles verdicts once the driver has returned: a target that fanned
+    /// out is reported by its endpoints' rows.
     pub fn finish(mut self) -> Vec<TargetReport> {
-        for (_, r) in self.reports.iter_mut() {
-            r.summarize_rtts();
-            r.healthy = r.reason.is_none() && r.opened && r.pings_answered >= r.pings_wanted;
-            if !r.healthy && r.reason.is_none() {
-                r.reason = Some("incomplete".into());
-                r.detail = Some(format!(
-                    "check did not finish in time ({} of {} pings answered)",
-                    r.pings_answered, r.pings_wanted
-                ));
+        let mut out = Vec::new();
+        for (id, r) in self.reports.iter_mut() {
+            let mut rows: Vec<&mut TargetReport> = self
+                .endpoints
+                .iter_mut()
+                .filter(|(t, _, _)| *t == id)
+                .map(|(_, _, r)| r)
+                .collect();
+            if rows.is_empty() {
+                rows.push(r);
+            }
+            for r in rows {
+                r.settle();
+                out.push(r.clone());
             }
         }
-        self.reports.values().cloned().collect()
+        out
+    }
+}
+
+impl TargetReport {
+    /// The one-shot verdict from what was recorded.
+    fn settle(&mut self) {
+        self.summarize_rtts();
+        self.healthy = self.reason.is_none() && self.opened && self.pings_answered >= self.pings_wanted;
+        if !self.healthy && self.reason.is_none() {
+            self.reason = Some("incomplete".into());
+            self.detail = Some(format!(
+                "check did not finish in time ({} of {} pings answered)",
+                self.pings_answered, self.pings_wanted
+            ));
+        }
+    }
+
+    /// A failure that is not any session's: the name did not resolve.
+    pub fn record_failure(&mut self, reason: &str, detail: &str) {
+        self.reason.get_or_insert_with(|| reason.to_string());
+        self.detail.get_or_insert_with(|| detail.to_string());
     }
 }
 
 impl Observer for StatusObserver {
     fn on_event(&mut self, ctx: &EventContext<'_>, event: &SessionEvent) {
-        if let Some(r) = self.reports.get_mut(ctx.target) {
-            r.record(ctx, event);
+        let Some(addr) = ctx.session.endpoint() else {
+            if let Some(r) = self.reports.get_mut(ctx.target) {
+                r.record(ctx, event);
+            }
+            return;
+        };
+        let found = self
+            .endpoints
+            .iter()
+            .position(|(t, a, _)| *t == ctx.target && *a == addr);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let Some(base) = self.reports.get(ctx.target) else {
+                    return;
+                };
+                let mut r = base.clone();
+                r.endpoint = Some(addr.to_string());
+                self.endpoints.push((ctx.target, addr, r));
+                self.endpoints.len() - 1
+            }
+        };
+        self.endpoints[i].2.record(ctx, event);
+    }
+
+    fn on_endpoints(&mut self, id: TargetId, change: Result<&EndpointChange<'_>, &str>) {
+        if let (Err(e), Some(r)) = (change, self.reports.get_mut(id)) {
+            r.record_failure(FailureReason::Dns.as_str(), e);
         }
     }
 }

@@ -6,6 +6,14 @@ use std::fmt::Write as _;
 use super::columns;
 use crate::observer::TargetReport;
 
+/// The target, and the endpoint when the row is one endpoint's.
+fn row_name(r: &TargetReport) -> String {
+    match &r.endpoint {
+        Some(e) => format!("{} [{e}]", r.target),
+        None => r.target.clone(),
+    }
+}
+
 fn opt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
 }
@@ -36,7 +44,7 @@ pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
             .map(|t| format!("in {} days", (t - now_unix).div_euclid(86_400)))
             .unwrap_or_else(|| "-".into());
         rows.push([
-            r.target.clone(),
+            row_name(r),
             r.protocol.clone(),
             if r.healthy { "ok".into() } else { "FAIL".into() },
             r.reason.clone().unwrap_or_else(|| "-".into()),
@@ -61,7 +69,7 @@ pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
         }
     }
     for r in reports.iter().filter(|r| !r.healthy) {
-        let _ = writeln!(out, "{}: {}", r.target, r.detail.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "{}: {}", row_name(r), r.detail.as_deref().unwrap_or(""));
         if let Some(k) = &r.kernel {
             let _ = writeln!(out, "  {k}");
         }

@@ -203,6 +203,8 @@ pub struct Session {
     phase_deadline: Option<Instant>,
     attempt_started: Option<Instant>,
     addrs: Vec<SocketAddr>,
+    /// With `endpoints = "all"`: the one address this session connects to.
+    endpoint: Option<SocketAddr>,
     /// Through a proxy: where its tunnel goes (for `socks5://`, known once
     /// the target's name is resolved here, before the proxy's).
     tunnel_to: Option<TunnelTo>,
@@ -233,6 +235,7 @@ impl Session {
             phase_deadline: None,
             attempt_started: None,
             addrs: Vec::new(),
+            endpoint: None,
             tunnel_to: None,
             conn: None,
             stop_requested: false,
@@ -306,6 +309,17 @@ impl Session {
         self.probing.anchor = Some(anchor);
     }
 
+    /// Connects every attempt to `addr` instead of resolving the name (the
+    /// name still goes in SNI and `Host:`).
+    pub fn pin_endpoint(&mut self, addr: SocketAddr) {
+        self.endpoint = Some(addr);
+    }
+
+    /// The address this session is pinned to, if any.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint
+    }
+
     #[cfg(test)]
     pub fn probe_anchor(&self) -> Option<Instant> {
         self.probing.anchor
@@ -360,8 +374,8 @@ impl Session {
         };
         match result {
             Ok(addrs) if !addrs.is_empty() => {
-                self.addrs = addrs;
-                self.addrs.reverse(); // pop() then yields them in resolver order
+                self.addrs = interleave_families(addrs);
+                self.addrs.reverse(); // pop() then yields them in order
                 self.set_phase(Phase::Connecting, out);
                 self.connect_next(now, out, None);
             }
@@ -658,8 +672,10 @@ impl Session {
         out.events.push(SessionEvent::ConnectAttempt);
         self.tunnel_to = None;
         // The proxy resolves the target's name, except with socks5://.
-        let (host, port) = match &self.spec.proxy {
-            Some(p) if !p.resolves_locally() => (p.host.clone(), p.port),
+        let (host, port) = match (&self.spec.proxy, self.endpoint) {
+            // A literal: the driver answers without a lookup.
+            (_, Some(addr)) => (addr.ip().to_string(), addr.port()),
+            (Some(p), None) if !p.resolves_locally() => (p.host.clone(), p.port),
             _ => (self.spec.host.clone(), self.spec.port),
         };
         out.io.push(IoRequest::Resolve { host, port });
@@ -935,6 +951,28 @@ impl Session {
             self.phase = to;
         }
     }
+}
+
+/// Addresses in the order Happy Eyeballs tries them (RFC 8305 section 4):
+/// the resolver's first family first, then alternating families, each in
+/// the resolver's order.
+pub fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let first_v6 = first.is_ipv6();
+    let (mut lead, mut other): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(lead.len() + other.len());
+    lead.reverse();
+    other.reverse();
+    while let Some(a) = lead.pop() {
+        out.push(a);
+        if let Some(b) = other.pop() {
+            out.push(b);
+        }
+    }
+    out.extend(other.into_iter().rev());
+    out
 }
 
 /// The earlier of two optional instants.

@@ -252,6 +252,24 @@ impl std::fmt::Debug for TlsSpec {
     }
 }
 
+/// Which of the addresses behind the target's name get sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endpoints {
+    /// `connections` sessions to the name: each attempt tries its
+    /// addresses in turn until one answers.
+    #[default]
+    First,
+    /// `connections` sessions to every address the name resolves to,
+    /// re-resolved every `resolve_interval`, at most `max_endpoints`.
+    All {
+        resolve_interval: Duration,
+        max_endpoints: usize,
+    },
+}
+
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_ENDPOINTS: usize = 64;
+
 /// Below the accept-queue length of common servers (Linux caps a backlog at
 /// `somaxconn`, 4096 since 5.4; Node and nginx ask for 511).
 pub const DEFAULT_MAX_CONNECTING: u32 = 256;
@@ -266,7 +284,9 @@ pub struct TargetSpec {
     pub port: u16,
     /// `Host:` header value (host, plus port when not the scheme default).
     pub host_header: String,
+    /// Sessions to the target, or to each of its endpoints.
     pub connections: u32,
+    pub endpoints: Endpoints,
     /// At most this many of the target's sessions resolve, connect or
     /// handshake at once: a connect storm queues here rather than in the
     /// server's accept queue.
@@ -311,6 +331,7 @@ impl TargetSpec {
             port: 80,
             host_header: "example.test".into(),
             connections: 1,
+            endpoints: Endpoints::First,
             max_connecting: DEFAULT_MAX_CONNECTING,
             timing: Timing::default(),
             ws: WsOptions {

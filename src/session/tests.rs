@@ -849,3 +849,51 @@ fn invalid_utf8_in_a_close_reason_is_a_protocol_error() {
     assert_eq!(h.disconnects(), vec![DisconnectReason::ProtocolError]);
     assert_eq!(h.s.phase(), Phase::Backoff, "and it reconnects after backoff");
 }
+
+#[test]
+fn addresses_are_tried_with_families_interleaved_and_a_refusal_moves_on_to_the_next() {
+    let v = |s: &[&str]| s.iter().map(|a| a.parse::<SocketAddr>().unwrap()).collect::<Vec<_>>();
+    assert_eq!(
+        interleave_families(v(&["[::1]:1", "[::2]:1", "[::3]:1", "10.0.0.1:1", "10.0.0.2:1"])),
+        v(&["[::1]:1", "10.0.0.1:1", "[::2]:1", "10.0.0.2:1", "[::3]:1"])
+    );
+    assert_eq!(
+        interleave_families(v(&["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "[::1]:1"])),
+        v(&["10.0.0.1:1", "[::1]:1", "10.0.0.2:1", "10.0.0.3:1"])
+    );
+    assert_eq!(interleave_families(Vec::new()), Vec::<SocketAddr>::new());
+
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
+    h.s.start(h.now, &mut h.out);
+    h.take_io();
+    let addrs = v(&["127.0.0.2:80", "127.0.0.3:80", "[::1]:80"]);
+    h.s.handle_resolved(Ok(addrs.clone()), h.now, &mut h.out);
+    assert_eq!(h.take_io(), vec![IoRequest::Connect(addrs[0])]);
+    let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+    h.s.handle_connected(Err(refused()), h.now, &mut h.out);
+    assert_eq!(h.take_io(), vec![IoRequest::Connect(addrs[2])], "IPv6 next");
+    h.s.handle_connected(Err(refused()), h.now, &mut h.out);
+    assert_eq!(h.take_io(), vec![IoRequest::Connect(addrs[1])]);
+    h.s.handle_connected(Ok(()), h.now, &mut h.out);
+    assert_eq!(h.s.phase(), Phase::Handshaking);
+}
+
+#[test]
+fn a_pinned_endpoint_is_connected_to_without_resolving_the_name() {
+    let mut h = Harness::new(TargetSpec::for_test(Scheme::Ws), Mode::Persistent);
+    h.s.pin_endpoint("127.0.0.4:8080".parse().unwrap());
+    h.s.start(h.now, &mut h.out);
+    assert_eq!(
+        h.take_io(),
+        vec![IoRequest::Resolve {
+            host: "127.0.0.4".into(),
+            port: 8080
+        }]
+    );
+    h.s.handle_resolved(Ok(vec!["127.0.0.4:8080".parse().unwrap()]), h.now, &mut h.out);
+    assert_eq!(h.take_io(), vec![IoRequest::Connect("127.0.0.4:8080".parse().unwrap())]);
+    h.s.handle_connected(Ok(()), h.now, &mut h.out);
+    // The name, not the address, is what the server is asked for.
+    let request = String::from_utf8(h.take_wire()).unwrap();
+    assert!(request.contains("\r\nHost: example.test\r\n"), "{request}");
+}

@@ -7,6 +7,7 @@ mod support;
 
 mod autobahn;
 mod cli;
+mod endpoints;
 mod faults;
 mod hostile;
 mod interop;

@@ -514,6 +514,19 @@ enum Wrap {
     Nofile(u32),
     /// Inside a namespace (name, its address to listen on).
     Netns(String, String),
+    /// With this file as its /etc/hosts (a private mount namespace).
+    Hosts(PathBuf),
+}
+
+/// The command that runs `program` with `hosts` bind-mounted over
+/// /etc/hosts in a private mount namespace (nothing else sees it; edits
+/// made in place to the file show through).
+pub fn with_hosts_file(hosts: &Path, program: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "sh", "-c", "mount --bind \"$0\" /etc/hosts && exec \"$@\""])
+        .arg(hosts)
+        .arg(program);
+    c
 }
 
 /// A running `sockpulse run` with its HTTP address.
@@ -542,6 +555,11 @@ impl Agent {
         Agent::launch(config, &[], &[], Wrap::Nofile(nofile))
     }
 
+    /// Starts the agent with `hosts` as its /etc/hosts.
+    pub fn start_with_hosts(config: &str, hosts: &Path) -> Agent {
+        Agent::launch(config, &[], &[], Wrap::Hosts(hosts.to_path_buf()))
+    }
+
     /// Starts the agent inside a test namespace, listening on its address.
     pub fn start_in_netns(config: &str, ns: &netns::NetNs, extra: &[&str]) -> Agent {
         Agent::launch(config, &[], extra, Wrap::Netns(ns.name.clone(), ns.peer_ip.clone()))
@@ -564,6 +582,7 @@ impl Agent {
                 c.args(["netns", "exec", &name, sockpulse_bin()]);
                 c
             }
+            Wrap::Hosts(path) => with_hosts_file(&path, sockpulse_bin()),
             Wrap::Direct => Command::new(sockpulse_bin()),
         };
         cmd.arg("run")

@@ -1,0 +1,208 @@
+//! Every endpoint behind a name: `endpoints = "all"` against Python
+//! websockets servers on several loopback addresses, the name given by a
+//! hosts file in a private mount namespace and edited while the agent runs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn server_on(host: &str, port: u16) -> Option<Proc> {
+    python_ws(0, &["--host", host, "--port", &port.to_string()]).map(|(p, _)| p)
+}
+
+fn hosts(path: &Path, name: &str, addrs: &[&str]) {
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for a in addrs {
+        text.push_str(&format!("{a} {name}\n"));
+    }
+    // In place: the bind mount follows the inode, not the name.
+    std::fs::write(path, text).expect("write hosts");
+}
+
+fn can_unshare() -> bool {
+    let ok = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    require("unshare -m (root)", ok)
+}
+
+#[test]
+fn endpoints_all_holds_sessions_to_every_address_and_follows_the_name() {
+    if !can_unshare() {
+        return;
+    }
+    let port = free_port();
+    let mut servers = Vec::new();
+    for host in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        let Some(s) = server_on(host, port) else {
+            return;
+        };
+        servers.push(s);
+    }
+    let dir = tempfile_dir::TempDir::new("endpoints");
+    let hosts_file = dir.path().join("hosts");
+    hosts(&hosts_file, "svc.test", &["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let config = format!(
+        "{}[[target]]\nname = \"svc\"\nurl = \"ws://svc.test:{port}/\"\nendpoints = \"all\"\n\
+         resolve_interval = \"500ms\"\nconnections = 2\n",
+        fast_defaults()
+    );
+    let agent = Agent::start_with_hosts(&config, &hosts_file);
+    let ep = |host: &str| format!("{host}:{port}");
+    agent.wait_metric("sockpulse_endpoints", &[("target", "svc")], T, |v| v == 3.0);
+    agent.wait_metric("sockpulse_sessions", &[("target", "svc"), ("state", "open")], T, |v| {
+        v == 6.0
+    });
+    for host in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let e = ep(host);
+        agent.wait_metric(
+            "sockpulse_endpoint_up",
+            &[("target", "svc"), ("endpoint", &e)],
+            T,
+            |v| v == 1.0,
+        );
+        agent.wait_metric(
+            "sockpulse_endpoint_ping_rtt_seconds_count",
+            &[("target", "svc"), ("endpoint", &e)],
+            T,
+            |v| v >= 2.0,
+        );
+    }
+
+    // One endpoint's server stops: only its series go down.
+    servers[1].kill();
+    let down = ep("127.0.0.3");
+    agent.wait_metric(
+        "sockpulse_endpoint_up",
+        &[("target", "svc"), ("endpoint", &down)],
+        T,
+        |v| v == 0.0,
+    );
+    agent.wait_metric(
+        "sockpulse_endpoint_failures_total",
+        &[("target", "svc"), ("endpoint", &down), ("reason", "refused")],
+        T,
+        |v| v >= 1.0,
+    );
+    let text = agent.scrape();
+    assert_eq!(
+        metric_value(&text, "sockpulse_target_up", &[("target", "svc")]),
+        Some(1.0)
+    );
+    for host in ["127.0.0.2", "127.0.0.4"] {
+        let e = ep(host);
+        assert_eq!(
+            metric_value(&text, "sockpulse_endpoint_up", &[("target", "svc"), ("endpoint", &e)]),
+            Some(1.0)
+        );
+        assert!(
+            !text.contains(&format!("sockpulse_endpoint_failures_total{{endpoint=\"{e}\"")),
+            "{e} must be untouched:\n{text}"
+        );
+    }
+
+    // The name changes: .3 leaves, .5 joins; the others keep their sessions.
+    let opened_before = agent
+        .metric("sockpulse_sessions_opened_total", &[("target", "svc")])
+        .unwrap();
+    hosts(&hosts_file, "svc.test", &["127.0.0.2", "127.0.0.4", "127.0.0.5"]);
+    let added = ep("127.0.0.5");
+    agent.wait_metric(
+        "sockpulse_endpoint_up",
+        &[("target", "svc"), ("endpoint", &added)],
+        T,
+        |v| v == 1.0,
+    );
+    agent.wait_until_log(&format!("removed {down}"), T);
+    assert!(wait_until(T, || !agent
+        .scrape()
+        .contains(&format!("endpoint=\"{down}\""))));
+    agent.wait_metric("sockpulse_sessions", &[("target", "svc"), ("state", "open")], T, |v| {
+        v == 6.0
+    });
+    let opened_after = agent
+        .metric("sockpulse_sessions_opened_total", &[("target", "svc")])
+        .unwrap();
+    assert_eq!(
+        opened_after - opened_before,
+        2.0,
+        "only the new endpoint's two sessions opened"
+    );
+    assert_eq!(agent.metric("sockpulse_endpoints", &[("target", "svc")]), Some(3.0));
+
+    // status --agent prints a row per endpoint.
+    let out = sockpulse(&["status", "--agent", &format!("http://{}", agent.addr)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for host in ["127.0.0.2", "127.0.0.4", "127.0.0.5"] {
+        assert!(stdout.contains(&format!("svc [{}]", ep(host))), "{stdout}");
+    }
+}
+
+#[test]
+fn status_reports_each_endpoint_and_tries_every_address_of_a_name() {
+    if !can_unshare() {
+        return;
+    }
+    let port = free_port();
+    let Some(_server) = server_on("127.0.0.2", port) else {
+        return;
+    };
+    let dir = tempfile_dir::TempDir::new("endpoints-status");
+    let hosts_file = dir.path().join("hosts");
+    // ::1 and 127.0.0.6 refuse; 127.0.0.2 answers.
+    std::fs::write(
+        &hosts_file,
+        "127.0.0.1 localhost\n::1 multi.test\n127.0.0.2 multi.test\n127.0.0.2 each.test\n127.0.0.6 each.test\n",
+    )
+    .unwrap();
+    let config = dir.path().join("sockpulse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[target]]\nname = \"each\"\nurl = \"ws://each.test:{port}/\"\nendpoints = \"all\"\n\
+             [[target]]\nname = \"multi\"\nurl = \"ws://multi.test:{port}/\"\n"
+        ),
+    )
+    .unwrap();
+    let out = with_hosts_file(&hosts_file, sockpulse_bin())
+        .args(["status", "--config"])
+        .arg(&config)
+        .args(["--json", "--pings", "2"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("JSON");
+    let row = |target: &str, endpoint: Option<String>| {
+        rows.iter()
+            .find(|r| r["target"] == target && r["endpoint"].as_str().map(String::from) == endpoint)
+            .unwrap_or_else(|| panic!("no row {target} {endpoint:?}: {stdout}"))
+    };
+    assert_eq!(row("each", Some(format!("127.0.0.2:{port}")))["healthy"], true);
+    let refused = row("each", Some(format!("127.0.0.6:{port}")));
+    assert_eq!(
+        (refused["healthy"].clone(), refused["reason"].clone()),
+        (false.into(), "refused".into())
+    );
+    // Without endpoints = "all": the refusing address, then the next.
+    let multi = row("multi", None);
+    assert_eq!(multi["healthy"], true, "{multi}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let tried = |addr: &str| log.find(&format!("target=multi session=0 connecting to {addr}"));
+    let (v6, v4) = (tried(&format!("[::1]:{port}")), tried(&format!("127.0.0.2:{port}")));
+    assert!(
+        v6.is_some() && v4.is_some() && v6 < v4,
+        "::1 refused first, then 127.0.0.2:\n{log}"
+    );
+    assert_eq!(rows.len(), 3, "{stdout}");
+}
