@@ -23,6 +23,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # Proxies: HTTP CONNECT and SOCKS5.
 command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
 command -v microsocks >/dev/null 2>&1 || need_apt+=(microsocks)
+# A WebSocket load balancer whose idle timeout the tests measure.
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2
@@ -47,7 +49,7 @@ if ((${#need_apt[@]})); then
     rm -f "$policy"
     trap - EXIT
   fi
-  for svc in nginx prometheus prometheus-node-exporter redis-server rabbitmq-server mosquitto tinyproxy; do
+  for svc in nginx prometheus prometheus-node-exporter redis-server rabbitmq-server mosquitto tinyproxy haproxy; do
     if command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" >/dev/null 2>&1; then continue; fi
     service "$svc" stop >/dev/null 2>&1 || true
   done

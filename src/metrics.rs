@@ -169,6 +169,11 @@ metric_table! {
             init ["diagnosis" in Diagnosis::ALL];
         session_duration: HistogramVec("sockpulse_session_duration_seconds",
             "How long sessions stayed open, observed when each ended", SESSION_DURATION_BUCKETS) init;
+        path_idle_timeout: GaugeVec("sockpulse_path_idle_timeout_seconds",
+            "How long the path lets a silent connection live, as idle discovery found it") lazy;
+        path_idle_pings_keep_alive: IntGaugeVec("sockpulse_path_idle_pings_keep_alive",
+            "1 if RFC 6455 pings (or TCP probes) alone kept a connection alive past the path's idle timeout, 0 if not")
+            lazy;
         session_lifetime_limit: GaugeVec("sockpulse_session_lifetime_limit_seconds",
             "The age at which the target's sessions keep being ended by the far side (a load balancer's maximum connection duration), while one is seen")
             lazy;

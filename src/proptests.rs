@@ -29,6 +29,7 @@ fn spec(scheme: Scheme) -> Arc<TargetSpec> {
                 reset_after: Duration::from_secs(4),
             },
             message_timeout: None,
+            first_probe_delay: None,
         },
         ws: WsOptions {
             max_message_size: 4096,

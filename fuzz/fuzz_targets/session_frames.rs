@@ -36,6 +36,7 @@ fn spec() -> Arc<TargetSpec> {
                     reset_after: Duration::from_secs(1),
                 },
                 message_timeout: None,
+                first_probe_delay: None,
             },
             ws: WsOptions {
                 max_message_size: 65536,

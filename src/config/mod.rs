@@ -630,4 +630,26 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn idle_discovery_is_for_sessions_that_can_be_silent_and_then_probed() {
+        let c = parse_ok(
+            "[[target]]\nurl = \"ws://a/\"\nidle_discovery = {}\n\
+             [[target]]\nurl = \"tcp://b:1\"\nprobe = { send = \"x\", expect = \"y\" }\nidle_discovery = { max = \"2m\" }\n",
+        );
+        assert_eq!(c.targets[0].idle_discovery, Some(Duration::from_secs(900)));
+        assert_eq!(c.targets[1].idle_discovery, Some(Duration::from_secs(120)));
+        assert_eq!(
+            fields(
+                "[[target]]\nurl = \"ws://a/\"\nprotocol = \"socketio\"\nidle_discovery = {}\n\
+                 [[target]]\nurl = \"tcp://b:1\"\nidle_discovery = {}\n\
+                 [[target]]\nurl = \"ws://c/\"\nidle_discovery = { max = \"soon\" }\n"
+            ),
+            [
+                "target[0].idle_discovery",
+                "target[1].idle_discovery",
+                "target[2].idle_discovery.max"
+            ]
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! and the TLS settings. TLS configurations are built later (`resolve`).
 
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use toml::Table;
 
@@ -13,7 +14,7 @@ use super::tls::TlsOptions;
 use super::url::{parse_target_url, ParsedUrl};
 use super::walker::{join, Walker};
 use crate::session::secrets;
-use crate::session::spec::{Endpoints, DEFAULT_MAX_ENDPOINTS, DEFAULT_RESOLVE_INTERVAL};
+use crate::session::spec::{Endpoints, DEFAULT_IDLE_DISCOVERY_MAX, DEFAULT_MAX_ENDPOINTS, DEFAULT_RESOLVE_INTERVAL};
 use crate::session::spec::{OpenMessage, Probe, Protocol, Scheme, TargetSpec, WsOptions};
 
 const TARGET_ONLY_KEYS: &[&str] = &[
@@ -24,6 +25,7 @@ const TARGET_ONLY_KEYS: &[&str] = &[
     "endpoints",
     "resolve_interval",
     "max_endpoints",
+    "idle_discovery",
 ];
 /// Defaults that only mean something for ws:// and wss:// targets.
 const WS_ONLY_DEFAULTS: &[&str] = &["message_timeout"];
@@ -189,6 +191,7 @@ fn build(
         }
     };
     let endpoints = read_endpoints(w, table, path, proxy.is_some());
+    let idle_discovery = read_idle_discovery(w, table, path, &protocol, is_ws || probe.is_some());
     let mut secret_files = w.take_secret_files();
     // `[defaults]` credentials were read once, before any target.
     for auth in proxy.iter().filter_map(|p| p.auth.as_ref()) {
@@ -213,6 +216,7 @@ fn build(
         host_header: parsed.host_header,
         connections: d.connections,
         endpoints,
+        idle_discovery,
         max_connecting: d.max_connecting,
         timing,
         ws,
@@ -230,6 +234,39 @@ fn build(
         spec,
         tls,
     })
+}
+
+/// `idle_discovery = { max }`: only where a session can be silent and then
+/// probed (plain RFC 6455, or TCP with a probe).
+fn read_idle_discovery(
+    w: &mut Walker<'_>,
+    table: &Table,
+    path: &str,
+    protocol: &Protocol,
+    probes: bool,
+) -> Option<Duration> {
+    let t = w.table(table, path, "idle_discovery")?;
+    let field = join(path, "idle_discovery");
+    w.check_keys(t, &field, &[&["max"]]);
+    let max = w.duration(t, &field, "max").unwrap_or(DEFAULT_IDLE_DISCOVERY_MAX);
+    if !matches!(protocol, Protocol::Ws) {
+        w.problem(
+            &field,
+            format!(
+                "{} sends heartbeats of its own: its sessions are never silent",
+                protocol.name()
+            ),
+        );
+        return None;
+    }
+    if !probes {
+        w.problem(
+            &field,
+            "a tcp target needs a probe to tell a silently forgotten connection",
+        );
+        return None;
+    }
+    Some(max)
 }
 
 /// `endpoints = "all"` with its `resolve_interval` and `max_endpoints`.

@@ -33,6 +33,7 @@ fn kernel_evidence(socket: Option<&mio::net::TcpStream>) -> Option<KernelEvidenc
 impl<O: Observer> Driver<O> {
     pub(super) fn after_session_call(&mut self, i: usize, now: Instant) {
         let mut taken = std::mem::take(&mut self.out_spare);
+        let mut trials_over = Vec::new();
         loop {
             // What the session pushed moves here; `out` gets the emptied
             // buffers of the last round, capacity kept.
@@ -81,6 +82,15 @@ impl<O: Observer> Driver<O> {
                         _ => {}
                     }
                 }
+                if slot.trial {
+                    // Idle discovery's: the search's, never the target's series.
+                    if let Some(k) = self.discoveries.iter().position(|d| d.runs_in(i)) {
+                        if self.discoveries[k].on_event(ev) {
+                            trials_over.push(k);
+                        }
+                    }
+                    continue;
+                }
                 let ctx = EventContext {
                     target: slot.target,
                     ordinal: slot.ordinal,
@@ -97,9 +107,16 @@ impl<O: Observer> Driver<O> {
             }
         }
         self.out_spare = taken;
+        for k in trials_over {
+            self.trial_over(k, now);
+        }
         self.flush(i, now);
         let slot = &self.slots[i];
-        self.gauges[i] = SessionGauge::of(slot.target, &slot.session, self.epoch);
+        self.gauges[i] = if slot.trial {
+            SessionGauge::none(slot.target)
+        } else {
+            SessionGauge::of(slot.target, &slot.session, self.epoch)
+        };
         let at = slot.session.poll_timeout();
         self.timers.arm(i, at);
     }

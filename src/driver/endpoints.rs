@@ -170,10 +170,6 @@ impl<O: Observer> Driver<O> {
         spec: &Arc<TargetSpec>,
         endpoint: Option<SocketAddr>,
     ) -> Vec<usize> {
-        let mut reusable = (0..self.slots.len())
-            .filter(|&i| self.slots[i].retired && self.slots[i].session.phase() == Phase::Stopped)
-            .collect::<Vec<_>>()
-            .into_iter();
         let fanout = self.fanouts.iter_mut().find(|f| f.target == id);
         let (first_ordinal, shift) = match fanout {
             Some(f) if endpoint.is_some() => {
@@ -201,26 +197,38 @@ impl<O: Observer> Driver<O> {
                 let anchor = probe_anchor(self.epoch, interval, id, k, spec.connections);
                 session.set_probe_anchor(anchor + interval.mul_f64(shift));
             }
-            let i = match reusable.next() {
-                Some(i) => {
-                    let slot = &mut self.slots[i];
-                    slot.session = session;
-                    slot.target = id;
-                    slot.ordinal = ordinal;
-                    slot.retired = false;
-                    self.stopped -= 1;
-                    self.gauges[i] = SessionGauge::of(id, &slot.session, self.epoch);
-                    i
-                }
-                None => {
-                    self.gauges.push(SessionGauge::of(id, &session, self.epoch));
-                    self.slots.push(Slot::new(session, id, ordinal));
-                    self.slots.len() - 1
-                }
-            };
-            indexes.push(i);
+            indexes.push(self.place_session(id, ordinal, session, false));
         }
-        self.timers.ensure_slots(self.slots.len());
         indexes
+    }
+
+    /// Puts a new session of target `id` in a slot: one of a stopped session
+    /// whose target is gone (or trial is over), else a new one. A `trial`
+    /// session (idle discovery) is the target's on the wire only.
+    pub(super) fn place_session(&mut self, id: TargetId, ordinal: u32, session: Session, trial: bool) -> usize {
+        let reusable =
+            (0..self.slots.len()).find(|&i| self.slots[i].retired && self.slots[i].session.phase() == Phase::Stopped);
+        let gauge = SessionGauge::of(id, &session, self.epoch);
+        let i = match reusable {
+            Some(i) => {
+                let slot = &mut self.slots[i];
+                slot.session = session;
+                slot.target = id;
+                slot.ordinal = ordinal;
+                self.stopped -= 1;
+                self.gauges[i] = gauge;
+                i
+            }
+            None => {
+                self.gauges.push(gauge);
+                self.slots.push(Slot::new(session, id, ordinal));
+                self.slots.len() - 1
+            }
+        };
+        // A trial's slot is free again as soon as it stops.
+        self.slots[i].retired = trial;
+        self.slots[i].trial = trial;
+        self.timers.ensure_slots(self.slots.len());
+        i
     }
 }

@@ -44,6 +44,16 @@ impl SessionGauge {
         }
     }
 
+    /// A session that never counts (an idle-discovery trial).
+    pub(super) fn none(target: TargetId) -> SessionGauge {
+        SessionGauge {
+            target,
+            open: false,
+            last_pong: 0,
+            last_message: 0,
+        }
+    }
+
     pub fn target(&self) -> TargetId {
         self.target
     }

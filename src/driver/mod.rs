@@ -13,6 +13,8 @@ mod endpoints;
 pub mod fdlimit;
 mod gauges;
 mod handle;
+mod idle_discovery;
+pub mod idle_search;
 mod observer;
 mod pacing;
 mod reload;
@@ -36,6 +38,7 @@ use crate::targets::TargetMap;
 pub use endpoints::ENDPOINT_LOOKUPS;
 pub use gauges::SessionGauge;
 pub use handle::LoopHandle;
+pub use idle_search::Finding as IdleFinding;
 pub use observer::{EndpointChange, EventContext, KernelEvidence, Observer, ReloadSummary};
 pub use pacing::{timer_granularity, MAX_TIMER_GRANULARITY, MIN_TIMER_GRANULARITY, TIMER_GRID_DIVISOR};
 use resolver::Resolver;
@@ -96,6 +99,8 @@ pub struct Driver<O: Observer> {
     fanouts: Vec<endpoints::FanOut>,
     /// Endpoint lookups answered without the resolver threads (literals).
     pending_endpoint_answers: Vec<resolver::Resolved>,
+    /// Targets with `idle_discovery`: their searches and trial sessions.
+    discoveries: Vec<idle_discovery::Discovery>,
 }
 
 /// What one `run` remembers between turns of the loop.
@@ -141,6 +146,7 @@ impl<O: Observer> Driver<O> {
             stopping: false,
             fanouts: Vec::new(),
             pending_endpoint_answers: Vec::new(),
+            discoveries: Vec::new(),
         };
         for spec in targets {
             driver.add_target(spec);
@@ -222,6 +228,7 @@ impl<O: Observer> Driver<O> {
             self.take_resolved();
             self.fire_timers(now);
             self.look_up_endpoints(now);
+            self.run_discoveries(Instant::now());
         }
     }
 
@@ -291,7 +298,10 @@ impl<O: Observer> Driver<O> {
             // Already on the timer grid: deadlines of one period share a wake.
             wait = wait.min(t.saturating_duration_since(now));
         }
-        if let Some(t) = self.next_endpoint_lookup() {
+        for t in [self.next_endpoint_lookup(), self.next_discovery_start()]
+            .into_iter()
+            .flatten()
+        {
             wait = wait.min(t.saturating_duration_since(now));
         }
         if !self.pending_endpoint_answers.is_empty() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::gauges::SessionGauge;
+use super::idle_search::Finding;
 use crate::kernel::{Diagnosis, TcpSnapshot};
 use crate::session::spec::TargetSpec;
 use crate::session::{Session, SessionEvent};
@@ -49,6 +50,10 @@ pub trait Observer {
     /// A target with `endpoints = "all"` was resolved: its endpoints now,
     /// or why the lookup failed (the endpoints it had are kept).
     fn on_endpoints(&mut self, _id: TargetId, _change: Result<&EndpointChange<'_>, &str>) {}
+    /// Idle discovery learned something: the path's idle timeout (or that
+    /// there is none up to its `max`), and whether pings alone keep a
+    /// connection alive through it, once known.
+    fn on_idle_discovery(&mut self, _id: TargetId, _finding: Option<Finding>, _pings_keep_alive: Option<bool>) {}
 }
 
 /// What a lookup of a fanned-out target's name changed.

@@ -19,6 +19,10 @@ impl<O: Observer> Driver<O> {
         if let Some(r) = &self.owned {
             r.set_target_name(id, Some(spec.name.clone()));
         }
+        if let (Some(max), crate::session::Mode::Persistent) = (spec.idle_discovery, self.mode) {
+            self.discoveries
+                .push(super::idle_discovery::Discovery::new(id, max, Instant::now()));
+        }
         match spec.endpoints {
             Endpoints::All { .. } => self.fanouts.push(FanOut::new(id, Instant::now())),
             Endpoints::First => {
@@ -47,6 +51,7 @@ impl<O: Observer> Driver<O> {
             summary.removed += 1;
             self.targets.remove(id);
             self.fanouts.retain(|f| f.target != id);
+            self.drop_discoveries(id, now);
             if let Some(r) = &self.owned {
                 r.set_target_name(id, None);
             }

@@ -23,9 +23,11 @@ pub struct Slot {
     pub resolve_seq: u64,
     /// The socket's inode, when the kernel view is on.
     pub inode: Option<u64>,
-    /// Its target was removed by a reload: the session is closing or
-    /// stopped, and the slot may be reused.
+    /// Its target was removed by a reload (or it is an idle-discovery
+    /// trial): once stopped, the slot may be reused.
     pub retired: bool,
+    /// An idle-discovery trial session: its events go to the search only.
+    pub trial: bool,
 }
 
 impl Slot {
@@ -41,6 +43,7 @@ impl Slot {
             resolve_seq: 0,
             inode: None,
             retired: false,
+            trial: false,
         }
     }
 

@@ -26,6 +26,9 @@ label_enum! {
         /// path limits how long a connection may live (see
         /// `observer::lifetime`).
         LifetimeLimit,
+        /// Ended after exactly as much silence as the path's idle timeout
+        /// (found by idle discovery): the path closed it for being quiet.
+        IdleKilled,
     }
 }
 

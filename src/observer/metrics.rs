@@ -12,7 +12,7 @@ use super::digest::{Digest, Say};
 use super::endpoints::EndpointSet;
 use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
-use crate::driver::{EndpointChange, EventContext, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use crate::driver::{EndpointChange, EventContext, IdleFinding, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::kernel::Diagnosis;
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
 use crate::session::min_opt;
@@ -32,6 +32,8 @@ struct TargetState {
     session_duration: Histogram,
     /// Whether its sessions keep ending at one age.
     lifetime: LifetimeWatch,
+    /// The path's idle timeout, once idle discovery found it.
+    idle_timeout: Option<Duration>,
     /// Which of its log lines go out at their level.
     digest: Digest,
     /// What `status --agent` shows of it.
@@ -54,6 +56,7 @@ impl TargetState {
             message_size: metrics.message_size.with_label_values(&[spec.name.as_str()]),
             session_duration: metrics.session_duration.with_label_values(&[spec.name.as_str()]),
             lifetime: LifetimeWatch::default(),
+            idle_timeout: None,
             digest: Digest::new(spec.connections),
             live: TargetReport::new(spec, 0),
             endpoints: EndpointSet::default(),
@@ -162,6 +165,29 @@ fn lifetime_verdict(m: &Metrics, name: &str, verdict: Verdict) -> Option<Duratio
     }
 }
 
+/// `idle_killed` when a session the far side ended had been silent for the
+/// path's idle timeout (within a tenth).
+fn idle_killed(
+    timeout: Option<Duration>,
+    ctx: &EventContext<'_>,
+    reason: DisconnectReason,
+) -> Option<(Diagnosis, String)> {
+    let timeout = timeout?;
+    let last = ctx.session.stats().last_rx?;
+    let silence = ctx.now.saturating_duration_since(last);
+    let slack = timeout / 10 + Duration::from_millis(100);
+    let near = silence.max(timeout) - silence.min(timeout) <= slack;
+    (ended_by_peer(reason) && near).then(|| {
+        (
+            Diagnosis::IdleKilled,
+            format!(
+                " diagnosis=idle_killed (silent for {}, the path's idle timeout)",
+                secs(silence)
+            ),
+        )
+    })
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
@@ -186,21 +212,29 @@ impl Observer for MetricsObserver {
         let at_limit = match event {
             SessionEvent::Disconnected { reason, open_for, .. } => {
                 state.session_duration.observe(open_for.as_secs_f64());
-                let verdict = state.lifetime.on_end(ctx.now, *open_for, ended_by_peer(*reason));
-                let at_limit = lifetime_verdict(m, name, verdict);
-                if at_limit.is_some() && state.live.reason.as_deref() == Some(reason.as_str()) {
-                    state.live.diagnosis = Some(Diagnosis::LifetimeLimit.as_str().into());
+                // Killed for its silence: says nothing about a lifetime limit.
+                let idle = idle_killed(state.idle_timeout, ctx, *reason);
+                let by_peer = ended_by_peer(*reason) && idle.is_none();
+                let verdict = state.lifetime.on_end(ctx.now, *open_for, by_peer);
+                let at_limit = lifetime_verdict(m, name, verdict).map(|limit| {
+                    (
+                        Diagnosis::LifetimeLimit,
+                        format!(" diagnosis=lifetime_limit (sessions end after {})", secs(limit)),
+                    )
+                });
+                let explained = idle.or(at_limit);
+                if let Some((d, _)) = &explained {
+                    if state.live.reason.as_deref() == Some(reason.as_str()) {
+                        state.live.diagnosis = Some(d.as_str().into());
+                    }
                 }
-                at_limit
+                explained
             }
             _ => None,
         };
-        // An end the lifetime limit explains is that, whatever the socket says.
+        // An end the path's pattern explains is that, whatever the socket says.
         let (diagnosis, kernel) = match at_limit {
-            Some(limit) => (
-                Some(Diagnosis::LifetimeLimit),
-                format!(" diagnosis=lifetime_limit (sessions end after {})", secs(limit)),
-            ),
+            Some((d, note)) => (Some(d), note),
             None => (ctx.kernel.and_then(|k| k.diagnosis), kernel_note(ctx.kernel)),
         };
         if let Some(d) = diagnosis {
@@ -377,6 +411,60 @@ impl Observer for MetricsObserver {
                 state
                     .live
                     .record_failure(crate::session::FailureReason::Dns.as_str(), e);
+            }
+        }
+    }
+
+    fn on_idle_discovery(&mut self, id: TargetId, finding: Option<IdleFinding>, pings_keep_alive: Option<bool>) {
+        let Some(state) = self.targets.get_mut(id) else {
+            return;
+        };
+        let name = state.spec.name.as_str();
+        let m = &self.metrics;
+        match finding {
+            Some(IdleFinding::Timeout(t)) => {
+                let new = state.idle_timeout != Some(t);
+                state.idle_timeout = Some(t);
+                state.live.path_idle_timeout_seconds = Some(t.as_secs_f64());
+                m.path_idle_timeout.with_label_values(&[name]).set(t.as_secs_f64());
+                if new {
+                    log::info!(
+                        "target={name} the path closes or forgets connections silent for {}",
+                        secs(t)
+                    );
+                    // A ping and its answer deadline must fit in the timeout, twice over.
+                    if let Some(interval) = state.spec.timing.ping_interval {
+                        if interval * 2 > t {
+                            log::warn!(
+                                "target={name} ping_interval ({}) is not safely below the path's idle timeout ({}): \
+                                 set it to at most half of it",
+                                secs(interval),
+                                secs(t)
+                            );
+                        }
+                    }
+                }
+            }
+            Some(IdleFinding::NoneUpTo(max)) => {
+                log::info!(
+                    "target={name} the path kept a connection silent for {} alive: no idle timeout up to that",
+                    secs(max)
+                );
+            }
+            None => {}
+        }
+        if let Some(keep) = pings_keep_alive {
+            state.live.idle_pings_keep_alive = Some(keep);
+            m.path_idle_pings_keep_alive
+                .with_label_values(&[name])
+                .set(i64::from(keep));
+            if keep {
+                log::info!("target={name} pings alone keep a connection alive through the path's idle timeout");
+            } else {
+                log::warn!(
+                    "target={name} pings alone do NOT keep a connection alive through the path's idle timeout: \
+                     it counts only data"
+                );
             }
         }
     }

@@ -52,6 +52,12 @@ pub struct TargetReport {
     /// running agent sees one (`lifetime_limit`).
     #[serde(default)]
     pub lifetime_limit_seconds: Option<f64>,
+    /// How long the path lets a silent connection live (idle discovery).
+    #[serde(default)]
+    pub path_idle_timeout_seconds: Option<f64>,
+    /// Whether pings alone keep a connection alive through it.
+    #[serde(default)]
+    pub idle_pings_keep_alive: Option<bool>,
     #[serde(skip)]
     rtts: Vec<Duration>,
     #[serde(skip)]
@@ -93,6 +99,8 @@ impl TargetReport {
             rtt_max_ms: None,
             cert_not_after_unix: None,
             lifetime_limit_seconds: None,
+            path_idle_timeout_seconds: None,
+            idle_pings_keep_alive: None,
             rtts: Vec::new(),
             opened: false,
         }

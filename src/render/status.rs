@@ -60,6 +60,14 @@ pub fn table(reports: &[TargetReport], now_unix: i64) -> String {
     }
     let mut out = columns(&rows);
     for r in reports {
+        if let Some(t) = r.path_idle_timeout_seconds {
+            let pings = match r.idle_pings_keep_alive {
+                Some(true) => "; pings alone keep connections alive",
+                Some(false) => "; pings alone do NOT keep connections alive",
+                None => "",
+            };
+            let _ = writeln!(out, "{}: the path's idle timeout is {t:.2}s{pings}", row_name(r));
+        }
         if let Some(limit) = r.lifetime_limit_seconds {
             let _ = writeln!(
                 out,

@@ -35,6 +35,9 @@ pub struct Timing {
     /// Opt-in: no data message for this long while everything else is
     /// healthy ends the session (`message_timeout`: the feed stopped).
     pub message_timeout: Option<Duration>,
+    /// The first probe waits this long after the open (idle discovery's
+    /// silent sessions); otherwise it goes out at once.
+    pub first_probe_delay: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -53,6 +56,7 @@ impl Default for Timing {
                 reset_after: Duration::from_secs(60),
             },
             message_timeout: None,
+            first_probe_delay: None,
         }
     }
 }
@@ -267,6 +271,7 @@ pub enum Endpoints {
     },
 }
 
+pub const DEFAULT_IDLE_DISCOVERY_MAX: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ENDPOINTS: usize = 64;
 
@@ -287,6 +292,9 @@ pub struct TargetSpec {
     /// Sessions to the target, or to each of its endpoints.
     pub connections: u32,
     pub endpoints: Endpoints,
+    /// `idle_discovery = { max }`: trial sessions find the path's idle
+    /// timeout, searching up to this silence.
+    pub idle_discovery: Option<Duration>,
     /// At most this many of the target's sessions resolve, connect or
     /// handshake at once: a connect storm queues here rather than in the
     /// server's accept queue.
@@ -332,6 +340,7 @@ impl TargetSpec {
             host_header: "example.test".into(),
             connections: 1,
             endpoints: Endpoints::First,
+            idle_discovery: None,
             max_connecting: DEFAULT_MAX_CONNECTING,
             timing: Timing::default(),
             ws: WsOptions {

@@ -897,3 +897,23 @@ fn a_pinned_endpoint_is_connected_to_without_resolving_the_name() {
     let request = String::from_utf8(h.take_wire()).unwrap();
     assert!(request.contains("\r\nHost: example.test\r\n"), "{request}");
 }
+
+#[test]
+fn a_delayed_first_probe_leaves_the_session_silent_until_then() {
+    let hold = Duration::from_secs(5);
+    let mut spec = TargetSpec::for_test(Scheme::Ws);
+    spec.timing.ping_interval = Some(hold);
+    spec.timing.first_probe_delay = Some(hold);
+    spec.timing.idle_timeout = None;
+    let mut h = Harness::new(spec, Mode::OneShot { pings: 1 });
+    h.open_ws();
+    assert_eq!(h.s.poll_timeout(), Some(h.now + hold));
+    h.advance(hold - MS);
+    h.tick();
+    assert!(h.take_wire().is_empty(), "silent until the hold is over");
+    h.advance(MS);
+    h.tick();
+    let frames = client_frames(&h.take_wire());
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0, 0x9, "then one ping");
+}

@@ -165,3 +165,89 @@ fn sessions_cut_at_a_fixed_age_are_diagnosed_as_a_lifetime_limit_and_random_cuts
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("fixed: sessions keep ending after 2."), "{stdout}");
 }
+
+/// Idle discovery through a proxy that closes idle tunnels after 2 s: the
+/// bound found, whether pings count, and the target's own series untouched.
+fn idle_discovery_finds(proxy_port: u16, path: &str, name: &str) {
+    let config = format!(
+        "{}[[target]]\nname = \"{name}\"\nurl = \"ws://127.0.0.1:{proxy_port}{path}\"\n\
+         idle_discovery = {{ max = \"6s\" }}\n\
+         [[target]]\nname = \"{name}-quiet\"\nurl = \"ws://127.0.0.1:{proxy_port}{path}\"\n\
+         ping_interval = \"off\"\nidle_discovery = {{ max = \"6s\" }}\n",
+        fast_defaults()
+    );
+    let agent = Agent::start(&config);
+    let found = agent.wait_metric(
+        "sockpulse_path_idle_timeout_seconds",
+        &[("target", name)],
+        Duration::from_secs(30),
+        |_| true,
+    );
+    assert!(
+        (1.8..=2.2).contains(&found),
+        "{name}: idle timeout {found}, configured 2s"
+    );
+    agent.wait_metric(
+        "sockpulse_path_idle_pings_keep_alive",
+        &[("target", name)],
+        Duration::from_secs(30),
+        |v| v == 1.0,
+    );
+    // The trials were never the target's: one session, never dropped.
+    let text = agent.scrape();
+    assert_eq!(
+        metric_value(&text, "sockpulse_sessions", &[("target", name), ("state", "open")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&text, "sockpulse_sessions_opened_total", &[("target", name)]),
+        Some(1.0)
+    );
+    for reason in ["eof", "reset", "pong_timeout", "peer_close"] {
+        assert_eq!(
+            metric_value(
+                &text,
+                "sockpulse_disconnects_total",
+                &[("target", name), ("reason", reason)]
+            ),
+            Some(0.0),
+            "{reason}"
+        );
+    }
+    // A target that never pings is closed by the proxy for its silence,
+    // and once the timeout is known, each of those ends says so.
+    let quiet = format!("{name}-quiet");
+    agent.wait_metric(
+        "sockpulse_diagnoses_total",
+        &[("target", &quiet), ("diagnosis", "idle_killed")],
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    );
+    let line = agent.wait_until_log(
+        &format!("target={quiet} session=0 disconnected: reason=eof diagnosis=idle_killed"),
+        T,
+    );
+    assert!(line.contains("the path's idle timeout"), "{line}");
+}
+
+#[test]
+fn idle_discovery_measures_nginx_proxy_read_timeout() {
+    let Some((_server, backend)) = python_ws(0, &[]) else {
+        return;
+    };
+    let Some((_nginx, port, _dir)) = nginx_ws_proxy_with(backend, "2s") else {
+        return;
+    };
+    idle_discovery_finds(port, "/ws", "nginx");
+}
+
+#[test]
+fn idle_discovery_measures_haproxy_timeout_tunnel() {
+    let Some((_server, backend)) = python_ws(0, &[]) else {
+        return;
+    };
+    let Some(haproxy) = crate::support::proxies::haproxy_ws(backend, "2s") else {
+        return;
+    };
+    idle_discovery_finds(haproxy.port, "/", "haproxy");
+}

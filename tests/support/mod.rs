@@ -398,6 +398,12 @@ impl Drop for RabbitMq {
 
 /// nginx proxying `/ws` to a WebSocket backend; every other path is a 404.
 pub fn nginx_ws_proxy(backend_port: u16) -> Option<(Proc, u16, tempfile_dir::TempDir)> {
+    nginx_ws_proxy_with(backend_port, "60s")
+}
+
+/// The same with `proxy_read_timeout` (nginx closes a WebSocket whose
+/// backend sent nothing for that long).
+pub fn nginx_ws_proxy_with(backend_port: u16, read_timeout: &str) -> Option<(Proc, u16, tempfile_dir::TempDir)> {
     let nginx = which("nginx");
     if !require("nginx", nginx.is_some()) {
         return None;
@@ -426,7 +432,7 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection "upgrade";
-      proxy_read_timeout 60s;
+      proxy_read_timeout {read_timeout};
     }}
     location / {{ return 404; }}
   }}

@@ -1,5 +1,6 @@
-//! Real proxies for the tests: tinyproxy (HTTP CONNECT) and microsocks
-//! (SOCKS5), each started on a free loopback port.
+//! Real proxies for the tests: tinyproxy (HTTP CONNECT), microsocks
+//! (SOCKS5) and haproxy (a WebSocket load balancer), each started on a free
+//! loopback port.
 
 use std::net::TcpStream;
 use std::process::Command;
@@ -67,4 +68,27 @@ pub fn microsocks(auth: Option<(&str, &str)>) -> Option<Proxy> {
         cmd.args(["-u", user, "-P", password]);
     }
     Some(Proxy::started(Proc::spawn("microsocks", &mut cmd), port, None))
+}
+
+/// haproxy in HTTP mode in front of `backend_port`, closing WebSocket
+/// tunnels idle (no traffic either way) for `tunnel_timeout`.
+pub fn haproxy_ws(backend_port: u16, tunnel_timeout: &str) -> Option<Proxy> {
+    let bin = which("haproxy");
+    if !require("haproxy", bin.is_some()) {
+        return None;
+    }
+    let dir = TempDir::new("haproxy");
+    let port = free_port();
+    let conf = format!(
+        "global\n  maxconn 1000\n\
+         defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  \
+         timeout tunnel {tunnel_timeout}\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         backend be\n  server s1 127.0.0.1:{backend_port}\n"
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, conf).expect("write haproxy.cfg");
+    let mut cmd = Command::new(bin.expect("checked"));
+    cmd.arg("-db").arg("-f").arg(&path);
+    Some(Proxy::started(Proc::spawn("haproxy", &mut cmd), port, Some(dir)))
 }

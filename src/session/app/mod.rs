@@ -148,12 +148,15 @@ impl App {
     /// is up (TCP connected or WebSocket upgraded).
     pub fn start(spec: &TargetSpec, now: Instant) -> App {
         let interval = spec.timing.ping_interval;
+        // The transport's probing starts then: the first probe at once,
+        // unless delayed.
+        let first_probe = now + spec.timing.first_probe_delay.unwrap_or_default();
         match spec.scheme {
-            Scheme::Tcp if spec.probe.is_some() => App::TcpProbe(Box::new(TcpProbe::start(now, interval))),
+            Scheme::Tcp if spec.probe.is_some() => App::TcpProbe(Box::new(TcpProbe::start(first_probe, interval))),
             Scheme::Tcp => App::Silent,
             Scheme::Ws | Scheme::Wss => match Proto::new(spec, now) {
                 Some(proto) => App::Proto(Box::new(proto)),
-                None => App::WsPing(WsPing::start(now, interval)),
+                None => App::WsPing(WsPing::start(first_probe, interval)),
             },
         }
     }
