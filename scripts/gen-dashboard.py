@@ -44,6 +44,13 @@ ROWS = [
         # A reconnect storm that pays full handshakes shows here.
         ("TLS handshakes by kind", "timeseries", "ops", [(f"sum by (target, kind) (rate(sockpulse_tls_handshakes_total{{{SEL}}}[{RI}]))", "{{target}} {{kind}}")], 12),
     ]),
+    # endpoints = "all": one row per path. With packaging/kubernetes/mesh.yaml,
+    # source agent (instance) x destination agent (endpoint).
+    ("Mesh (endpoints behind a name)", [
+        ("Endpoint up by source", "stat", "none", [(f"max by (instance, endpoint) (sockpulse_endpoint_up{{{SEL}}})", "{{instance}} → {{endpoint}}")], 8),
+        ("Endpoint RTT p99 by source", "timeseries", "s", [(f"histogram_quantile(0.99, sum by (instance, endpoint, le) (rate(sockpulse_endpoint_ping_rtt_seconds_bucket{{{SEL}}}[{RI}])))", "{{instance}} → {{endpoint}}")], 8),
+        ("Endpoint diagnoses by source", "timeseries", "ops", [(f"sum by (instance, endpoint, diagnosis) (rate(sockpulse_endpoint_diagnoses_total{{{SEL}}}[{RI}]))", "{{instance}} → {{endpoint}} {{diagnosis}}")], 8),
+    ]),
     ("Kernel view", [
         ("Own sockets by kernel state", "timeseries", "none", [(f"sum by (target, state) (sockpulse_session_kernel_state{{{SEL}}}) > 0", "{{target}} {{state}}")], 12),
         ("Agent/kernel mismatches", "timeseries", "none", [(f"sum by (target, kind) (increase(sockpulse_kernel_mismatches_total{{{SEL}}}[{RI}]))", "{{target}} {{kind}}")], 12),

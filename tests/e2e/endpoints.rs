@@ -206,3 +206,66 @@ fn status_reports_each_endpoint_and_tries_every_address_of_a_name() {
     );
     assert_eq!(rows.len(), 3, "{stdout}");
 }
+
+#[test]
+fn a_mesh_of_three_agents_sees_every_path_and_a_dropped_pair_as_exactly_that() {
+    let Some(lan) = netns::Lan::create(3) else {
+        return;
+    };
+    const PORT: u16 = 9747;
+    let mut hosts = String::from("127.0.0.1 localhost\n");
+    for node in &lan.nodes {
+        hosts.push_str(&format!("{} mesh.test\n", node.ip));
+    }
+    for j in 0..3 {
+        lan.set_etc_file(j, "hosts", &hosts);
+    }
+    // Every agent serves /ws and targets all of them through one name.
+    let config = format!(
+        "[defaults]\nping_interval = \"1s\"\npong_timeout = \"600ms\"\nconnect_timeout = \"1s\"\n\
+         handshake_timeout = \"1s\"\nbackoff = {{ min = \"200ms\", max = \"1s\" }}\n\
+         [[target]]\nname = \"mesh\"\nurl = \"ws://mesh.test:{PORT}/ws\"\nendpoints = \"all\"\nresolve_interval = \"1s\"\n"
+    );
+    let agents: Vec<Agent> = (0..3).map(|j| Agent::start_on_lan(&config, &lan, j, PORT)).collect();
+    let ep = |j: usize| format!("{}:{PORT}", lan.nodes[j].ip);
+    for agent in &agents {
+        agent.wait_metric("sockpulse_endpoints", &[("target", "mesh")], T, |v| v == 3.0);
+        for j in 0..3 {
+            agent.wait_metric(
+                "sockpulse_endpoint_up",
+                &[("target", "mesh"), ("endpoint", &ep(j))],
+                T,
+                |v| v == 1.0,
+            );
+        }
+    }
+    // Node 0 drops what node 1 sends: the 0-1 path is dead both ways.
+    lan.drop_from(0, 1);
+    let path_dead = |agent: &Agent, j: usize| {
+        agent
+            .metric(
+                "sockpulse_endpoint_diagnoses_total",
+                &[("target", "mesh"), ("endpoint", &ep(j)), ("diagnosis", "path_dead")],
+            )
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(T, || path_dead(&agents[0], 1) >= 1.0),
+        "0 -> 1 not path_dead:\n{}",
+        agents[0].scrape()
+    );
+    assert!(
+        wait_until(T, || path_dead(&agents[1], 0) >= 1.0),
+        "1 -> 0 not path_dead:\n{}",
+        agents[1].scrape()
+    );
+    // Every other path stays up and undiagnosed.
+    for (a, j) in [(0, 0), (0, 2), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)] {
+        assert_eq!(path_dead(&agents[a], j), 0.0, "{a} -> {j}");
+        assert_eq!(
+            agents[a].metric("sockpulse_endpoint_up", &[("target", "mesh"), ("endpoint", &ep(j))]),
+            Some(1.0),
+            "{a} -> {j}"
+        );
+    }
+}

@@ -194,3 +194,41 @@ print(json.dumps(out))
     let check = sockpulse(&["check-config", dir.path().join("c.toml").to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+#[test]
+fn the_mesh_manifest_targets_its_own_headless_service_on_every_endpoint() {
+    let Some(py) = python() else { return };
+    let out = Command::new(py)
+        .arg("-c")
+        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+        .arg(repo().join("packaging/kubernetes/mesh.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ConfigMap", "DaemonSet", "Service", "ServiceMonitor"]);
+    let (cm, ds, svc) = (&docs[0], &docs[1], &docs[2]);
+    assert_eq!(svc["spec"]["clusterIP"], "None", "headless: the name is every pod");
+    assert_eq!(svc["spec"]["selector"], ds["spec"]["template"]["metadata"]["labels"]);
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["ports"][0]["containerPort"], DEFAULT_PORT);
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+        cm["metadata"]["name"]
+    );
+    // The config is valid, and targets that Service's echo endpoint on every pod.
+    let toml = cm["data"]["sockpulse.toml"].as_str().unwrap();
+    let dir = tempfile_dir::TempDir::new("mesh");
+    let path = dir.path().join("mesh.toml");
+    std::fs::write(&path, toml).unwrap();
+    let check = sockpulse(&["check-config", path.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let name = svc["metadata"]["name"].as_str().unwrap();
+    let namespace = svc["metadata"]["namespace"].as_str().unwrap();
+    assert!(
+        toml.contains(&format!("ws://{name}.{namespace}.svc.cluster.local:{DEFAULT_PORT}/ws")),
+        "{toml}"
+    );
+    assert!(toml.contains("endpoints = \"all\""));
+}

@@ -518,7 +518,7 @@ pub fn sockpulse(args: &[&str]) -> Output {
 enum Wrap {
     Direct,
     Nofile(u32),
-    /// Inside a namespace (name, its address to listen on).
+    /// Inside a namespace (name, the address to listen on).
     Netns(String, String),
     /// With this file as its /etc/hosts (a private mount namespace).
     Hosts(PathBuf),
@@ -568,7 +568,23 @@ impl Agent {
 
     /// Starts the agent inside a test namespace, listening on its address.
     pub fn start_in_netns(config: &str, ns: &netns::NetNs, extra: &[&str]) -> Agent {
-        Agent::launch(config, &[], extra, Wrap::Netns(ns.name.clone(), ns.peer_ip.clone()))
+        Agent::launch(
+            config,
+            &[],
+            extra,
+            Wrap::Netns(ns.name.clone(), format!("{}:0", ns.peer_ip)),
+        )
+    }
+
+    /// Starts the agent on node `j` of a LAN, listening on its address and `port`.
+    pub fn start_on_lan(config: &str, lan: &netns::Lan, j: usize, port: u16) -> Agent {
+        let node = &lan.nodes[j];
+        Agent::launch(
+            config,
+            &[],
+            &[],
+            Wrap::Netns(node.name.clone(), format!("{}:{port}", node.ip)),
+        )
     }
 
     fn launch(config: &str, env: &[(&str, &str)], extra: &[&str], wrap: Wrap) -> Agent {
@@ -582,8 +598,8 @@ impl Agent {
                 c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), sockpulse_bin()]);
                 c
             }
-            Wrap::Netns(name, ip) => {
-                listen = format!("{ip}:0");
+            Wrap::Netns(name, address) => {
+                listen = address;
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", &name, sockpulse_bin()]);
                 c

@@ -120,3 +120,112 @@ impl Drop for NetNs {
         run(&["ip", "link", "del", &self.host_if]);
     }
 }
+
+/// Several namespaces on one bridge: hosts on a LAN, each reachable from
+/// the test process (which has the bridge's address). Removed on drop.
+pub struct Lan {
+    bridge: String,
+    pub nodes: Vec<Node>,
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    host_if: String,
+}
+
+impl Lan {
+    pub fn create(n: usize) -> Option<Lan> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let tools = super::which("ip").is_some() && super::which("iptables").is_some();
+        if !super::require("network namespaces (root, iproute2, iptables)", root && tools) {
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let k = N.fetch_add(1, Ordering::Relaxed);
+        let id = (std::process::id() % 10_000) * 10 + k;
+        let subnet = 1 + (std::process::id() * 13 + k) % 250;
+        let mut lan = Lan {
+            bridge: format!("spbr{id}"),
+            nodes: Vec::new(),
+        };
+        let bridge_addr = format!("10.232.{subnet}.1/24");
+        for step in [
+            vec!["ip", "link", "add", lan.bridge.as_str(), "type", "bridge"],
+            vec!["ip", "addr", "add", bridge_addr.as_str(), "dev", lan.bridge.as_str()],
+            vec!["ip", "link", "set", lan.bridge.as_str(), "up"],
+        ] {
+            assert!(run(&step), "bridge setup failed at {step:?}");
+        }
+        for j in 0..n {
+            let node = Node {
+                name: format!("sockpulse-lan-{id}-{j}"),
+                ip: format!("10.232.{subnet}.{}", j + 2),
+                host_if: format!("sl{id}n{j}"),
+            };
+            let peer_if = format!("sl{id}p{j}");
+            let addr = format!("{}/24", node.ip);
+            let (name, host_if) = (node.name.clone(), node.host_if.clone());
+            // Pushed first: a failed step still cleans up on drop.
+            lan.nodes.push(node);
+            let steps: Vec<Vec<&str>> = vec![
+                vec!["ip", "netns", "add", &name],
+                vec!["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if],
+                vec!["ip", "link", "set", &peer_if, "netns", &name],
+                vec!["ip", "link", "set", &host_if, "master", &lan.bridge],
+                vec!["ip", "link", "set", &host_if, "up"],
+                vec![
+                    "ip", "netns", "exec", &name, "ip", "addr", "add", &addr, "dev", &peer_if,
+                ],
+                vec!["ip", "netns", "exec", &name, "ip", "link", "set", &peer_if, "up"],
+                vec!["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"],
+            ];
+            for step in steps {
+                assert!(run(&step), "lan setup failed at {step:?}");
+            }
+        }
+        Some(lan)
+    }
+
+    /// A file `ip netns exec` shows at /etc/NAME inside node `j`.
+    pub fn set_etc_file(&self, j: usize, name: &str, text: &str) {
+        let dir = format!("/etc/netns/{}", self.nodes[j].name);
+        std::fs::create_dir_all(&dir).expect("mkdir /etc/netns/NAME");
+        std::fs::write(format!("{dir}/{name}"), text).expect("write netns file");
+    }
+
+    /// Node `j` silently drops everything node `from` sends it.
+    pub fn drop_from(&self, j: usize, from: usize) {
+        let from_ip = self.nodes[from].ip.clone();
+        assert!(
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.nodes[j].name,
+                "iptables",
+                "-A",
+                "INPUT",
+                "-s",
+                &from_ip,
+                "-j",
+                "DROP"
+            ]),
+            "iptables DROP"
+        );
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            run(&["ip", "netns", "del", &node.name]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", node.name));
+            run(&["ip", "link", "del", &node.host_if]);
+        }
+        run(&["ip", "link", "del", &self.bridge]);
+    }
+}
