@@ -25,6 +25,8 @@ command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
 command -v microsocks >/dev/null 2>&1 || need_apt+=(microsocks)
 # A WebSocket load balancer whose idle timeout the tests measure.
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# SRV records (the binary only: no service that touches resolv.conf).
+command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2

@@ -607,26 +607,40 @@ mod tests {
         let c = parse_ok(
             "[[target]]\nurl = \"ws://svc/\"\nendpoints = \"all\"\n\
              [[target]]\nurl = \"ws://svc2/\"\nendpoints = \"all\"\nresolve_interval = \"5s\"\nmax_endpoints = 8\n\
-             [[target]]\nurl = \"ws://svc3/\"\n",
+             [[target]]\nurl = \"ws://svc3/\"\n\
+             [[target]]\nurl = \"wss://svc4/\"\nsrv = \"_wss._tcp.svc4.internal\"\n",
         );
-        let all = |secs, max| Endpoints::All {
+        let all = |secs, max, srv: Option<&str>| Endpoints::All {
             resolve_interval: Duration::from_secs(secs),
             max_endpoints: max,
+            srv: srv.map(std::sync::Arc::from),
         };
-        let got: Vec<Endpoints> = c.targets.iter().map(|t| t.endpoints).collect();
-        assert_eq!(got, [all(30, 64), all(5, 8), Endpoints::First]);
+        let got: Vec<Endpoints> = c.targets.iter().map(|t| t.endpoints.clone()).collect();
+        assert_eq!(
+            got,
+            [
+                all(30, 64, None),
+                all(5, 8, None),
+                Endpoints::First,
+                all(30, 64, Some("_wss._tcp.svc4.internal"))
+            ]
+        );
         assert_eq!(
             fields(
                 "[[target]]\nurl = \"ws://a/\"\nresolve_interval = \"5s\"\n\
                  [[target]]\nurl = \"ws://b/\"\nendpoints = \"every\"\n\
                  [[target]]\nurl = \"ws://c/\"\nendpoints = \"all\"\nproxy = \"http://p:1\"\n\
-                 [[target]]\nurl = \"ws://d/\"\nendpoints = \"all\"\nmax_endpoints = 0\n"
+                 [[target]]\nurl = \"ws://d/\"\nendpoints = \"all\"\nmax_endpoints = 0\n\
+                 [[target]]\nurl = \"ws://e/\"\nsrv = \"not a name\"\n\
+                 [[target]]\nurl = \"ws://f/\"\nsrv = \"_ws._tcp.f\"\nendpoints = \"first\"\n"
             ),
             [
                 "target[0].resolve_interval",
                 "target[1].endpoints",
                 "target[2].endpoints",
-                "target[3].max_endpoints"
+                "target[3].max_endpoints",
+                "target[4].srv",
+                "target[5].srv"
             ]
         );
     }

@@ -3,6 +3,7 @@
 //! and the TLS settings. TLS configurations are built later (`resolve`).
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Table;
@@ -26,6 +27,7 @@ const TARGET_ONLY_KEYS: &[&str] = &[
     "resolve_interval",
     "max_endpoints",
     "idle_discovery",
+    "srv",
 ];
 /// Defaults that only mean something for ws:// and wss:// targets.
 const WS_ONLY_DEFAULTS: &[&str] = &["message_timeout"];
@@ -271,8 +273,28 @@ fn read_idle_discovery(
 
 /// `endpoints = "all"` with its `resolve_interval` and `max_endpoints`.
 fn read_endpoints(w: &mut Walker<'_>, table: &Table, path: &str, proxied: bool) -> Endpoints {
+    let srv = w.str(table, path, "srv").map(str::to_string);
+    if let Some(name) = &srv {
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.trim_end_matches('.').split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            w.problem(
+                join(path, "srv"),
+                format!("{name:?} is not a DNS name like \"_ws._tcp.example.internal\""),
+            );
+        }
+    }
     let all = match w.str(table, path, "endpoints") {
-        None | Some("first") => false,
+        // An SRV name stands for many endpoints.
+        None => srv.is_some(),
+        Some("first") if srv.is_some() => {
+            w.problem(join(path, "srv"), "an SRV name means endpoints = \"all\"");
+            false
+        }
+        Some("first") => false,
         Some("all") => true,
         Some(other) => {
             w.problem(
@@ -301,6 +323,7 @@ fn read_endpoints(w: &mut Walker<'_>, table: &Table, path: &str, proxied: bool) 
     Endpoints::All {
         resolve_interval: interval.unwrap_or(DEFAULT_RESOLVE_INTERVAL),
         max_endpoints: max.map(|n| n as usize).unwrap_or(DEFAULT_MAX_ENDPOINTS),
+        srv: srv.map(Arc::from),
     }
 }
 

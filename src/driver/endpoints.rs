@@ -57,6 +57,7 @@ fn limits(spec: &TargetSpec) -> Option<(Duration, usize)> {
         Endpoints::All {
             resolve_interval,
             max_endpoints,
+            ..
         } => Some((resolve_interval, max_endpoints)),
         Endpoints::First => None,
     }
@@ -81,8 +82,12 @@ impl<O: Observer> Driver<O> {
             f.seq += 1;
             let no_files: Arc<[std::path::PathBuf]> = Arc::new([]);
             let job = ENDPOINT_LOOKUPS + f.target.index();
-            // Names only: an IP literal answers at once and is its own set.
-            if let Some(result) = self.resolver.submit(job, f.seq, &spec.host, spec.port, &no_files) {
+            let answered = match &spec.endpoints {
+                Endpoints::All { srv: Some(name), .. } => self.resolver.submit_srv(job, f.seq, name),
+                // An IP literal answers at once and is its own set.
+                _ => self.resolver.submit(job, f.seq, &spec.host, spec.port, &no_files),
+            };
+            if let Some(result) = answered {
                 self.pending_endpoint_answers.push(Resolved {
                     slot: job,
                     seq: f.seq,
@@ -118,8 +123,12 @@ impl<O: Observer> Driver<O> {
         let mut found = match r.result {
             Ok(addrs) => addrs,
             Err(e) => {
+                let name = match &spec.endpoints {
+                    Endpoints::All { srv: Some(name), .. } => format!("SRV {name}"),
+                    _ => spec.host.clone(),
+                };
                 self.observer
-                    .on_endpoints(id, Err(&format!("cannot resolve {}: {e}", spec.host)));
+                    .on_endpoints(id, Err(&format!("cannot resolve {name}: {e}")));
                 return;
             }
         };

@@ -23,6 +23,7 @@ pub mod rxstamp;
 mod slots;
 pub mod socket;
 mod sockets;
+mod srv;
 pub mod timers;
 
 use std::io;

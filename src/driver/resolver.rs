@@ -28,6 +28,8 @@ struct Job {
     host: String,
     port: u16,
     secret_files: Arc<[PathBuf]>,
+    /// `host` is an SRV name (`port` unused).
+    srv: bool,
 }
 
 /// Reads `paths`; an error names the file, never its content.
@@ -82,7 +84,11 @@ impl Resolver {
                             };
                         }
                     };
-                    let result = lookup(&job.host, job.port);
+                    let result = if job.srv {
+                        super::srv::lookup(&job.host)
+                    } else {
+                        lookup(&job.host, job.port)
+                    };
                     let secrets = (!job.secret_files.is_empty()).then(|| read_secret_files(&job.secret_files));
                     if let Ok(mut results) = shared.results.lock() {
                         results.push(Resolved {
@@ -115,6 +121,23 @@ impl Resolver {
         if let (Ok(ip), true) = (host.parse::<IpAddr>(), secret_files.is_empty()) {
             return Some(Ok(vec![SocketAddr::new(ip, port)]));
         }
+        self.queue(slot, seq, host, port, secret_files, false)
+    }
+
+    /// Queues an SRV lookup of `name`.
+    pub fn submit_srv(&self, slot: usize, seq: u64, name: &str) -> Option<io::Result<Vec<SocketAddr>>> {
+        self.queue(slot, seq, name, 0, &Arc::from([]), true)
+    }
+
+    fn queue(
+        &self,
+        slot: usize,
+        seq: u64,
+        host: &str,
+        port: u16,
+        secret_files: &Arc<[PathBuf]>,
+        srv: bool,
+    ) -> Option<io::Result<Vec<SocketAddr>>> {
         match self.shared.jobs.lock() {
             Ok(mut jobs) => {
                 // While DNS hangs, sessions retry faster than blocked threads
@@ -126,6 +149,7 @@ impl Resolver {
                         queued.host = host.to_string();
                         queued.port = port;
                         queued.secret_files = Arc::clone(secret_files);
+                        queued.srv = srv;
                     }
                     None => {
                         jobs.0.push_back(Job {
@@ -134,6 +158,7 @@ impl Resolver {
                             host: host.to_string(),
                             port,
                             secret_files: Arc::clone(secret_files),
+                            srv,
                         });
                         self.shared.ready.notify_one();
                     }

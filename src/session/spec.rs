@@ -257,7 +257,7 @@ impl std::fmt::Debug for TlsSpec {
 }
 
 /// Which of the addresses behind the target's name get sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Endpoints {
     /// `connections` sessions to the name: each attempt tries its
     /// addresses in turn until one answers.
@@ -268,6 +268,9 @@ pub enum Endpoints {
     All {
         resolve_interval: Duration,
         max_endpoints: usize,
+        /// The endpoints are an SRV name's targets (each with its port)
+        /// instead of the URL host's addresses.
+        srv: Option<Arc<str>>,
     },
 }
 

@@ -269,3 +269,74 @@ fn a_mesh_of_three_agents_sees_every_path_and_a_dropped_pair_as_exactly_that() {
         );
     }
 }
+
+/// dnsmasq inside `ns` on 127.0.0.1:53, answering `_ws._tcp.svc.test` with
+/// one SRV record per `(name, address, port)`.
+fn dnsmasq_in(ns: &netns::NetNs, records: &[(&str, &str, u16)]) -> Proc {
+    let mut cmd = ns.command("dnsmasq");
+    cmd.args([
+        "-k",
+        "--log-facility=-",
+        "--pid-file=",
+        "--no-resolv",
+        "--no-hosts",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--port=53",
+    ]);
+    for (name, addr, port) in records {
+        cmd.arg(format!("--srv-host=_ws._tcp.svc.test,{name}.svc.test,{port}"));
+        cmd.arg(format!("--host-record={name}.svc.test,{addr}"));
+    }
+    let p = Proc::spawn("dnsmasq", &mut cmd);
+    assert!(p.wait_line("started", T).is_some(), "dnsmasq did not start: {}", p.output_text());
+    p
+}
+
+#[test]
+fn srv_records_give_the_endpoints_and_their_ports_and_are_followed() {
+    if !require("dnsmasq", which("dnsmasq").is_some()) {
+        return;
+    }
+    let Some(ns) = netns::NetNs::create() else {
+        return;
+    };
+    let Some(py) = python() else {
+        return;
+    };
+    ns.set_resolv_conf("nameserver 127.0.0.1\n");
+    let mut servers = Vec::new();
+    for (host, port) in [("127.0.0.2", 18081), ("127.0.0.3", 18082), ("127.0.0.4", 18083)] {
+        let mut cmd = ns.command(py.to_str().expect("utf-8 path"));
+        cmd.arg(repo().join("tests/peers/ws_server.py"))
+            .args(["--host", host, "--port", &port.to_string()]);
+        let p = Proc::spawn("python websockets in netns", &mut cmd);
+        assert!(p.wait_line("LISTENING", T).is_some(), "{}", p.output_text());
+        servers.push(p);
+    }
+    let mut dns = dnsmasq_in(&ns, &[("a", "127.0.0.2", 18081), ("b", "127.0.0.3", 18082)]);
+    let config = format!(
+        "{}[[target]]\nname = \"svc\"\nurl = \"ws://svc.test/\"\nsrv = \"_ws._tcp.svc.test\"\nresolve_interval = \"500ms\"\n",
+        fast_defaults()
+    );
+    let agent = Agent::start_in_netns(&config, &ns, &[]);
+    agent.wait_metric("sockpulse_endpoints", &[("target", "svc")], T, |v| v == 2.0);
+    for ep in ["127.0.0.2:18081", "127.0.0.3:18082"] {
+        agent.wait_metric("sockpulse_endpoint_up", &[("target", "svc"), ("endpoint", ep)], T, |v| v == 1.0);
+    }
+    // b leaves and c joins the SRV set.
+    dns.kill();
+    let _dns = dnsmasq_in(&ns, &[("a", "127.0.0.2", 18081), ("c", "127.0.0.4", 18083)]);
+    agent.wait_metric(
+        "sockpulse_endpoint_up",
+        &[("target", "svc"), ("endpoint", "127.0.0.4:18083")],
+        T,
+        |v| v == 1.0,
+    );
+    assert!(wait_until(T, || !agent.scrape().contains("127.0.0.3:18082")));
+    assert_eq!(agent.metric("sockpulse_endpoints", &[("target", "svc")]), Some(2.0));
+    assert_eq!(
+        agent.metric("sockpulse_endpoint_up", &[("target", "svc"), ("endpoint", "127.0.0.2:18081")]),
+        Some(1.0)
+    );
+}
