@@ -27,4 +27,10 @@ if [ "${1:-}" = "--wss" ]; then
   shift
   exec .peers/venv/bin/python benches/bench_wss.py "$@"
 fi
+# --proxies: connect times and memory per session through tinyproxy (HTTP
+# CONNECT) and microsocks (SOCKS5/5h) next to direct (benches/bench_proxies.py).
+if [ "${1:-}" = "--proxies" ]; then
+  shift
+  exec .peers/venv/bin/python benches/bench_proxies.py "$@"
+fi
 exec .peers/venv/bin/python benches/bench.py "$@"

@@ -228,8 +228,13 @@ impl<O: Observer> Driver<O> {
             self.dispatch(&events, now);
             self.take_resolved();
             self.fire_timers(now);
-            self.look_up_endpoints(now);
-            self.run_discoveries(Instant::now());
+            // Most agents have neither: not even a clock read for them.
+            if !self.fanouts.is_empty() {
+                self.look_up_endpoints(now);
+            }
+            if !self.discoveries.is_empty() {
+                self.run_discoveries(Instant::now());
+            }
         }
     }
 

@@ -40,6 +40,7 @@ struct TargetState {
     live: TargetReport,
     /// With `endpoints = "all"`: each endpoint's series and report.
     endpoints: EndpointSet,
+    fans_out: bool,
 }
 
 impl TargetState {
@@ -60,6 +61,7 @@ impl TargetState {
             digest: Digest::new(spec.connections),
             live: TargetReport::new(spec, 0),
             endpoints: EndpointSet::default(),
+            fans_out: matches!(spec.endpoints, crate::session::spec::Endpoints::All { .. }),
         }
     }
 }
@@ -240,8 +242,12 @@ impl Observer for MetricsObserver {
         if let Some(d) = diagnosis {
             m.diagnoses.with_label_values(&[name, d.as_str()]).inc();
         }
-        if let Some(addr) = ctx.session.endpoint() {
-            state.endpoints.on_event(m, name, addr, ctx, event, diagnosis);
+        // Only fanned-out targets' sessions have an endpoint: the others'
+        // events never touch that part of the session.
+        if state.fans_out {
+            if let Some(addr) = ctx.session.endpoint() {
+                state.endpoints.on_event(m, name, addr, ctx, event, diagnosis);
+            }
         }
         match event {
             SessionEvent::PhaseChanged { from, to } => {

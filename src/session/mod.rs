@@ -203,11 +203,9 @@ pub struct Session {
     phase_deadline: Option<Instant>,
     attempt_started: Option<Instant>,
     addrs: Vec<SocketAddr>,
-    /// With `endpoints = "all"`: the one address this session connects to.
-    endpoint: Option<SocketAddr>,
-    /// Through a proxy: where its tunnel goes (for `socks5://`, known once
-    /// the target's name is resolved here, before the proxy's).
-    tunnel_to: Option<TunnelTo>,
+    /// Where it goes when that is not simply the target's name: boxed, as
+    /// most sessions have neither (and the hot part stays small).
+    route: Option<Box<Route>>,
     conn: Option<Box<Conn>>,
     stop_requested: bool,
     /// Where probes fall in the ping interval (see `set_probe_anchor`).
@@ -215,6 +213,16 @@ pub struct Session {
     /// The target's secret files as read for this attempt, if it has any.
     secrets: Option<Arc<SecretFiles>>,
     stats: SessionStats,
+}
+
+/// A session's route when it is not simply the target's name.
+#[derive(Debug, Default)]
+struct Route {
+    /// With `endpoints = "all"`: the one address this session connects to.
+    endpoint: Option<SocketAddr>,
+    /// Through a proxy: where its tunnel goes (for `socks5://`, known once
+    /// the target's name is resolved here, before the proxy's).
+    tunnel_to: Option<TunnelTo>,
 }
 
 /// What handling some input decided for the session as a whole.
@@ -235,8 +243,7 @@ impl Session {
             phase_deadline: None,
             attempt_started: None,
             addrs: Vec::new(),
-            endpoint: None,
-            tunnel_to: None,
+            route: None,
             conn: None,
             stop_requested: false,
             probing: Probing {
@@ -312,12 +319,23 @@ impl Session {
     /// Connects every attempt to `addr` instead of resolving the name (the
     /// name still goes in SNI and `Host:`).
     pub fn pin_endpoint(&mut self, addr: SocketAddr) {
-        self.endpoint = Some(addr);
+        self.route.get_or_insert_with(Box::default).endpoint = Some(addr);
     }
 
     /// The address this session is pinned to, if any.
     pub fn endpoint(&self) -> Option<SocketAddr> {
-        self.endpoint
+        self.route.as_ref().and_then(|r| r.endpoint)
+    }
+
+    /// Through a proxy: where its tunnel goes, once known.
+    fn tunnel_to(&self) -> Option<&TunnelTo> {
+        self.route.as_ref().and_then(|r| r.tunnel_to.as_ref())
+    }
+
+    fn set_tunnel_to(&mut self, to: Option<TunnelTo>) {
+        if to.is_some() || self.route.is_some() {
+            self.route.get_or_insert_with(Box::default).tunnel_to = to;
+        }
     }
 
     #[cfg(test)]
@@ -367,7 +385,7 @@ impl Session {
             return;
         };
         // The proxy's own name failing to resolve is the proxy's failure.
-        let reason = if self.tunnel_to.is_some() {
+        let reason = if self.tunnel_to().is_some() {
             FailureReason::Proxy
         } else {
             FailureReason::Dns
@@ -394,23 +412,23 @@ impl Session {
         result: io::Result<Vec<SocketAddr>>,
         out: &mut Outbox,
     ) -> Option<io::Result<Vec<SocketAddr>>> {
-        let Some(proxy) = &self.spec.proxy else {
+        let spec = Arc::clone(&self.spec);
+        let Some(proxy) = &spec.proxy else {
             return Some(result);
         };
-        if self.tunnel_to.is_none() {
+        if self.tunnel_to().is_none() {
             if proxy.resolves_locally() {
                 let addrs = match result {
                     Ok(addrs) if !addrs.is_empty() => addrs,
                     other => return Some(other),
                 };
-                self.tunnel_to = Some(TunnelTo::Addr(addrs[0]));
-                out.io.push(IoRequest::Resolve {
-                    host: proxy.host.clone(),
-                    port: proxy.port,
-                });
+                let (host, port) = (proxy.host.clone(), proxy.port);
+                self.set_tunnel_to(Some(TunnelTo::Addr(addrs[0])));
+                out.io.push(IoRequest::Resolve { host, port });
                 return None;
             }
-            self.tunnel_to = Some(TunnelTo::Name(self.spec.host.clone(), self.spec.port));
+            let to = TunnelTo::Name(self.spec.host.clone(), self.spec.port);
+            self.set_tunnel_to(Some(to));
         }
         Some(match result {
             Ok(addrs) if addrs.is_empty() => Err(io::Error::other(format!("proxy {proxy}: no addresses"))),
@@ -433,8 +451,8 @@ impl Session {
         if let Some(proxy) = self.spec.proxy.as_ref() {
             // Connected to the proxy: ask it for the tunnel (still connecting).
             let to = self
-                .tunnel_to
-                .clone()
+                .tunnel_to()
+                .cloned()
                 .unwrap_or_else(|| TunnelTo::Name(self.spec.host.clone(), self.spec.port));
             let secrets = self.secrets.as_deref().unwrap_or(&secrets::NO_SECRETS);
             let started = ProxyHandshake::start(proxy, &to, secrets, &mut conn.io.wire.out);
@@ -670,9 +688,9 @@ impl Session {
         self.phase_deadline = Some(now + self.spec.timing.connect_timeout);
         self.set_phase(Phase::Resolving, out);
         out.events.push(SessionEvent::ConnectAttempt);
-        self.tunnel_to = None;
+        self.set_tunnel_to(None);
         // The proxy resolves the target's name, except with socks5://.
-        let (host, port) = match (&self.spec.proxy, self.endpoint) {
+        let (host, port) = match (&self.spec.proxy, self.endpoint()) {
             // A literal: the driver answers without a lookup.
             (_, Some(addr)) => (addr.ip().to_string(), addr.port()),
             (Some(p), None) if !p.resolves_locally() => (p.host.clone(), p.port),

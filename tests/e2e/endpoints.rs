@@ -289,7 +289,11 @@ fn dnsmasq_in(ns: &netns::NetNs, records: &[(&str, &str, u16)]) -> Proc {
         cmd.arg(format!("--host-record={name}.svc.test,{addr}"));
     }
     let p = Proc::spawn("dnsmasq", &mut cmd);
-    assert!(p.wait_line("started", T).is_some(), "dnsmasq did not start: {}", p.output_text());
+    assert!(
+        p.wait_line("started", T).is_some(),
+        "dnsmasq did not start: {}",
+        p.output_text()
+    );
     p
 }
 
@@ -322,7 +326,12 @@ fn srv_records_give_the_endpoints_and_their_ports_and_are_followed() {
     let agent = Agent::start_in_netns(&config, &ns, &[]);
     agent.wait_metric("sockpulse_endpoints", &[("target", "svc")], T, |v| v == 2.0);
     for ep in ["127.0.0.2:18081", "127.0.0.3:18082"] {
-        agent.wait_metric("sockpulse_endpoint_up", &[("target", "svc"), ("endpoint", ep)], T, |v| v == 1.0);
+        agent.wait_metric(
+            "sockpulse_endpoint_up",
+            &[("target", "svc"), ("endpoint", ep)],
+            T,
+            |v| v == 1.0,
+        );
     }
     // b leaves and c joins the SRV set.
     dns.kill();
@@ -336,7 +345,10 @@ fn srv_records_give_the_endpoints_and_their_ports_and_are_followed() {
     assert!(wait_until(T, || !agent.scrape().contains("127.0.0.3:18082")));
     assert_eq!(agent.metric("sockpulse_endpoints", &[("target", "svc")]), Some(2.0));
     assert_eq!(
-        agent.metric("sockpulse_endpoint_up", &[("target", "svc"), ("endpoint", "127.0.0.2:18081")]),
+        agent.metric(
+            "sockpulse_endpoint_up",
+            &[("target", "svc"), ("endpoint", "127.0.0.2:18081")]
+        ),
         Some(1.0)
     );
 }
