@@ -235,6 +235,38 @@ proptest! {
     }
 
     #[test]
+    fn proxy_answers_never_panic(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+        kind in 0..3usize,
+        auth in any::<bool>(),
+    ) {
+        use crate::session::proxy::{ProxyAuth, ProxyHandshake, ProxyKind, ProxySpec, TunnelTo};
+        let proxy = ProxySpec {
+            kind: ProxyKind::ALL[kind],
+            host: "proxy.test".into(),
+            port: 3128,
+            auth: auth.then(|| ProxyAuth { user: "u".into(), password: "p".into() }),
+        };
+        let mut out = Vec::new();
+        let to = TunnelTo::Name("target.test".into(), 443);
+        let mut hs = ProxyHandshake::start(&proxy, &to, &crate::session::secrets::SecretFiles::EMPTY, &mut out)
+            .expect("valid credentials");
+        for chunk in chunks {
+            match hs.input(&chunk, &mut out) {
+                Ok(None) => prop_assert!(out.len() < 4096, "a proxy must not make us say much"),
+                Ok(Some(_)) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn dns_answers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        if let Ok(answer) = hickory_proto::op::Message::from_vec(&bytes) {
+            let _ = crate::driver::srv::services(&answer);
+        }
+    }
+
+    #[test]
     fn config_parser_never_panics(text in "[a-z_\\[\\]=\"{}., 0-9:/\\n]{0,300}") {
         let _ = crate::config::parse(&text, "fuzz", &[], &|_| None);
     }

@@ -23,7 +23,7 @@ pub mod rxstamp;
 mod slots;
 pub mod socket;
 mod sockets;
-mod srv;
+pub(crate) mod srv;
 pub mod timers;
 
 use std::io;
