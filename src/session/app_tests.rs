@@ -39,17 +39,6 @@ fn upgrade(spec: TargetSpec, subprotocol: Option<&str>) -> Harness {
     h
 }
 
-/// The first connect failure among the events so far.
-fn connect_failure(h: &mut Harness) -> (FailureReason, String) {
-    h.take_events()
-        .into_iter()
-        .find_map(|e| match e {
-            SessionEvent::ConnectFailed { reason, detail } => Some((reason, detail)),
-            _ => None,
-        })
-        .expect("a connect failure")
-}
-
 fn opened(events: &[SessionEvent]) -> Option<Option<Duration>> {
     events.iter().find_map(|e| match e {
         SessionEvent::Opened { app, .. } => Some(*app),
@@ -134,7 +123,7 @@ fn socketio_refusals_and_disconnects_carry_the_servers_words() {
     assert_eq!(sent_texts(&mut h), ["40"]);
     h.take_events();
     h.input(&text(r#"44{"message":"Not authorized"}"#));
-    let (reason, detail) = connect_failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::AppHandshake);
     assert!(detail.contains("Not authorized"), "{detail}");
 
@@ -239,7 +228,7 @@ fn graphql_ws_refused_or_never_acked_fails_the_attempt_as_app_handshake() {
     let mut h = upgrade(graphql(None), Some("graphql-transport-ws"));
     h.take_events();
     h.input(&frame(true, 0x8, &[&4403u16.to_be_bytes()[..], b"Forbidden"].concat()));
-    let (reason, detail) = connect_failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::AppHandshake);
     assert!(detail.contains("4403 Forbidden"), "{detail}");
 
@@ -251,7 +240,7 @@ fn graphql_ws_refused_or_never_acked_fails_the_attempt_as_app_handshake() {
     assert_eq!(h.s.phase(), Phase::Handshaking);
     h.now = upgraded + 5 * S;
     h.tick();
-    let (reason, detail) = connect_failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::AppHandshake);
     assert!(detail.contains("connection_ack"), "{detail}");
 }
@@ -393,7 +382,7 @@ fn mqtt_refusals_and_broker_disconnects_are_named() {
     let mut h = upgrade(mqtt(MqttVersion::V311, None), Some("mqtt"));
     h.take_events();
     h.input(&binary(&[0x20, 2, 0, 5]));
-    let (reason, detail) = connect_failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::AppHandshake);
     assert!(detail.contains("not authorized"), "{detail}");
 
@@ -530,7 +519,7 @@ fn a_stomp_error_frame_is_the_brokers_word() {
     h.input(&text(
         "ERROR\nmessage:Bad CONNECT\ncontent-type:text/plain\n\nAccess refused for user 'guest'\n\0",
     ));
-    let (reason, detail) = connect_failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::AppHandshake);
     assert!(detail.contains("Bad CONNECT: Access refused"), "{detail}");
 }

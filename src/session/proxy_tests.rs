@@ -50,16 +50,6 @@ fn reach_proxy(h: &mut Harness) -> Vec<u8> {
     h.take_wire()
 }
 
-fn failure(h: &mut Harness) -> (FailureReason, String) {
-    h.take_events()
-        .into_iter()
-        .find_map(|e| match e {
-            SessionEvent::ConnectFailed { reason, detail } => Some((reason, detail)),
-            _ => None,
-        })
-        .expect("a connect failure")
-}
-
 #[test]
 fn ws_through_an_http_proxy_upgrades_inside_the_tunnel_and_times_it() {
     let mut h = via(ProxyKind::Http, Scheme::Ws);
@@ -127,7 +117,7 @@ fn the_targets_bytes_that_come_with_the_proxys_answer_are_read_as_the_targets() 
     let mut h = via(ProxyKind::Http, Scheme::Ws);
     reach_proxy(&mut h);
     h.input(b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 503 Service Unavailable\r\n\r\n");
-    let (reason, detail) = failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::HandshakeStatus, "{detail}");
     assert!(detail.contains("503"), "{detail}");
 }
@@ -137,7 +127,7 @@ fn proxy_refusals_and_silence_are_proxy_failures_with_the_proxys_words() {
     let mut h = via(ProxyKind::Http, Scheme::Ws);
     reach_proxy(&mut h);
     h.input(b"HTTP/1.1 403 Forbidden\r\n\r\n");
-    let (reason, detail) = failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::Proxy);
     assert_eq!(
         detail,
@@ -149,7 +139,7 @@ fn proxy_refusals_and_silence_are_proxy_failures_with_the_proxys_words() {
     let mut h = via(ProxyKind::Socks5h, Scheme::Ws);
     reach_proxy(&mut h);
     h.s.handle_eof(h.now, &mut h.out);
-    let (reason, detail) = failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::Proxy);
     assert!(
         detail.contains("closed the connection before the tunnel was up"),
@@ -160,7 +150,7 @@ fn proxy_refusals_and_silence_are_proxy_failures_with_the_proxys_words() {
     reach_proxy(&mut h);
     h.advance(Timing::default().connect_timeout);
     h.tick();
-    let (reason, detail) = failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::Proxy);
     assert!(detail.contains("no tunnel within 5s"), "{detail}");
 }
@@ -171,7 +161,7 @@ fn failing_to_reach_the_proxy_is_proxy_but_the_targets_own_name_is_dns() {
     h.s.start(h.now, &mut h.out);
     h.take_io();
     h.s.handle_resolved(Err(io::Error::other("no such host")), h.now, &mut h.out);
-    let (reason, detail) = failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::Proxy);
     assert!(
         detail.contains("cannot resolve proxy http://proxy.test:3128"),
@@ -188,7 +178,7 @@ fn failing_to_reach_the_proxy_is_proxy_but_the_targets_own_name_is_dns() {
         h.now,
         &mut h.out,
     );
-    let (reason, detail) = failure(&mut h);
+    let (reason, detail) = h.connect_failure();
     assert_eq!(reason, FailureReason::Proxy);
     assert!(detail.starts_with("proxy http://proxy.test:3128: refused:"), "{detail}");
 
@@ -199,11 +189,11 @@ fn failing_to_reach_the_proxy_is_proxy_but_the_targets_own_name_is_dns() {
     h.s.handle_resolved(Ok(vec![PROXY.parse().unwrap()]), h.now, &mut h.out);
     h.take_io();
     h.s.handle_connected(Err(io::Error::from_raw_os_error(libc::EMFILE)), h.now, &mut h.out);
-    assert_eq!(failure(&mut h).0, FailureReason::FdLimit);
+    assert_eq!(h.connect_failure().0, FailureReason::FdLimit);
 
     let mut h = via(ProxyKind::Socks5, Scheme::Ws);
     h.s.start(h.now, &mut h.out);
     h.take_io();
     h.s.handle_resolved(Err(io::Error::other("NXDOMAIN")), h.now, &mut h.out);
-    assert_eq!(failure(&mut h).0, FailureReason::Dns);
+    assert_eq!(h.connect_failure().0, FailureReason::Dns);
 }

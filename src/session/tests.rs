@@ -77,6 +77,17 @@ impl Harness {
         self.take_events();
     }
 
+    /// The first connect failure among the events so far.
+    pub(super) fn connect_failure(&mut self) -> (FailureReason, String) {
+        self.take_events()
+            .into_iter()
+            .find_map(|e| match e {
+                SessionEvent::ConnectFailed { reason, detail } => Some((reason, detail)),
+                _ => None,
+            })
+            .expect("a connect failure")
+    }
+
     pub(super) fn failures(&mut self) -> Vec<FailureReason> {
         self.take_events()
             .into_iter()

@@ -21,22 +21,28 @@ fn run(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether this machine can make namespaces (after `require`), and if so a
+/// fresh number for names and one for a subnet, unique in this process.
+fn fresh_ids(subnet_salt: u32) -> Option<(u32, u32)> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let tools = super::which("ip").is_some() && super::which("iptables").is_some();
+    if !super::require("network namespaces (root, iproute2, iptables)", root && tools) {
+        return None;
+    }
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let id = (std::process::id() % 10_000) * 10 + n;
+    Some((id, 1 + (std::process::id() * subnet_salt + n) % 250))
+}
+
 impl NetNs {
     /// Creates the namespace, or returns `None` (after `require`) when this
     /// machine cannot.
     pub fn create() -> Option<NetNs> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let tools = super::which("ip").is_some() && super::which("iptables").is_some();
-        if !super::require("network namespaces (root, iproute2, iptables)", root && tools) {
-            return None;
-        }
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let id = (std::process::id() % 10_000) * 10 + n;
-        let subnet = 1 + (std::process::id() * 7 + n) % 250;
+        let (id, subnet) = fresh_ids(7)?;
         let ns = NetNs {
             name: format!("sockpulse-test-{id}"),
             host_if: format!("sp{id}a"),
@@ -136,18 +142,7 @@ pub struct Node {
 
 impl Lan {
     pub fn create(n: usize) -> Option<Lan> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let tools = super::which("ip").is_some() && super::which("iptables").is_some();
-        if !super::require("network namespaces (root, iproute2, iptables)", root && tools) {
-            return None;
-        }
-        static N: AtomicU32 = AtomicU32::new(0);
-        let k = N.fetch_add(1, Ordering::Relaxed);
-        let id = (std::process::id() % 10_000) * 10 + k;
-        let subnet = 1 + (std::process::id() * 13 + k) % 250;
+        let (id, subnet) = fresh_ids(13)?;
         let mut lan = Lan {
             bridge: format!("spbr{id}"),
             nodes: Vec::new(),
