@@ -41,6 +41,10 @@ struct TargetState {
     /// With `endpoints = "all"`: each endpoint's series and report.
     endpoints: EndpointSet,
     fans_out: bool,
+    /// Endpoint lookups are failing (logged once per streak).
+    lookup_failing: bool,
+    /// Addresses left out by `max_endpoints` at the last lookup.
+    endpoints_dropped: usize,
 }
 
 impl TargetState {
@@ -62,6 +66,8 @@ impl TargetState {
             live: TargetReport::new(spec, 0),
             endpoints: EndpointSet::default(),
             fans_out: matches!(spec.endpoints, crate::session::spec::Endpoints::All { .. }),
+            lookup_failing: false,
+            endpoints_dropped: 0,
         }
     }
 }
@@ -211,7 +217,7 @@ impl Observer for MetricsObserver {
             state.live.trim_rtts(LIVE_RTT_SAMPLES);
         }
         let m = &self.metrics;
-        let at_limit = match event {
+        let explained = match event {
             SessionEvent::Disconnected { reason, open_for, .. } => {
                 state.session_duration.observe(open_for.as_secs_f64());
                 // Killed for its silence: says nothing about a lifetime limit.
@@ -235,7 +241,7 @@ impl Observer for MetricsObserver {
             _ => None,
         };
         // An end the path's pattern explains is that, whatever the socket says.
-        let (diagnosis, kernel) = match at_limit {
+        let (diagnosis, kernel) = match explained {
             Some((d, note)) => (Some(d), note),
             None => (ctx.kernel.and_then(|k| k.diagnosis), kernel_note(ctx.kernel)),
         };
@@ -401,19 +407,31 @@ impl Observer for MetricsObserver {
                     }
                     log::info!("{line}");
                 }
-                if change.dropped > 0 {
+                if state.lookup_failing {
+                    state.lookup_failing = false;
+                    log::info!("target={name} endpoint lookup works again");
+                }
+                // Once per change, not at every lookup.
+                if change.dropped > 0 && change.dropped != state.endpoints_dropped {
                     log::warn!(
                         "target={name} resolves to {} more address(es) than max_endpoints ({}): they get no sessions",
                         change.dropped,
                         change.endpoints.len()
                     );
                 }
+                state.endpoints_dropped = change.dropped;
             }
             Err(e) => {
-                log::warn!(
+                let line = format!(
                     "target={name} endpoint lookup failed, keeping its {} endpoint(s): {e}",
                     state.endpoints.len()
                 );
+                // The first failure of a streak in full; the rest at debug.
+                if std::mem::replace(&mut state.lookup_failing, true) {
+                    log::debug!("{line}");
+                } else {
+                    log::warn!("{line}");
+                }
                 state
                     .live
                     .record_failure(crate::session::FailureReason::Dns.as_str(), e);

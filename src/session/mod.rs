@@ -404,14 +404,17 @@ impl Session {
 
     /// With a proxy, names resolve in two steps for `socks5://` (the
     /// target's here, then the proxy's) and in one for the others (the
-    /// proxy's; the proxy resolves the target's). `None` while the proxy's
-    /// name is being resolved; then its answer, with a failure to resolve
-    /// the proxy reported as `proxy`.
+    /// proxy's; the proxy resolves the target's). `None` once the target's
+    /// name is resolved and the proxy's is asked for; then the proxy's
+    /// answer, whose failure `handle_resolved` reports as `proxy`.
     fn through_proxy(
         &mut self,
         result: io::Result<Vec<SocketAddr>>,
         out: &mut Outbox,
     ) -> Option<io::Result<Vec<SocketAddr>>> {
+        if self.spec.proxy.is_none() {
+            return Some(result);
+        }
         let spec = Arc::clone(&self.spec);
         let Some(proxy) = &spec.proxy else {
             return Some(result);

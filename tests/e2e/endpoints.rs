@@ -48,12 +48,20 @@ fn endpoints_all_holds_sessions_to_every_address_and_follows_the_name() {
     hosts(&hosts_file, "svc.test", &["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     let config = format!(
         "{}[[target]]\nname = \"svc\"\nurl = \"ws://svc.test:{port}/\"\nendpoints = \"all\"\n\
-         resolve_interval = \"500ms\"\nconnections = 2\n",
+         resolve_interval = \"500ms\"\nconnections = 2\n\
+         [[target]]\nname = \"capped\"\nurl = \"ws://svc.test:{port}/\"\nendpoints = \"all\"\n\
+         resolve_interval = \"500ms\"\nmax_endpoints = 2\n",
         fast_defaults()
     );
     let agent = Agent::start_with_hosts(&config, &hosts_file);
     let ep = |host: &str| format!("{host}:{port}");
     agent.wait_metric("sockpulse_endpoints", &[("target", "svc")], T, |v| v == 3.0);
+    // Beyond max_endpoints: counted and logged once, not given sessions.
+    agent.wait_metric("sockpulse_endpoints", &[("target", "capped")], T, |v| v == 2.0);
+    agent.wait_metric("sockpulse_endpoints_dropped", &[("target", "capped")], T, |v| v == 1.0);
+    agent.wait_metric("sockpulse_sessions", &[("target", "capped"), ("state", "open")], T, |v| {
+        v == 2.0
+    });
     agent.wait_metric("sockpulse_sessions", &[("target", "svc"), ("state", "open")], T, |v| {
         v == 6.0
     });
@@ -134,6 +142,8 @@ fn endpoints_all_holds_sessions_to_every_address_and_follows_the_name() {
     );
     assert_eq!(agent.metric("sockpulse_endpoints", &[("target", "svc")]), Some(3.0));
 
+    let warned = agent.proc.output().iter().filter(|l| l.contains("target=capped resolves to 1 more")).count();
+    assert_eq!(warned, 1, "the overflow is logged once, not at every lookup");
     // status --agent prints a row per endpoint.
     let out = sockpulse(&["status", "--agent", &format!("http://{}", agent.addr)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
