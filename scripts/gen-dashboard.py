@@ -99,8 +99,13 @@ def main():
             {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
             {"name": "instance", "type": "query", "datasource": DS, "query": "label_values(sockpulse_build_info, instance)",
              "multi": True, "includeAll": True, "refresh": 2},
+            # Targets' own labels live on sockpulse_target_info only: pick by
+            # team there (a label named `team` in the targets' `labels`).
+            {"name": "team", "type": "query", "datasource": DS,
+             "query": "label_values(sockpulse_target_info{instance=~\"$instance\"}, team)",
+             "multi": True, "includeAll": True, "allValue": ".*", "refresh": 2},
             {"name": "target", "type": "query", "datasource": DS,
-             "query": "label_values(sockpulse_target_up{instance=~\"$instance\"}, target)",
+             "query": "label_values(sockpulse_target_info{instance=~\"$instance\", team=~\"$team\"}, target)",
              "multi": True, "includeAll": True, "refresh": 2},
         ]},
         "panels": panels,

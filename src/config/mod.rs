@@ -666,4 +666,35 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn labels_are_prometheus_label_names_and_change_no_fingerprint() {
+        let with = |labels: &str| parse_ok(&format!("[[target]]\nurl = \"ws://a/\"\n{labels}\n")).targets[0].clone();
+        let a = with("labels = { team = \"pay\", env = \"prod\" }");
+        assert_eq!(
+            a.labels,
+            [
+                ("env".to_string(), "prod".to_string()),
+                ("team".to_string(), "pay".to_string())
+            ]
+        );
+        assert_eq!(
+            a.fingerprint,
+            with("labels = { team = \"ops\" }").fingerprint,
+            "relabelling keeps sessions"
+        );
+        assert_eq!(a.fingerprint, with("").fingerprint);
+        assert_eq!(
+            fields(
+                "[[target]]\nurl = \"ws://a/\"\nlabels = { \"1x\" = \"v\", __x = \"v\", target = \"v\", instance = \"v\", n = 1 }\n"
+            ),
+            [
+                "target[0].labels.1x",
+                "target[0].labels.__x",
+                "target[0].labels.instance",
+                "target[0].labels.n",
+                "target[0].labels.target"
+            ]
+        );
+    }
 }

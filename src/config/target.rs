@@ -28,7 +28,11 @@ const TARGET_ONLY_KEYS: &[&str] = &[
     "max_endpoints",
     "idle_discovery",
     "srv",
+    "labels",
 ];
+/// Label names Prometheus or the agent itself set on every series.
+const RESERVED_LABELS: &[&str] = &["target", "instance", "job"];
+const MAX_LABELS: usize = 16;
 /// Defaults that only mean something for ws:// and wss:// targets.
 const WS_ONLY_DEFAULTS: &[&str] = &["message_timeout"];
 /// Keys that only mean something for ws:// and wss:// targets.
@@ -204,9 +208,20 @@ fn build(
             }
         }
     }
+    let labels = read_labels(w, table, path);
+    // Labels change no session: a reload that only relabels keeps them.
     let fingerprint = {
+        let mut unlabelled = table.clone();
+        unlabelled.remove("labels");
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (table.to_string(), &name, &url, format!("{d:?} {proxy:?}"), &ws.headers).hash(&mut h);
+        (
+            unlabelled.to_string(),
+            &name,
+            &url,
+            format!("{d:?} {proxy:?}"),
+            &ws.headers,
+        )
+            .hash(&mut h);
         h.finish()
     };
     let spec = TargetSpec {
@@ -227,6 +242,7 @@ fn build(
         protocol,
         app_probe,
         socket: d.socket,
+        labels,
         proxy,
         secret_files: secret_files.into(),
         fingerprint,
@@ -236,6 +252,47 @@ fn build(
         spec,
         tls,
     })
+}
+
+/// `labels = { team = "payments" }`: Prometheus label names and values,
+/// `${VAR}` expanded; sorted by name.
+fn read_labels(w: &mut Walker<'_>, table: &Table, path: &str) -> Vec<(String, String)> {
+    let Some(t) = w.table(table, path, "labels") else {
+        return Vec::new();
+    };
+    let lpath = join(path, "labels");
+    if t.len() > MAX_LABELS {
+        w.problem(&lpath, format!("at most {MAX_LABELS} labels"));
+    }
+    let mut labels = Vec::new();
+    for (name, value) in t {
+        let field = join(&lpath, name);
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || name.starts_with("__") {
+            w.problem(
+                &field,
+                "not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+            );
+            continue;
+        }
+        if RESERVED_LABELS.contains(&name.as_str()) {
+            w.problem(&field, format!("{name:?} is set by Prometheus or the agent itself"));
+            continue;
+        }
+        let Some(raw) = value.as_str() else {
+            w.problem(&field, format!("expected a string, found {}", value.type_str()));
+            continue;
+        };
+        let value = w.expand_env(&field, raw);
+        if value.len() > 256 || value.contains("${file:") {
+            w.problem(&field, "label values are plain strings of at most 256 bytes");
+            continue;
+        }
+        labels.push((name.clone(), value));
+    }
+    labels.sort();
+    labels
 }
 
 /// `idle_discovery = { max }`: only where a session can be silent and then

@@ -43,6 +43,9 @@ pub trait Observer {
     fn on_read_delay(&mut self, _delay: Duration) {}
     /// A reload added a target under a new id.
     fn on_target_added(&mut self, _id: TargetId, _spec: &Arc<TargetSpec>) {}
+    /// A reload kept a target's sessions; `spec` is its new configuration,
+    /// the same but for what changes no session (its labels).
+    fn on_target_kept(&mut self, _id: TargetId, _spec: &Arc<TargetSpec>) {}
     /// A reload removed a target; its sessions are closing.
     fn on_target_removed(&mut self, _id: TargetId, _spec: &Arc<TargetSpec>) {}
     /// A reload was attempted: the change it made, or why it was refused.

@@ -40,12 +40,13 @@ impl<O: Observer> Driver<O> {
         let running: Vec<(TargetId, Arc<TargetSpec>)> =
             self.targets.iter().map(|(id, spec)| (id, Arc::clone(spec))).collect();
         for (id, spec) in running {
-            if new
+            if let Some(n) = new
                 .iter()
-                .any(|n| n.name == spec.name && n.fingerprint == spec.fingerprint)
+                .find(|n| n.name == spec.name && n.fingerprint == spec.fingerprint)
             {
                 kept.insert(spec.name.clone());
                 summary.kept += 1;
+                self.observer.on_target_kept(id, n);
                 continue;
             }
             summary.removed += 1;

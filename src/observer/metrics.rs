@@ -12,6 +12,7 @@ use super::digest::{Digest, Say};
 use super::endpoints::EndpointSet;
 use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
+use super::target_info::TargetInfo;
 use crate::driver::{EndpointChange, EventContext, IdleFinding, KernelEvidence, Observer, ReloadSummary, SessionGauge};
 use crate::kernel::Diagnosis;
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
@@ -81,6 +82,7 @@ pub struct MetricsObserver {
     /// What the HTTP thread serves: a snapshot taken once a second, so
     /// pongs never take a lock.
     published: Arc<Mutex<Vec<TargetReport>>>,
+    target_info: TargetInfo,
 }
 
 /// RTT samples kept per target for the live status.
@@ -96,12 +98,25 @@ impl MetricsObserver {
         }
         metrics.config_reload_successful.set(1);
         metrics.config_reload_timestamp.set(unix_now() as f64);
-        MetricsObserver {
+        let mut observer = MetricsObserver {
+            target_info: TargetInfo::new(&metrics.registry),
             metrics,
             targets: states,
             rtt_log: None,
             published: Arc::new(Mutex::new(Vec::new())),
-        }
+        };
+        observer.publish_target_info();
+        observer
+    }
+
+    /// `sockpulse_target_info` for the live targets.
+    fn publish_target_info(&mut self) {
+        let targets: Vec<(&str, &[(String, String)])> = self
+            .targets
+            .values()
+            .map(|t| (t.spec.name.as_str(), t.spec.labels.as_slice()))
+            .collect();
+        self.target_info.publish(&targets);
     }
 
     /// The live status snapshot the HTTP thread serves at /api/v1/status.
@@ -378,6 +393,12 @@ impl Observer for MetricsObserver {
         );
     }
 
+    fn on_target_kept(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
+        if let Some(state) = self.targets.get_mut(id) {
+            state.spec = Arc::clone(spec);
+        }
+    }
+
     fn on_target_removed(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
         if let Some(mut state) = self.targets.remove(id) {
             state.endpoints.remove_all(&self.metrics, &spec.name);
@@ -496,6 +517,7 @@ impl Observer for MetricsObserver {
     fn on_reload(&mut self, result: Result<&ReloadSummary, &str>) {
         match result {
             Ok(s) => {
+                self.publish_target_info();
                 self.metrics.config_reload_successful.set(1);
                 self.metrics.config_reload_timestamp.set(unix_now() as f64);
                 log::info!(

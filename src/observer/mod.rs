@@ -9,6 +9,7 @@ mod endpoints;
 mod lifetime;
 pub mod metrics;
 pub mod report;
+mod target_info;
 
 pub use metrics::MetricsObserver;
 pub use report::{StatusObserver, TargetReport};

@@ -312,6 +312,9 @@ pub struct TargetSpec {
     /// WebSocket targets speaking plain RFC 6455: a custom probe.
     pub app_probe: Option<AppProbe>,
     pub socket: SocketOptions,
+    /// Its own labels (`labels = { team = "…" }`), exported only on
+    /// `sockpulse_target_info`; sorted by name.
+    pub labels: Vec<(String, String)>,
     /// Connect through this proxy.
     pub proxy: Option<ProxySpec>,
     /// Files that `${file:PATH}` in its headers, payloads and credentials
@@ -356,6 +359,7 @@ impl TargetSpec {
             protocol: Protocol::Ws,
             app_probe: None,
             socket: SocketOptions::default(),
+            labels: Vec::new(),
             proxy: None,
             secret_files: Arc::new([]),
             fingerprint: 0,

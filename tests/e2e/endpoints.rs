@@ -59,9 +59,12 @@ fn endpoints_all_holds_sessions_to_every_address_and_follows_the_name() {
     // Beyond max_endpoints: counted and logged once, not given sessions.
     agent.wait_metric("sockpulse_endpoints", &[("target", "capped")], T, |v| v == 2.0);
     agent.wait_metric("sockpulse_endpoints_dropped", &[("target", "capped")], T, |v| v == 1.0);
-    agent.wait_metric("sockpulse_sessions", &[("target", "capped"), ("state", "open")], T, |v| {
-        v == 2.0
-    });
+    agent.wait_metric(
+        "sockpulse_sessions",
+        &[("target", "capped"), ("state", "open")],
+        T,
+        |v| v == 2.0,
+    );
     agent.wait_metric("sockpulse_sessions", &[("target", "svc"), ("state", "open")], T, |v| {
         v == 6.0
     });
@@ -142,7 +145,12 @@ fn endpoints_all_holds_sessions_to_every_address_and_follows_the_name() {
     );
     assert_eq!(agent.metric("sockpulse_endpoints", &[("target", "svc")]), Some(3.0));
 
-    let warned = agent.proc.output().iter().filter(|l| l.contains("target=capped resolves to 1 more")).count();
+    let warned = agent
+        .proc
+        .output()
+        .iter()
+        .filter(|l| l.contains("target=capped resolves to 1 more"))
+        .count();
     assert_eq!(warned, 1, "the overflow is logged once, not at every lookup");
     // status --agent prints a row per endpoint.
     let out = sockpulse(&["status", "--agent", &format!("http://{}", agent.addr)]);

@@ -78,7 +78,7 @@ fn dashboard_json_is_structurally_sound() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert_eq!(vars, ["datasource", "instance", "target"]);
+    assert_eq!(vars, ["datasource", "instance", "team", "target"]);
     let mut ids = std::collections::HashSet::new();
     for p in d["panels"].as_array().unwrap() {
         assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id {}", p["id"]);
@@ -155,10 +155,12 @@ watch_ports = [{ws_port}]
 name = \"py\"
 url = \"ws://127.0.0.1:{ws_port}/\"
 connections = 2
+labels = {{ team = \"payments\", env = \"prod\" }}
 [[target]]
 name = \"secure\"
 url = \"wss://localhost:{tls_port}/\"
 tls = {{ ca_file = \"{dir}/ca.pem\" }}
+labels = {{ team = \"edge\" }}
 [[target]]
 name = \"down\"
 url = \"ws://127.0.0.1:{closed}/\"
@@ -231,6 +233,63 @@ url = \"ws://127.0.0.1:{closed}/\"
         }
     }
     assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
+    // Targets' labels join onto any series, and the dashboard's variables
+    // pick targets by them.
+    let joined = prom_query(
+        &prom_addr,
+        "sockpulse_target_up * on (instance, target) group_left (team, env) sockpulse_target_info",
+    );
+    let mut teams: Vec<(String, String, String)> = joined["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let m = &r["metric"];
+            let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
+            (s("target"), s("team"), s("env"))
+        })
+        .collect();
+    teams.sort();
+    assert_eq!(
+        teams,
+        [
+            ("down".into(), "".into(), "".into()),
+            ("py".into(), "payments".into(), "prod".into()),
+            ("secure".into(), "edge".into(), "".into())
+        ]
+    );
+    let d = dashboard();
+    let var_query = |name: &str| {
+        d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["query"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    let series_of = |query: &str, team: &str| {
+        // label_values(SELECTOR, LABEL) as Grafana runs it: the selector's series.
+        let selector = query
+            .trim_start_matches("label_values(")
+            .rsplit_once(',')
+            .unwrap()
+            .0
+            .replace("$instance", ".*")
+            .replace("$team", team);
+        let v = prom_query(&prom_addr, &selector);
+        let mut names: Vec<String> = v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metric"]["target"].as_str().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(series_of(&var_query("target"), ".*"), ["down", "py", "secure"]);
+    assert_eq!(series_of(&var_query("target"), "payments"), ["py"]);
     let days = prom_query(
         &prom_addr,
         "(sockpulse_tls_cert_expiry_timestamp_seconds{target=\"secure\"} - time()) / 86400",

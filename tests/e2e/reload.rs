@@ -146,3 +146,34 @@ fn reload_and_shutdown_during_a_connect_storm() {
         "{log}"
     );
 }
+
+#[test]
+fn a_reload_that_only_relabels_keeps_the_sessions_and_updates_target_info() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let config = |team: &str| {
+        format!(
+            "{}[[target]]\nname = \"t\"\nurl = \"ws://127.0.0.1:{port}/\"\nlabels = {{ team = \"{team}\" }}\n",
+            fast_defaults()
+        )
+    };
+    let agent = Agent::start(&config("blue"));
+    agent.wait_metric("sockpulse_target_up", &[("target", "t")], T, |v| v == 1.0);
+    assert_eq!(
+        agent.metric("sockpulse_target_info", &[("target", "t"), ("team", "blue")]),
+        Some(1.0)
+    );
+    agent.reload_with(&config("green"));
+    agent.wait_until_log("configuration reloaded: 1 target(s) kept, 0 added, 0 removed", T);
+    let text = agent.scrape();
+    assert_eq!(
+        metric_value(&text, "sockpulse_target_info", &[("target", "t"), ("team", "green")]),
+        Some(1.0)
+    );
+    assert!(!text.contains("team=\"blue\""), "{text}");
+    assert_eq!(
+        metric_value(&text, "sockpulse_sessions_opened_total", &[("target", "t")]),
+        Some(1.0)
+    );
+}
