@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{self, Config, ConfigError, Sources};
@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::observer::MetricsObserver;
 use crate::session::spec::TargetSpec;
 use crate::session::Mode;
-use crate::{hostscan, signals};
+use crate::{filewatch, hostscan, signals};
 
 /// What `sockpulse run` was asked for beyond the configuration.
 #[derive(Debug, Clone)]
@@ -84,9 +84,13 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::new());
     let observer = metrics_observer(&metrics, &cfg, &opts)?;
     let status = observer.status_handle();
+    let watched: filewatch::Patterns = Arc::new(Mutex::new(cfg.target_files.clone()));
     let driver = Driver::new(&cfg.targets, Mode::Persistent, observer)
         .map_err(|e| start_error(format!("cannot start the event loop: {e}")))?
-        .with_reloader(reloader(opts.sources.clone(), bound.clone()));
+        .with_reloader(reloader(opts.sources.clone(), bound.clone(), Arc::clone(&watched)));
+    if let Err(e) = filewatch::spawn(driver.handle(), watched) {
+        return Err(start_error(format!("cannot start the target files watcher: {e}")));
+    }
     let state = Arc::new(HttpState {
         metrics: Arc::clone(&metrics),
         telemetry_path: opts.telemetry_path.clone(),
@@ -133,9 +137,12 @@ fn metrics_observer(metrics: &Arc<Metrics>, cfg: &Config, opts: &AgentOptions) -
 
 /// Reloads read the same sources again; `[web]` and `[kernel]` changes
 /// need a restart.
-fn reloader(sources: Sources, bound: String) -> Reloader {
+fn reloader(sources: Sources, bound: String, watched: filewatch::Patterns) -> Reloader {
     Box::new(move || {
         let mut cfg = config::load(&sources)?;
+        if let Ok(mut w) = watched.lock() {
+            *w = cfg.target_files.clone();
+        }
         if cfg.targets.is_empty() {
             add_self_target(&mut cfg, &bound)?;
         }

@@ -31,6 +31,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod driver;
+pub mod filewatch;
 pub mod hostscan;
 pub mod http;
 pub mod kernel;

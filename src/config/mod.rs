@@ -5,6 +5,7 @@
 //! each with the field it belongs to.
 
 mod defaults;
+pub mod file_sd;
 pub mod protocol;
 mod proxy;
 mod resolve;
@@ -27,7 +28,7 @@ pub use defaults::MAX_CONNECTIONS_PER_TARGET;
 pub use sections::{KernelConfig, WebConfig, DEFAULT_LISTEN_ADDRESS};
 use walker::Walker;
 
-const TOP_KEYS: &[&str] = &["defaults", "target", "web", "kernel"];
+const TOP_KEYS: &[&str] = &["defaults", "target", "web", "kernel", "target_files"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -63,6 +64,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone)]
 pub struct Config {
     pub targets: Vec<Arc<TargetSpec>>,
+    /// `target_files` patterns, resolved against the configuration's folder:
+    /// the agent watches them and reloads when they change.
+    pub target_files: Vec<PathBuf>,
     pub web: WebConfig,
     pub kernel: KernelConfig,
 }
@@ -91,13 +95,16 @@ impl Sources {
 /// environment: the one loader every command and every reload uses.
 pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     let env = |k: &str| std::env::var(k).ok();
-    let urls = UrlTargets {
+    let mut urls = UrlTargets {
         urls: &sources.urls,
         proxy: sources.proxy.as_deref(),
+        base: None,
+        read_files: &file_sd::read,
     };
     let Some(path) = &sources.file else {
         return parse_with("", "command line", &urls, &env);
     };
+    urls.base = path.parent();
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         source_name: name.clone(),
@@ -109,10 +116,25 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
     parse_with(&text, &name, &urls, &env)
 }
 
-/// `--target` URLs and what the command line sets for them.
+/// `--target` URLs and what the command line sets for them, and where
+/// `target_files` are found and how they are read.
 struct UrlTargets<'a> {
     urls: &'a [String],
     proxy: Option<&'a str>,
+    /// The configuration file's folder: relative `target_files` start there.
+    base: Option<&'a Path>,
+    read_files: &'a file_sd::Reader,
+}
+
+/// No target files (parsing text alone).
+fn no_files(patterns: &[PathBuf]) -> Result<file_sd::Files, String> {
+    match patterns.first() {
+        Some(p) => Err(format!(
+            "{}: target files are read only from a configuration file",
+            p.display()
+        )),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Validates config text plus extra `--target` URLs, with `env` for
@@ -126,6 +148,8 @@ pub fn parse(
     let urls = UrlTargets {
         urls: extra_urls,
         proxy: None,
+        base: None,
+        read_files: &no_files,
     };
     parse_with(text, source_name, &urls, env)
 }
@@ -176,6 +200,33 @@ fn parse_with(
             format!("expected [[target]] tables, found {}", other.type_str()),
         ),
     }
+    let target_files: Vec<PathBuf> = w
+        .strings(&doc, "", "target_files")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| match url_targets.base {
+            Some(base) if Path::new(&p).is_relative() => base.join(p),
+            _ => PathBuf::from(p),
+        })
+        .collect();
+    match (url_targets.read_files)(&target_files) {
+        Ok(files) => {
+            for (path, text) in files {
+                match file_sd::parse(&path, &text) {
+                    Ok(groups) => {
+                        for g in groups {
+                            for (i, url) in g.targets.iter().enumerate() {
+                                let field = format!("{}.targets[{i}]", g.source);
+                                plain.extend(target::from_file(&mut w, &field, url, &g.labels, &defaults));
+                            }
+                        }
+                    }
+                    Err(e) => w.problem(format!("target_files: {}", path.display()), e),
+                }
+            }
+        }
+        Err(e) => w.problem("target_files", e),
+    }
     let mut url_defaults = defaults;
     if let Some(value) = url_targets.proxy {
         if let Some(setting) = proxy::read_setting(&mut w, "--proxy", value) {
@@ -188,7 +239,12 @@ fn parse_with(
     check_unique_names(&mut w, &plain);
     let targets = resolve::targets(&mut w, plain);
     if w.problems.is_empty() {
-        Ok(Config { targets, web, kernel })
+        Ok(Config {
+            targets,
+            target_files,
+            web,
+            kernel,
+        })
     } else {
         Err(fail(w.problems))
     }
@@ -213,10 +269,13 @@ fn check_unique_names(w: &mut Walker<'_>, plain: &[target::PlainTarget]) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, t) in plain.iter().enumerate() {
         if let Some(first) = seen.insert(t.spec.name.as_str(), i) {
-            w.problem(
-                format!("target[{i}].name"),
-                format!("{:?} is already used by target[{first}]", t.spec.name),
-            );
+            let problem = format!("{:?} is already used by {}", t.spec.name, plain[first].field);
+            let field = if t.field.starts_with("target[") {
+                format!("{}.name", t.field)
+            } else {
+                t.field.clone()
+            };
+            w.problem(field, problem);
         }
     }
 }
@@ -588,6 +647,8 @@ mod tests {
         let urls = UrlTargets {
             urls: &["ws://e/".to_string()],
             proxy: Some("socks5://q:9"),
+            base: None,
+            read_files: &no_files,
         };
         let c = parse_with("", "t", &urls, &env).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -694,6 +755,70 @@ mod tests {
                 "target[0].labels.instance",
                 "target[0].labels.n",
                 "target[0].labels.target"
+            ]
+        );
+    }
+
+    #[test]
+    fn target_files_add_targets_with_their_groups_labels_relative_to_the_config() {
+        let read = |patterns: &[PathBuf]| -> Result<file_sd::Files, String> {
+            assert_eq!(
+                patterns,
+                [
+                    PathBuf::from("/etc/sockpulse/targets/*.json"),
+                    PathBuf::from("/abs/x.yml")
+                ]
+            );
+            Ok(vec![
+                (
+                    "/etc/sockpulse/targets/a.json".into(),
+                    r#"[{"targets": ["ws://a:1/", "tcp://b:2"], "labels": {"team": "x"}}]"#.into(),
+                ),
+                ("/abs/x.yml".into(), "- targets: ['wss://c/']\n".into()),
+            ])
+        };
+        let urls = UrlTargets {
+            urls: &[],
+            proxy: None,
+            base: Some(Path::new("/etc/sockpulse")),
+            read_files: &read,
+        };
+        let text = "target_files = [\"targets/*.json\", \"/abs/x.yml\"]\n[defaults]\nconnections = 3\n";
+        let c = parse_with(text, "t", &urls, &no_env).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(&str, u32, usize)> = c
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.connections, t.labels.len()))
+            .collect();
+        assert_eq!(got, [("ws://a:1/", 3, 1), ("tcp://b:2", 3, 1), ("wss://c/", 3, 0)]);
+        assert_eq!(c.target_files.len(), 2);
+
+        // A broken file, a bad URL and a duplicate are problems naming where.
+        let bad = |_: &[PathBuf]| -> Result<file_sd::Files, String> {
+            Ok(vec![
+                ("/t/a.json".into(), r#"[{"targets": ["ftp://x/", "ws://d/"]}]"#.into()),
+                ("/t/b.json".into(), "{".into()),
+            ])
+        };
+        let urls = UrlTargets {
+            urls: &[],
+            proxy: None,
+            base: None,
+            read_files: &bad,
+        };
+        let text = "target_files = [\"/t/*.json\"]\n[[target]]\nurl = \"ws://d/\"\n";
+        let fields: Vec<String> = parse_with(text, "t", &urls, &no_env)
+            .expect_err("problems")
+            .problems
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "/t/a.json[group 0].targets[0]",
+                "target_files: /t/b.json",
+                "/t/a.json[group 0].targets[1]"
             ]
         );
     }

@@ -112,6 +112,40 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, defaults: &Def
     build(w, table, path, name, url, parsed, d)
 }
 
+/// A target from a `target_files` group: its URL with the group's labels
+/// and the `[defaults]`.
+pub(super) fn from_file(
+    w: &mut Walker<'_>,
+    path: &str,
+    url: &str,
+    labels: &[(String, String)],
+    defaults: &Defaults,
+) -> Option<PlainTarget> {
+    let mut table = Table::new();
+    if !labels.is_empty() {
+        let mut t = Table::new();
+        for (k, v) in labels {
+            t.insert(k.clone(), toml::Value::String(v.clone()));
+        }
+        table.insert("labels".into(), toml::Value::Table(t));
+    }
+    match parse_target_url(url) {
+        Ok(parsed) => build(
+            w,
+            &table,
+            path,
+            url.to_string(),
+            url.to_string(),
+            parsed,
+            defaults.clone(),
+        ),
+        Err(e) => {
+            w.problem(path, e.to_string());
+            None
+        }
+    }
+}
+
 /// A `--target URL`: the URL with the `[defaults]`.
 pub(super) fn from_url(w: &mut Walker<'_>, path: &str, url: &str, defaults: &Defaults) -> Option<PlainTarget> {
     match parse_target_url(url) {

@@ -177,3 +177,57 @@ fn a_reload_that_only_relabels_keeps_the_sessions_and_updates_target_info() {
         Some(1.0)
     );
 }
+
+#[test]
+fn target_files_are_followed_as_they_are_created_edited_broken_fixed_and_deleted() {
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let dir = tempfile_dir::TempDir::new("file-sd");
+    let d = dir.path().display().to_string();
+    let config = format!("target_files = [\"{d}/*.json\", \"{d}/*.yml\"]\n{}", fast_defaults());
+    let agent = Agent::start(&config);
+    let a = format!("ws://127.0.0.1:{port}/a");
+    let b = format!("ws://127.0.0.1:{port}/b");
+    let write_a = |team: &str| {
+        let json = format!(r#"[{{"targets": ["{a}"], "labels": {{"team": "{team}", "__meta_x": "dropped"}}}}]"#);
+        std::fs::write(dir.path().join("a.json"), json).unwrap();
+    };
+    let up = |target: &str| agent.wait_metric("sockpulse_target_up", &[("target", target)], T, |v| v == 1.0);
+    let reloaded_ok = |ok: f64| agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == ok);
+
+    // Created: its targets come, with the group's labels on the info series.
+    write_a("red");
+    up(&a);
+    assert_eq!(
+        agent.metric("sockpulse_target_info", &[("target", &a), ("team", "red")]),
+        Some(1.0)
+    );
+    std::fs::write(dir.path().join("b.yml"), format!("- targets: ['{b}']\n")).unwrap();
+    up(&b);
+    // Edited (labels only): the info series follows, the sessions stay.
+    write_a("blue");
+    assert!(wait_until(T, || agent
+        .metric("sockpulse_target_info", &[("target", &a), ("team", "blue")])
+        .is_some()));
+    assert_eq!(
+        agent.metric("sockpulse_sessions_opened_total", &[("target", &a)]),
+        Some(1.0)
+    );
+    // Broken: logged, the running targets kept.
+    std::fs::write(dir.path().join("b.yml"), "- targets: [unclosed\n").unwrap();
+    reloaded_ok(0.0);
+    agent.wait_until_log("b.yml", T);
+    assert_eq!(agent.metric("sockpulse_target_up", &[("target", &b)]), Some(1.0));
+    // Fixed, then one file deleted: its target and series go.
+    std::fs::write(dir.path().join("b.yml"), format!("- targets: ['{b}']\n")).unwrap();
+    reloaded_ok(1.0);
+    std::fs::remove_file(dir.path().join("a.json")).unwrap();
+    assert!(wait_until(T, || !agent.scrape().contains(&format!("target=\"{a}\""))));
+    assert_eq!(agent.metric("sockpulse_target_up", &[("target", &b)]), Some(1.0));
+    assert_eq!(
+        agent.metric("sockpulse_sessions_opened_total", &[("target", &b)]),
+        Some(1.0)
+    );
+    assert!(!agent.scrape().contains("__meta_x"));
+}
