@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::observer::MetricsObserver;
 use crate::session::spec::TargetSpec;
 use crate::session::Mode;
+use crate::shard::Shard;
 use crate::{filewatch, hostscan, signals};
 
 /// What `sockpulse run` was asked for beyond the configuration.
@@ -31,6 +32,8 @@ pub struct AgentOptions {
     pub enable_lifecycle: bool,
     /// Append every RTT sample to this file.
     pub rtt_log: Option<PathBuf>,
+    /// Hold only this share of the targets.
+    pub shard: Option<Shard>,
 }
 
 /// Why the agent could not start, or stopped abnormally.
@@ -68,6 +71,7 @@ fn start_error(what: impl fmt::Display) -> AgentError {
 /// Runs the agent until SIGINT/SIGTERM.
 pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut cfg = config::load(&opts.sources)?;
+    keep_shard(&mut cfg, opts.shard);
     let listen = opts
         .listen_address
         .clone()
@@ -82,12 +86,21 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         );
     }
     let metrics = Arc::new(Metrics::new());
+    if let Some(shard) = opts.shard {
+        metrics.shards.set(i64::from(shard.count));
+        metrics.shard_index.set(i64::from(shard.index));
+    }
     let observer = metrics_observer(&metrics, &cfg, &opts)?;
     let status = observer.status_handle();
     let watched: filewatch::Patterns = Arc::new(Mutex::new(cfg.target_files.clone()));
     let driver = Driver::new(&cfg.targets, Mode::Persistent, observer)
         .map_err(|e| start_error(format!("cannot start the event loop: {e}")))?
-        .with_reloader(reloader(opts.sources.clone(), bound.clone(), Arc::clone(&watched)));
+        .with_reloader(reloader(
+            opts.sources.clone(),
+            bound.clone(),
+            Arc::clone(&watched),
+            opts.shard,
+        ));
     if let Err(e) = filewatch::spawn(driver.handle(), watched) {
         return Err(start_error(format!("cannot start the target files watcher: {e}")));
     }
@@ -135,11 +148,25 @@ fn metrics_observer(metrics: &Arc<Metrics>, cfg: &Config, opts: &AgentOptions) -
     Ok(observer.with_rtt_log(file))
 }
 
+/// Drops the targets another shard holds.
+fn keep_shard(cfg: &mut Config, shard: Option<Shard>) {
+    let Some(shard) = shard else {
+        return;
+    };
+    let all = cfg.targets.len();
+    cfg.targets.retain(|t| shard.owns(&t.name));
+    log::info!(
+        "shard {shard}: {} of {all} target(s) are this agent's",
+        cfg.targets.len()
+    );
+}
+
 /// Reloads read the same sources again; `[web]` and `[kernel]` changes
 /// need a restart.
-fn reloader(sources: Sources, bound: String, watched: filewatch::Patterns) -> Reloader {
+fn reloader(sources: Sources, bound: String, watched: filewatch::Patterns, shard: Option<Shard>) -> Reloader {
     Box::new(move || {
         let mut cfg = config::load(&sources)?;
+        keep_shard(&mut cfg, shard);
         if let Ok(mut w) = watched.lock() {
             *w = cfg.target_files.clone();
         }

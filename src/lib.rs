@@ -42,6 +42,7 @@ pub mod observer;
 mod proptests;
 pub mod render;
 pub mod session;
+pub mod shard;
 pub mod signals;
 pub mod targets;
 pub mod wallclock;

@@ -212,6 +212,9 @@ metric_table! {
         build_info: IntGaugeVec("sockpulse_build_info", "Build information; always 1") ["version"];
         config_reload_successful: IntGauge("sockpulse_config_last_reload_successful",
             "1 if the last configuration load succeeded") [];
+        shards: IntGauge("sockpulse_shards",
+            "With --shard INDEX/COUNT: COUNT, the agents that share the target list (0: no sharding)") [];
+        shard_index: IntGauge("sockpulse_shard_index", "With --shard INDEX/COUNT: this agent's INDEX") [];
         config_reload_timestamp: Gauge("sockpulse_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully, Unix seconds") [];
         // Targets with endpoints = "all": the endpoint label (ip:port) is not

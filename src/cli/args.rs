@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// (read delay: how long the pong waited in the kernel before the loop read it; `-` if unknown).
     #[arg(long = "rtt-log", value_name = "FILE")]
     pub rtt_log: Option<PathBuf>,
+    /// Hold only this share of the targets: INDEX/COUNT (from 0), by a fixed hash of each target's name, so
+    /// COUNT agents with one configuration monitor every target exactly once.
+    #[arg(long, env = "SOCKPULSE_SHARD", value_name = "INDEX/COUNT", value_parser = clap::value_parser!(crate::shard::Shard))]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,7 @@ pub fn run(args: RunArgs) -> Result<Exit, Error> {
         telemetry_path: args.telemetry_path,
         enable_lifecycle: args.enable_lifecycle,
         rtt_log: args.rtt_log,
+        shard: args.shard,
     })?;
     Ok(Exit::Ok)
 }

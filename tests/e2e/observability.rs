@@ -131,6 +131,99 @@ fn prom_query(addr: &str, expr: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("query {expr}: {e}: {body}"))
 }
 
+/// A real Prometheus scraping `agents` every second (job `sockpulse`) with
+/// the shipped rules, ready to query.
+fn start_prometheus(bin: &std::path::Path, agents: &[&str]) -> (Proc, String, tempfile_dir::TempDir) {
+    let work = tempfile_dir::TempDir::new("prometheus");
+    std::fs::copy(
+        rules_dir().join("sockpulse-rules.yml"),
+        work.path().join("sockpulse-rules.yml"),
+    )
+    .unwrap();
+    let targets = agents.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", ");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [sockpulse-rules.yml]\nscrape_configs:\n  - job_name: sockpulse\n    static_configs:\n      - targets: [{targets}]\n"
+    );
+    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!(
+        "--config.file={}",
+        work.path().join("prometheus.yml").display()
+    ))
+    .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
+    .arg(format!("--web.listen-address={prom_addr}"));
+    let prom = Proc::spawn("prometheus", &mut cmd);
+    assert!(
+        wait_until(T, || std::net::TcpStream::connect(&prom_addr).is_ok()
+            && http_get(&prom_addr, "/-/ready").0 == 200),
+        "prometheus not ready:\n{}",
+        prom.output_text()
+    );
+    (prom, prom_addr, work)
+}
+
+#[test]
+fn two_sharded_agents_monitor_every_target_once_and_a_missing_one_is_alerted() {
+    let Some(prometheus) = which("prometheus") else {
+        require("prometheus", false);
+        return;
+    };
+    let Some((_server, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let names: Vec<String> = (0..8).map(|i| format!("shard-t{i}")).collect();
+    let mut config = fast_defaults().to_string();
+    for n in &names {
+        config.push_str(&format!(
+            "[[target]]\nname = \"{n}\"\nurl = \"ws://127.0.0.1:{port}/\"\n"
+        ));
+    }
+    let mut agents = vec![
+        Agent::start_with(&config, &["--shard", "0/2"]),
+        Agent::start_with(&config, &["--shard", "1/2"]),
+    ];
+    let held = |agent: &Agent| -> Vec<String> {
+        let mut mine: Vec<String> = names
+            .iter()
+            .filter(|n| agent.metric("sockpulse_target_up", &[("target", n.as_str())]).is_some())
+            .cloned()
+            .collect();
+        mine.sort();
+        mine
+    };
+    let (a, b) = (held(&agents[0]), held(&agents[1]));
+    assert!(!a.is_empty() && !b.is_empty(), "both shards hold targets: {a:?} {b:?}");
+    assert!(a.iter().all(|n| !b.contains(n)), "no target twice: {a:?} {b:?}");
+    assert_eq!(a.len() + b.len(), names.len(), "every target once: {a:?} {b:?}");
+    for agent in &agents {
+        assert_eq!(agent.metric("sockpulse_shards", &[]), Some(2.0));
+    }
+
+    let (prom, prom_addr, _work) = start_prometheus(&prometheus, &[&agents[0].addr, &agents[1].addr]);
+    let count = |expr: &str| -> Option<f64> {
+        let v = prom_query(&prom_addr, expr);
+        v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse().ok())
+    };
+    let monitored = "count(sockpulse_target_up{target=~\"shard-t.*\"})";
+    assert!(
+        wait_until(T, || count(monitored) == Some(8.0)),
+        "union of the shards: {:?}\n{}",
+        count(monitored),
+        prom.output_text()
+    );
+    let rule = "count by (job) (sockpulse_shards > 0) < max by (job) (sockpulse_shards)";
+    assert_eq!(count(rule), None, "all shards report: the rule is quiet");
+    // Shard 1 stops: its targets leave the union, and the rule fires.
+    agents.pop();
+    assert!(
+        wait_until(T, || count(monitored) == Some(a.len() as f64)),
+        "after shard 1 stopped: {:?}",
+        count(monitored)
+    );
+    assert!(wait_until(T, || count(rule) == Some(1.0)), "{:?}", count(rule));
+}
+
 #[test]
 fn real_prometheus_scrapes_the_agent_answers_every_panel_and_evaluates_every_rule() {
     let Some(prometheus) = which("prometheus") else {
@@ -169,33 +262,7 @@ url = \"ws://127.0.0.1:{closed}/\"
     ));
     agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
 
-    let work = tempfile_dir::TempDir::new("prometheus");
-    std::fs::copy(
-        rules_dir().join("sockpulse-rules.yml"),
-        work.path().join("sockpulse-rules.yml"),
-    )
-    .unwrap();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [sockpulse-rules.yml]\nscrape_configs:\n  - job_name: sockpulse\n    static_configs:\n      - targets: ['{}']\n",
-        agent.addr
-    );
-    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
-    let prom_port = free_port();
-    let prom_addr = format!("127.0.0.1:{prom_port}");
-    let mut cmd = Command::new(prometheus);
-    cmd.arg(format!(
-        "--config.file={}",
-        work.path().join("prometheus.yml").display()
-    ))
-    .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
-    .arg(format!("--web.listen-address={prom_addr}"));
-    let prom = Proc::spawn("prometheus", &mut cmd);
-    assert!(
-        wait_until(T, || std::net::TcpStream::connect(&prom_addr).is_ok()
-            && http_get(&prom_addr, "/-/ready").0 == 200),
-        "prometheus not ready:\n{}",
-        prom.output_text()
-    );
+    let (prom, prom_addr, _work) = start_prometheus(&prometheus, &[&agent.addr]);
     // Enough scrapes for rate() over 1m windows to have two points.
     assert!(
         wait_until(T, || {

@@ -232,3 +232,49 @@ fn the_mesh_manifest_targets_its_own_headless_service_on_every_endpoint() {
     );
     assert!(toml.contains("endpoints = \"all\""));
 }
+
+#[test]
+fn the_sharded_manifest_splits_one_target_list_by_pod_index() {
+    let Some(py) = python() else { return };
+    let out = Command::new(py)
+        .arg("-c")
+        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
+        .arg(repo().join("packaging/kubernetes/sharded.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let (cm, sts) = (&docs[0], &docs[1]);
+    assert_eq!(sts["kind"], "StatefulSet");
+    let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+    let container = &sts["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let shard = args[args.iter().position(|a| *a == "--shard").unwrap() + 1];
+    assert_eq!(shard, format!("$(POD_INDEX)/{replicas}"), "COUNT must equal replicas");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    // Its config and target file are valid, as one pod would read them.
+    let dir = tempfile_dir::TempDir::new("sharded");
+    let targets = dir.path().join("targets");
+    std::fs::create_dir_all(&targets).unwrap();
+    std::fs::write(
+        targets.join("targets.json"),
+        cm["data"]["targets.json"].as_str().unwrap(),
+    )
+    .unwrap();
+    let toml = cm["data"]["sockpulse.toml"]
+        .as_str()
+        .unwrap()
+        .replace("/etc/sockpulse/targets", targets.to_str().unwrap());
+    std::fs::write(dir.path().join("c.toml"), toml).unwrap();
+    let check = sockpulse(&["check-config", dir.path().join("c.toml").to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("2 target(s)"));
+}
