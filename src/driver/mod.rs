@@ -40,6 +40,12 @@ pub use endpoints::ENDPOINT_LOOKUPS;
 pub use gauges::SessionGauge;
 pub use handle::LoopHandle;
 pub use idle_search::Finding as IdleFinding;
+
+/// The SRV records a DNS message holds, if it parses: for the fuzzer.
+#[doc(hidden)]
+pub fn srv_services_of(message: &[u8]) -> usize {
+    hickory_proto::op::Message::from_vec(message).map_or(0, |m| srv::services(&m).len())
+}
 pub use observer::{EndpointChange, EventContext, KernelEvidence, Observer, ReloadSummary};
 pub use pacing::{timer_granularity, MAX_TIMER_GRANULARITY, MIN_TIMER_GRANULARITY, TIMER_GRID_DIVISOR};
 use resolver::Resolver;
