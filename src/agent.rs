@@ -7,15 +7,18 @@ use std::fs::OpenOptions;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::config::modules::ProbeConfig;
 use crate::config::{self, Config, ConfigError, Sources};
 use crate::driver::{fdlimit, Driver, Reloader};
 use crate::http::{self, HttpState};
 use crate::kernel::owned::OwnedRegistry;
 use crate::metrics::Metrics;
 use crate::observer::MetricsObserver;
+use crate::probe::ProbeEndpoint;
 use crate::session::spec::TargetSpec;
 use crate::session::Mode;
 use crate::shard::Shard;
@@ -93,12 +96,16 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let observer = metrics_observer(&metrics, &cfg, &opts)?;
     let status = observer.status_handle();
     let watched: filewatch::Patterns = Arc::new(Mutex::new(cfg.target_files.clone()));
+    let probe_config = Arc::new(RwLock::new(cfg.probe.clone()));
     let driver = Driver::new(&cfg.targets, Mode::Persistent, observer)
         .map_err(|e| start_error(format!("cannot start the event loop: {e}")))?
         .with_reloader(reloader(
             opts.sources.clone(),
             bound.clone(),
-            Arc::clone(&watched),
+            Reloaded {
+                target_files: Arc::clone(&watched),
+                probe: Arc::clone(&probe_config),
+            },
             opts.shard,
         ));
     if let Err(e) = filewatch::spawn(driver.handle(), watched) {
@@ -110,6 +117,11 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         echo_endpoint: cfg.web.echo_endpoint,
         lifecycle: opts.enable_lifecycle.then(|| driver.handle()),
         status,
+        probe: ProbeEndpoint {
+            handle: driver.handle(),
+            config: probe_config,
+            in_flight: AtomicUsize::new(0),
+        },
     });
     http::spawn(listener, state).map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
     log::info!("listening on http://{bound} (metrics at {})", opts.telemetry_path);
@@ -163,12 +175,21 @@ fn keep_shard(cfg: &mut Config, shard: Option<Shard>) {
 
 /// Reloads read the same sources again; `[web]` and `[kernel]` changes
 /// need a restart.
-fn reloader(sources: Sources, bound: String, watched: filewatch::Patterns, shard: Option<Shard>) -> Reloader {
+/// What a reload replaces beside the targets.
+struct Reloaded {
+    target_files: filewatch::Patterns,
+    probe: Arc<RwLock<ProbeConfig>>,
+}
+
+fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Shard>) -> Reloader {
     Box::new(move || {
         let mut cfg = config::load(&sources)?;
         keep_shard(&mut cfg, shard);
-        if let Ok(mut w) = watched.lock() {
+        if let Ok(mut w) = shared.target_files.lock() {
             *w = cfg.target_files.clone();
+        }
+        if let Ok(mut p) = shared.probe.write() {
+            *p = cfg.probe.clone();
         }
         if cfg.targets.is_empty() {
             add_self_target(&mut cfg, &bound)?;

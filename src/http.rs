@@ -29,6 +29,8 @@ pub struct HttpState {
     pub lifecycle: Option<LoopHandle>,
     /// The agent's live per-target state, served at /api/v1/status.
     pub status: Arc<std::sync::Mutex<Vec<TargetReport>>>,
+    /// `/probe`.
+    pub probe: crate::probe::ProbeEndpoint,
 }
 
 pub fn spawn(listener: TcpListener, state: Arc<HttpState>) -> io::Result<thread::JoinHandle<()>> {
@@ -72,6 +74,8 @@ struct Request {
     path: String,
     upgrade_ws: bool,
     ws_key: Option<String>,
+    /// Prometheus's `X-Prometheus-Scrape-Timeout-Seconds`.
+    scrape_timeout: Option<f64>,
     head_len: usize,
 }
 
@@ -94,6 +98,7 @@ fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Req
                     path: req.path.unwrap_or("/").to_string(),
                     upgrade_ws,
                     ws_key: header("sec-websocket-key"),
+                    scrape_timeout: header("x-prometheus-scrape-timeout-seconds").and_then(|v| v.parse().ok()),
                     head_len,
                 }));
             }
@@ -155,6 +160,13 @@ fn serve(mut stream: TcpStream, state: &HttpState) -> io::Result<()> {
             landing_page(state).as_bytes(),
         ),
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", b"ok\n"),
+        "/probe" => {
+            let query = req.path.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let answer = crate::probe::handle(&state.probe, query, req.scrape_timeout);
+            // The check may take up to the scrape timeout: writing must not.
+            stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+            respond(&mut stream, answer.status, answer.content_type, answer.body.as_bytes())
+        }
         "/api/v1/status" => {
             let snapshot = state.status.lock().map(|s| s.clone()).unwrap_or_default();
             match serde_json::to_vec(&snapshot) {

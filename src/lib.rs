@@ -38,6 +38,7 @@ pub mod kernel;
 mod labels;
 pub mod metrics;
 pub mod observer;
+pub mod probe;
 #[cfg(test)]
 mod proptests;
 pub mod render;

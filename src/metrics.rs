@@ -18,6 +18,20 @@ use crate::session::{DisconnectReason, FailureReason, Phase, ProbeKind};
 /// configuration, so it is built outside the table (`observer::target_info`).
 pub const TARGET_INFO: &str = "sockpulse_target_info";
 
+/// The series a `/probe` answer has (not in the registry: each answer is
+/// one check's, as blackbox_exporter's are).
+pub mod probe_names {
+    pub const SUCCESS: &str = "probe_success";
+    pub const DURATION: &str = "probe_duration_seconds";
+    pub const PHASE_DURATION: &str = "probe_phase_duration_seconds";
+    pub const RTT: &str = "probe_rtt_seconds";
+    pub const PINGS: &str = "probe_pings_answered";
+    /// blackbox_exporter's name for the same.
+    pub const CERT_EXPIRY: &str = "probe_ssl_earliest_cert_expiry";
+    pub const FAILURE: &str = "probe_failure_info";
+    pub const ALL: &[&str] = &[SUCCESS, DURATION, PHASE_DURATION, RTT, PINGS, CERT_EXPIRY, FAILURE];
+}
+
 /// Host scans take milliseconds to a second (100k sockets).
 pub const SCAN_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -447,7 +461,12 @@ mod tests {
     #[test]
     fn the_readme_documents_every_metric() {
         let readme = include_str!("../README.md");
-        for name in CATALOGUE.iter().map(|(name, _)| *name).chain([TARGET_INFO]) {
+        for name in CATALOGUE
+            .iter()
+            .map(|(name, _)| *name)
+            .chain([TARGET_INFO])
+            .chain(probe_names::ALL.iter().copied())
+        {
             assert!(readme.contains(&format!("`{name}`")), "README does not document {name}");
         }
     }

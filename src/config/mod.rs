@@ -6,6 +6,7 @@
 
 mod defaults;
 pub mod file_sd;
+pub mod modules;
 pub mod protocol;
 mod proxy;
 mod resolve;
@@ -28,7 +29,7 @@ pub use defaults::MAX_CONNECTIONS_PER_TARGET;
 pub use sections::{KernelConfig, WebConfig, DEFAULT_LISTEN_ADDRESS};
 use walker::Walker;
 
-const TOP_KEYS: &[&str] = &["defaults", "target", "web", "kernel", "target_files"];
+const TOP_KEYS: &[&str] = &["defaults", "target", "web", "kernel", "target_files", "module", "probe"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -69,6 +70,8 @@ pub struct Config {
     pub target_files: Vec<PathBuf>,
     pub web: WebConfig,
     pub kernel: KernelConfig,
+    /// `/probe`: its modules and limits.
+    pub probe: modules::ProbeConfig,
 }
 
 /// Where a configuration comes from: a file, `--target` URLs, or both.
@@ -227,6 +230,7 @@ fn parse_with(
         }
         Err(e) => w.problem("target_files", e),
     }
+    let probe = modules::read(&mut w, &doc, &defaults);
     let mut url_defaults = defaults;
     if let Some(value) = url_targets.proxy {
         if let Some(setting) = proxy::read_setting(&mut w, "--proxy", value) {
@@ -244,6 +248,7 @@ fn parse_with(
             target_files,
             web,
             kernel,
+            probe,
         })
     } else {
         Err(fail(w.problems))

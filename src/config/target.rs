@@ -18,7 +18,7 @@ use crate::session::secrets;
 use crate::session::spec::{Endpoints, DEFAULT_IDLE_DISCOVERY_MAX, DEFAULT_MAX_ENDPOINTS, DEFAULT_RESOLVE_INTERVAL};
 use crate::session::spec::{OpenMessage, Probe, Protocol, Scheme, TargetSpec, WsOptions};
 
-const TARGET_ONLY_KEYS: &[&str] = &[
+pub(super) const TARGET_ONLY_KEYS: &[&str] = &[
     "name",
     "url",
     "probe",
@@ -36,7 +36,7 @@ const MAX_LABELS: usize = 16;
 /// Defaults that only mean something for ws:// and wss:// targets.
 const WS_ONLY_DEFAULTS: &[&str] = &["message_timeout"];
 /// Keys that only mean something for ws:// and wss:// targets.
-const WS_ONLY_KEYS: &[&str] = &[
+pub(super) const WS_ONLY_KEYS: &[&str] = &[
     "headers",
     "origin",
     "subprotocols",

@@ -66,10 +66,16 @@ impl<O: Observer> Driver<O> {
                         self.stopped -= 1;
                     }
                     let target = slot.target.index();
-                    if self.establishing_by_target.len() <= target {
+                    let counted = !slot.probe;
+                    if counted && self.establishing_by_target.len() <= target {
                         self.establishing_by_target.resize(target + 1, 0);
                     }
-                    let by_target = &mut self.establishing_by_target[target];
+                    // Probes wait at no target's gate.
+                    let mut spare = 0;
+                    let by_target = match self.establishing_by_target.get_mut(target) {
+                        Some(n) if counted => n,
+                        _ => &mut spare,
+                    };
                     match (establishing(*from), establishing(*to)) {
                         (false, true) => {
                             self.establishing += 1;
@@ -99,6 +105,12 @@ impl<O: Observer> Driver<O> {
                     read_delay: self.read_delay,
                     now,
                 };
+                if slot.probe {
+                    if let Some(run) = self.probes.iter_mut().find(|p| p.slot == i && !p.done) {
+                        run.on_event(&ctx, ev);
+                    }
+                    continue;
+                }
                 self.observer.on_event(&ctx, ev);
             }
             events.clear();
@@ -110,9 +122,12 @@ impl<O: Observer> Driver<O> {
         for k in trials_over {
             self.trial_over(k, now);
         }
+        if !self.probes.is_empty() {
+            self.probes.retain(|p| !p.done);
+        }
         self.flush(i, now);
         let slot = &self.slots[i];
-        self.gauges[i] = if slot.trial {
+        self.gauges[i] = if slot.trial || slot.probe {
             SessionGauge::none(slot.target)
         } else {
             SessionGauge::of(slot.target, &slot.session, self.epoch)
@@ -160,7 +175,7 @@ impl<O: Observer> Driver<O> {
                 });
                 match result {
                     Ok(sock) => {
-                        if let Some(registry) = &self.owned {
+                        if let (Some(registry), false) = (&self.owned, slot.probe) {
                             slot.inode = owned::socket_inode(&sock);
                             if let Some(inode) = slot.inode {
                                 registry.insert(inode, slot.target, addr.port());

@@ -237,6 +237,7 @@ impl<O: Observer> Driver<O> {
         // A trial's slot is free again as soon as it stops.
         self.slots[i].retired = trial;
         self.slots[i].trial = trial;
+        self.slots[i].probe = false;
         self.timers.ensure_slots(self.slots.len());
         i
     }

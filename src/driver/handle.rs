@@ -2,7 +2,9 @@
 //! reload, without touching its state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use super::probes::ProbeRequest;
 
 use mio::Waker;
 
@@ -11,6 +13,9 @@ pub struct LoopHandle {
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// `/probe` checks waiting for the loop.
+    probes: Arc<Mutex<Vec<ProbeRequest>>>,
+    probes_waiting: Arc<AtomicBool>,
 }
 
 impl LoopHandle {
@@ -19,6 +24,8 @@ impl LoopHandle {
             stop: Arc::new(AtomicBool::new(false)),
             reload: Arc::new(AtomicBool::new(false)),
             waker,
+            probes: Arc::new(Mutex::new(Vec::new())),
+            probes_waiting: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -34,6 +41,27 @@ impl LoopHandle {
     pub fn reload(&self) {
         self.reload.store(true, Ordering::SeqCst);
         self.wake();
+    }
+
+    /// Asks the loop to run a check; its report comes back on `req.reply`.
+    pub fn probe(&self, req: ProbeRequest) {
+        if let Ok(mut q) = self.probes.lock() {
+            q.push(req);
+            self.probes_waiting.store(true, Ordering::SeqCst);
+        }
+        self.wake();
+    }
+
+    pub(super) fn probes_waiting(&self) -> bool {
+        self.probes_waiting.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn take_probes(&self) -> Vec<ProbeRequest> {
+        self.probes_waiting.store(false, Ordering::SeqCst);
+        self.probes
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
     }
 
     pub(super) fn stop_requested(&self) -> bool {

@@ -17,6 +17,7 @@ mod idle_discovery;
 pub mod idle_search;
 mod observer;
 mod pacing;
+mod probes;
 mod reload;
 pub mod resolver;
 pub mod rxstamp;
@@ -40,6 +41,7 @@ pub use endpoints::ENDPOINT_LOOKUPS;
 pub use gauges::SessionGauge;
 pub use handle::LoopHandle;
 pub use idle_search::Finding as IdleFinding;
+pub use probes::ProbeRequest;
 
 /// The SRV records a DNS message holds, if it parses: for the fuzzer.
 #[doc(hidden)]
@@ -108,6 +110,8 @@ pub struct Driver<O: Observer> {
     pending_endpoint_answers: Vec<resolver::Resolved>,
     /// Targets with `idle_discovery`: their searches and trial sessions.
     discoveries: Vec<idle_discovery::Discovery>,
+    /// `/probe` checks running.
+    probes: Vec<probes::ProbeRun>,
 }
 
 /// What one `run` remembers between turns of the loop.
@@ -154,6 +158,7 @@ impl<O: Observer> Driver<O> {
             fanouts: Vec::new(),
             pending_endpoint_answers: Vec::new(),
             discoveries: Vec::new(),
+            probes: Vec::new(),
         };
         for spec in targets {
             driver.add_target(spec);
@@ -241,6 +246,12 @@ impl<O: Observer> Driver<O> {
             if !self.discoveries.is_empty() {
                 self.run_discoveries(Instant::now());
             }
+            if self.handle.probes_waiting() {
+                self.start_probes(Instant::now());
+            }
+            if !self.probes.is_empty() {
+                self.expire_probes(Instant::now());
+            }
         }
     }
 
@@ -325,7 +336,10 @@ impl<O: Observer> Driver<O> {
         if let Some(t) = turn.stopping_since {
             wait = wait.min((t + grace).saturating_duration_since(now));
         }
-        if !self.unfinished_reads.is_empty() {
+        if let Some(t) = self.next_probe_deadline() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        if !self.unfinished_reads.is_empty() || self.handle.probes_waiting() {
             wait = Duration::ZERO;
         }
         let quiet = turn.stopping_since.is_none() && self.establishing == 0;

@@ -28,6 +28,8 @@ pub struct Slot {
     pub retired: bool,
     /// An idle-discovery trial session: its events go to the search only.
     pub trial: bool,
+    /// A `/probe` check: its events go to its report only.
+    pub probe: bool,
 }
 
 impl Slot {
@@ -44,6 +46,7 @@ impl Slot {
             inode: None,
             retired: false,
             trial: false,
+            probe: false,
         }
     }
 

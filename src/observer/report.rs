@@ -226,7 +226,7 @@ impl StatusObserver {
 
 impl TargetReport {
     /// The one-shot verdict from what was recorded.
-    fn settle(&mut self) {
+    pub fn settle(&mut self) {
         self.summarize_rtts();
         self.healthy = self.reason.is_none() && self.opened && self.pings_answered >= self.pings_wanted;
         if !self.healthy && self.reason.is_none() {

@@ -394,3 +394,160 @@ url = \"ws://127.0.0.1:{closed}/\"
         "the healthy target raised an alert: {alerts}"
     );
 }
+
+/// A real Prometheus probing through the agent's /probe the way
+/// blackbox_exporter's documentation wires it: targets from file_sd,
+/// `__param_target` from the address, the agent as the scraped address.
+fn start_probing_prometheus(bin: &std::path::Path, agent: &str, groups: &str) -> (Proc, String, tempfile_dir::TempDir) {
+    let work = tempfile_dir::TempDir::new("prometheus-probe");
+    std::fs::write(work.path().join("targets.json"), groups).unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+         scrape_configs:\n  - job_name: sockpulse_probe\n    metrics_path: /probe\n\
+         \x20   file_sd_configs:\n      - files: ['{}']\n\
+         \x20   relabel_configs:\n\
+         \x20     - source_labels: [__address__]\n        target_label: __param_target\n\
+         \x20     - source_labels: [module]\n        target_label: __param_module\n\
+         \x20     - source_labels: [__param_target]\n        target_label: instance\n\
+         \x20     - target_label: __address__\n        replacement: {agent}\n",
+        work.path().join("targets.json").display()
+    );
+    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!(
+        "--config.file={}",
+        work.path().join("prometheus.yml").display()
+    ))
+    .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
+    .arg(format!("--web.listen-address={prom_addr}"));
+    let prom = Proc::spawn("prometheus", &mut cmd);
+    assert!(
+        wait_until(T, || std::net::TcpStream::connect(&prom_addr).is_ok()
+            && http_get(&prom_addr, "/-/ready").0 == 200),
+        "prometheus not ready:\n{}",
+        prom.output_text()
+    );
+    (prom, prom_addr, work)
+}
+
+#[test]
+fn prometheus_probes_through_the_agent_as_it_would_through_blackbox_exporter() {
+    let Some(prometheus) = which("prometheus") else {
+        require("prometheus", false);
+        return;
+    };
+    let Some((_server, ws_port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let Some((_sio, sio_port)) = node_peer("node socket.io 4", "socketio_server.js", "socket.io", &["0"]) else {
+        return;
+    };
+    let hostile = crate::support::hostile::serve(crate::support::hostile::Behaviour::BadAccept);
+    let refused = free_port();
+    let agent = Agent::start(&format!(
+        "[module.socketio]\nprotocol = \"socketio\"\n[probe]\npings = 2\ntimeout_offset = \"200ms\"\n{}",
+        fast_defaults()
+    ));
+    let healthy = format!("ws://127.0.0.1:{ws_port}/");
+    let sio = format!("ws://127.0.0.1:{sio_port}/socket.io/?EIO=4&transport=websocket");
+    let bad = format!("ws://127.0.0.1:{hostile}/");
+    let down = format!("ws://127.0.0.1:{refused}/");
+    let groups = format!(
+        r#"[{{"targets": ["{healthy}", "{bad}", "{down}"]}}, {{"targets": ["{sio}"], "labels": {{"module": "socketio"}}}}]"#
+    );
+    let (prom, prom_addr, _work) = start_probing_prometheus(&prometheus, &agent.addr, &groups);
+    let value = |expr: String| -> Option<f64> {
+        let v = prom_query(&prom_addr, &expr);
+        v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse().ok())
+    };
+    for (url, success) in [(&healthy, 1.0), (&sio, 1.0), (&bad, 0.0), (&down, 0.0)] {
+        assert!(
+            wait_until(T, || value(format!("probe_success{{instance=\"{url}\"}}"))
+                == Some(success)),
+            "{url}: probe_success {:?}, want {success}\n{}",
+            value(format!("probe_success{{instance=\"{url}\"}}")),
+            prom.output_text()
+        );
+        // Every scrape answered within its timeout: none failed.
+        assert_eq!(value(format!("up{{instance=\"{url}\"}}")), Some(1.0), "{url}");
+    }
+    let reason =
+        |url: &str, reason: &str| value(format!("probe_failure_info{{instance=\"{url}\",reason=\"{reason}\"}}"));
+    assert_eq!(reason(&bad, "bad_accept"), Some(1.0));
+    assert_eq!(reason(&down, "refused"), Some(1.0));
+    assert!(value(format!("probe_rtt_seconds{{instance=\"{sio}\",stat=\"max\"}}")).is_some());
+    // The agent's own series know nothing of the probes.
+    assert!(!agent.scrape().contains(&format!("127.0.0.1:{ws_port}")));
+
+    // The answer is valid exposition, as promtool reads it.
+    let (status, body) = agent.get(&format!("/probe?target={}", urlencode(&healthy)));
+    assert_eq!(status, 200, "{body}");
+    let mut lint = Command::new(which("promtool").expect("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    lint.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bad requests are 400s with the reason.
+    let (status, body) = agent.get(&format!("/probe?target={}&module=nope", urlencode(&healthy)));
+    assert_eq!((status, body.contains("unknown module")), (400, true), "{body}");
+    assert_eq!(agent.get("/probe").0, 400);
+}
+
+#[test]
+fn probes_beyond_the_concurrency_limit_fail_at_once_and_the_rest_answer_by_their_deadline() {
+    // A server that accepts and never answers: every probe runs to its deadline.
+    let silent = crate::support::hostile::serve(crate::support::hostile::Behaviour::Silent);
+    let agent = Agent::start(
+        "[probe]\nmax_concurrent = 4\ndefault_timeout = \"1500ms\"\n[defaults]\nhandshake_timeout = \"10s\"\n",
+    );
+    let url = urlencode(&format!("ws://127.0.0.1:{silent}/"));
+    let addr = agent.addr.clone();
+    let started = std::time::Instant::now();
+    let answers: Vec<(std::time::Duration, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| {
+                let (addr, url) = (addr.clone(), url.clone());
+                s.spawn(move || {
+                    let t = std::time::Instant::now();
+                    let (status, body) = http_get(&addr, &format!("/probe?target={url}"));
+                    assert_eq!(status, 200, "{body}");
+                    (t.elapsed(), body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let rejected = answers
+        .iter()
+        .filter(|(_, b)| b.contains("reason=\"concurrency_limit\""))
+        .count();
+    assert_eq!(rejected, 20, "4 run, the rest fail at once");
+    for (took, body) in &answers {
+        assert!(body.contains("probe_success 0"), "{body}");
+        if body.contains("concurrency_limit") {
+            assert!(*took < std::time::Duration::from_millis(500), "rejected late: {took:?}");
+        } else {
+            assert!(
+                body.contains("reason=\"incomplete\"") || body.contains("handshake_timeout"),
+                "{body}"
+            );
+            assert!(
+                *took < std::time::Duration::from_millis(2500),
+                "answered after its deadline: {took:?}"
+            );
+        }
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
