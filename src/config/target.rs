@@ -148,24 +148,8 @@ pub(super) fn from_file(
 
 /// A `--target URL`: the URL with the `[defaults]`.
 pub(super) fn from_url(w: &mut Walker<'_>, path: &str, url: &str, defaults: &Defaults) -> Option<PlainTarget> {
-    match parse_target_url(url) {
-        Ok(parsed) => {
-            defaults::check(w, path, defaults);
-            build(
-                w,
-                &Table::new(),
-                path,
-                url.to_string(),
-                url.to_string(),
-                parsed,
-                defaults.clone(),
-            )
-        }
-        Err(e) => {
-            w.problem(path, e.to_string());
-            None
-        }
-    }
+    defaults::check(w, path, defaults);
+    from_file(w, path, url, &[], defaults)
 }
 
 fn build(

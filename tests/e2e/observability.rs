@@ -144,6 +144,15 @@ fn start_prometheus(bin: &std::path::Path, agents: &[&str]) -> (Proc, String, te
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [sockpulse-rules.yml]\nscrape_configs:\n  - job_name: sockpulse\n    static_configs:\n      - targets: [{targets}]\n"
     );
+    run_prometheus(bin, work, &config)
+}
+
+/// Prometheus with `config` (written into `work`), ready to query.
+fn run_prometheus(
+    bin: &std::path::Path,
+    work: tempfile_dir::TempDir,
+    config: &str,
+) -> (Proc, String, tempfile_dir::TempDir) {
     std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
     let prom_addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(bin);
@@ -412,23 +421,7 @@ fn start_probing_prometheus(bin: &std::path::Path, agent: &str, groups: &str) ->
          \x20     - target_label: __address__\n        replacement: {agent}\n",
         work.path().join("targets.json").display()
     );
-    std::fs::write(work.path().join("prometheus.yml"), config).unwrap();
-    let prom_addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!(
-        "--config.file={}",
-        work.path().join("prometheus.yml").display()
-    ))
-    .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
-    .arg(format!("--web.listen-address={prom_addr}"));
-    let prom = Proc::spawn("prometheus", &mut cmd);
-    assert!(
-        wait_until(T, || std::net::TcpStream::connect(&prom_addr).is_ok()
-            && http_get(&prom_addr, "/-/ready").0 == 200),
-        "prometheus not ready:\n{}",
-        prom.output_text()
-    );
-    (prom, prom_addr, work)
+    run_prometheus(bin, work, &config)
 }
 
 #[test]
@@ -483,22 +476,9 @@ fn prometheus_probes_through_the_agent_as_it_would_through_blackbox_exporter() {
     // The answer is valid exposition, as promtool reads it.
     let (status, body) = agent.get(&format!("/probe?target={}", urlencode(&healthy)));
     assert_eq!(status, 200, "{body}");
-    let mut lint = Command::new(which("promtool").expect("promtool"))
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    lint.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = lint.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = promtool_check_metrics(&body) {
+        panic!("promtool check metrics on /probe:\n{e}");
+    }
     // Bad requests are 400s with the reason.
     let (status, body) = agent.get(&format!("/probe?target={}&module=nope", urlencode(&healthy)));
     assert_eq!((status, body.contains("unknown module")), (400, true), "{body}");
