@@ -17,12 +17,18 @@ pub type Files = Vec<(PathBuf, String)>;
 /// What reads the files patterns match (the file system, or a test's).
 pub type Reader = dyn Fn(&[PathBuf]) -> Result<Files, String>;
 
+/// The group label that picks a `[module.NAME]` for its targets (dropped
+/// with the other `__` labels, as Prometheus does after relabelling).
+pub const MODULE_LABEL: &str = "__module__";
+
 /// One group of targets from a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     /// `FILE[group N]`, for problems.
     pub source: String,
     pub targets: Vec<String>,
+    /// Its `__module__` label: the options template of its targets.
+    pub module: Option<String>,
     /// Labels for every target of the group, without the `__`-prefixed ones
     /// (Prometheus drops those after relabelling too).
     pub labels: Vec<(String, String)>,
@@ -49,6 +55,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Group>, String> {
         .map(|(i, g)| Group {
             source: format!("{}[group {i}]", path.display()),
             targets: g.targets,
+            module: g.labels.get(MODULE_LABEL).cloned(),
             labels: g.labels.into_iter().filter(|(k, _)| !k.starts_with("__")).collect(),
         })
         .collect())

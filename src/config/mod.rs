@@ -203,6 +203,7 @@ fn parse_with(
             format!("expected [[target]] tables, found {}", other.type_str()),
         ),
     }
+    let probe = modules::read(&mut w, &doc, &defaults);
     let target_files: Vec<PathBuf> = w
         .strings(&doc, "", "target_files")
         .unwrap_or_default()
@@ -220,7 +221,22 @@ fn parse_with(
                         for g in groups {
                             for (i, url) in g.targets.iter().enumerate() {
                                 let field = format!("{}.targets[{i}]", g.source);
-                                plain.extend(target::from_file(&mut w, &field, url, &g.labels, &defaults));
+                                let module = match g.module.as_deref() {
+                                    None => Some(toml::Table::new()),
+                                    Some(name) => {
+                                        let found = probe.module(name).cloned();
+                                        if found.is_none() {
+                                            w.problem(
+                                                &field,
+                                                format!("{} names no [module.{name}]", file_sd::MODULE_LABEL),
+                                            );
+                                        }
+                                        found
+                                    }
+                                };
+                                if let Some(module) = module {
+                                    plain.extend(target::from_file(&mut w, &field, url, &g.labels, module, &defaults));
+                                }
                             }
                         }
                     }
@@ -230,7 +246,6 @@ fn parse_with(
         }
         Err(e) => w.problem("target_files", e),
     }
-    let probe = modules::read(&mut w, &doc, &defaults);
     let mut url_defaults = defaults;
     if let Some(value) = url_targets.proxy {
         if let Some(setting) = proxy::read_setting(&mut w, "--proxy", value) {
@@ -826,5 +841,52 @@ mod tests {
                 "/t/a.json[group 0].targets[1]"
             ]
         );
+    }
+
+    #[test]
+    fn a_file_groups_module_label_gives_its_targets_that_modules_options() {
+        let read = |_: &[PathBuf]| -> Result<file_sd::Files, String> {
+            Ok(vec![(
+                "/t/a.json".into(),
+                r#"[{"targets": ["ws://a/"], "labels": {"__module__": "slow", "team": "x"}},
+                    {"targets": ["ws://b/"]},
+                    {"targets": ["ws://c/"], "labels": {"__module__": "nope"}}]"#
+                    .into(),
+            )])
+        };
+        let urls = UrlTargets {
+            urls: &[],
+            proxy: None,
+            base: None,
+            read_files: &read,
+        };
+        let text = "target_files = [\"/t/*.json\"]\n[module.slow]\nping_interval = \"3s\"\npong_timeout = \"1s\"\n";
+        let problems = parse_with(text, "t", &urls, &no_env)
+            .expect_err("unknown module")
+            .problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "/t/a.json[group 2].targets[0]");
+        assert!(
+            problems[0].message.contains("__module__ names no [module.nope]"),
+            "{}",
+            problems[0].message
+        );
+
+        let read = |_: &[PathBuf]| -> Result<file_sd::Files, String> {
+            Ok(vec![(
+                "/t/a.json".into(),
+                r#"[{"targets": ["ws://a/"], "labels": {"__module__": "slow", "team": "x"}}, {"targets": ["ws://b/"]}]"#.into(),
+            )])
+        };
+        let urls = UrlTargets {
+            urls: &[],
+            proxy: None,
+            base: None,
+            read_files: &read,
+        };
+        let c = parse_with(text, "t", &urls, &no_env).unwrap_or_else(|e| panic!("{e}"));
+        let intervals: Vec<Option<Duration>> = c.targets.iter().map(|t| t.timing.ping_interval).collect();
+        assert_eq!(intervals, [Some(Duration::from_secs(3)), Some(Duration::from_secs(10))]);
+        assert_eq!(c.targets[0].labels, [("team".to_string(), "x".to_string())]);
     }
 }

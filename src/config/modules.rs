@@ -122,6 +122,11 @@ impl ProbeConfig {
         self.modules.contains_key(name)
     }
 
+    /// The options of module `name`, as written.
+    pub(super) fn module(&self, name: &str) -> Option<&Table> {
+        self.modules.get(name)
+    }
+
     /// The target a probe of `url` with `module` checks, or why it cannot:
     /// every problem, one per line.
     pub fn target(&self, url: &str, module: Option<&str>) -> Result<Arc<TargetSpec>, String> {

@@ -112,16 +112,25 @@ pub(super) fn read(w: &mut Walker<'_>, table: &Table, path: &str, defaults: &Def
     build(w, table, path, name, url, parsed, d)
 }
 
-/// A target from a `target_files` group: its URL with the group's labels
-/// and the `[defaults]`.
+/// A target from a `target_files` group: its URL with the group's labels,
+/// the options of its module (a table of target keys) and the `[defaults]`.
 pub(super) fn from_file(
     w: &mut Walker<'_>,
     path: &str,
     url: &str,
     labels: &[(String, String)],
+    module: Table,
     defaults: &Defaults,
 ) -> Option<PlainTarget> {
-    let mut table = Table::new();
+    // The module's settings over the `[defaults]`, checked together.
+    let d = if module.is_empty() {
+        defaults.clone()
+    } else {
+        let d = defaults::read(w, &module, path, defaults);
+        defaults::check(w, path, &d);
+        d
+    };
+    let mut table = module;
     if !labels.is_empty() {
         let mut t = Table::new();
         for (k, v) in labels {
@@ -130,15 +139,7 @@ pub(super) fn from_file(
         table.insert("labels".into(), toml::Value::Table(t));
     }
     match parse_target_url(url) {
-        Ok(parsed) => build(
-            w,
-            &table,
-            path,
-            url.to_string(),
-            url.to_string(),
-            parsed,
-            defaults.clone(),
-        ),
+        Ok(parsed) => build(w, &table, path, url.to_string(), url.to_string(), parsed, d),
         Err(e) => {
             w.problem(path, e.to_string());
             None
@@ -149,7 +150,7 @@ pub(super) fn from_file(
 /// A `--target URL`: the URL with the `[defaults]`.
 pub(super) fn from_url(w: &mut Walker<'_>, path: &str, url: &str, defaults: &Defaults) -> Option<PlainTarget> {
     defaults::check(w, path, defaults);
-    from_file(w, path, url, &[], defaults)
+    from_file(w, path, url, &[], Table::new(), defaults)
 }
 
 fn build(

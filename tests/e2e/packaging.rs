@@ -278,3 +278,49 @@ fn the_sharded_manifest_splits_one_target_list_by_pod_index() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(String::from_utf8_lossy(&check.stdout).contains("2 target(s)"));
 }
+
+#[test]
+fn the_kubernetes_probe_config_is_valid_prometheus_configuration() {
+    let (Some(py), Some(promtool)) = (python(), which("promtool")) else {
+        require("python and promtool", false);
+        return;
+    };
+    // Debian's Prometheus build has no Kubernetes discovery: swap in file_sd
+    // (same relabelling) so promtool checks everything else.
+    let dir = tempfile_dir::TempDir::new("probe-k8s");
+    let swapped = dir.path().join("prometheus.yml");
+    let script = r#"
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
+probe = jobs["sockpulse-probe"]
+assert probe["metrics_path"] == "/probe"
+actions = [r.get("action", "replace") for r in probe["relabel_configs"]]
+targets = [r.get("target_label") for r in probe["relabel_configs"]]
+assert "__param_target" in targets and "__param_module" in targets and "instance" in targets, targets
+assert "hashmod" in actions and targets[-1] == "__address__", (actions, targets)
+for j in doc["scrape_configs"]:
+    j.pop("kubernetes_sd_configs")
+    j["file_sd_configs"] = [{"files": ["targets.json"]}]
+yaml.safe_dump(doc, open(sys.argv[2], "w"))
+"#;
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .arg(repo().join("packaging/prometheus/probe-kubernetes.yml"))
+        .arg(&swapped)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let check = Command::new(promtool)
+        .args(["check", "config"])
+        .arg(&swapped)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
