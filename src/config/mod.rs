@@ -213,39 +213,13 @@ fn parse_with(
             _ => PathBuf::from(p),
         })
         .collect();
-    match (url_targets.read_files)(&target_files) {
-        Ok(files) => {
-            for (path, text) in files {
-                match file_sd::parse(&path, &text) {
-                    Ok(groups) => {
-                        for g in groups {
-                            for (i, url) in g.targets.iter().enumerate() {
-                                let field = format!("{}.targets[{i}]", g.source);
-                                let module = match g.module.as_deref() {
-                                    None => Some(toml::Table::new()),
-                                    Some(name) => {
-                                        let found = probe.module(name).cloned();
-                                        if found.is_none() {
-                                            w.problem(
-                                                &field,
-                                                format!("{} names no [module.{name}]", file_sd::MODULE_LABEL),
-                                            );
-                                        }
-                                        found
-                                    }
-                                };
-                                if let Some(module) = module {
-                                    plain.extend(target::from_file(&mut w, &field, url, &g.labels, module, &defaults));
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => w.problem(format!("target_files: {}", path.display()), e),
-                }
-            }
-        }
-        Err(e) => w.problem("target_files", e),
-    }
+    plain.extend(file_targets(
+        &mut w,
+        &target_files,
+        url_targets.read_files,
+        &probe,
+        &defaults,
+    ));
     let mut url_defaults = defaults;
     if let Some(value) = url_targets.proxy {
         if let Some(setting) = proxy::read_setting(&mut w, "--proxy", value) {
@@ -268,6 +242,51 @@ fn parse_with(
     } else {
         Err(fail(w.problems))
     }
+}
+
+/// The targets of the files `patterns` match: each group's URLs with its
+/// labels and its `__module__`'s options over `[defaults]`.
+fn file_targets(
+    w: &mut Walker<'_>,
+    patterns: &[PathBuf],
+    read_files: &file_sd::Reader,
+    probe: &modules::ProbeConfig,
+    defaults: &defaults::Defaults,
+) -> Vec<target::PlainTarget> {
+    let files = match read_files(patterns) {
+        Ok(files) => files,
+        Err(e) => {
+            w.problem("target_files", e);
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (path, text) in files {
+        let groups = match file_sd::parse(&path, &text) {
+            Ok(groups) => groups,
+            Err(e) => {
+                w.problem(format!("target_files: {}", path.display()), e);
+                continue;
+            }
+        };
+        for g in groups {
+            for (i, url) in g.targets.iter().enumerate() {
+                let field = format!("{}.targets[{i}]", g.source);
+                let module = match g.module.as_deref() {
+                    None => toml::Table::new(),
+                    Some(name) => match probe.module(name) {
+                        Some(m) => m.clone(),
+                        None => {
+                            w.problem(&field, format!("{} names no [module.{name}]", file_sd::MODULE_LABEL));
+                            continue;
+                        }
+                    },
+                };
+                out.extend(target::from_file(w, &field, url, &g.labels, module, defaults));
+            }
+        }
+    }
+    out
 }
 
 fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
