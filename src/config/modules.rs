@@ -118,10 +118,6 @@ pub(super) fn read(w: &mut Walker<'_>, doc: &Table, defaults: &Defaults) -> Prob
 }
 
 impl ProbeConfig {
-    pub fn has_module(&self, name: &str) -> bool {
-        self.modules.contains_key(name)
-    }
-
     /// The options of module `name`, as written.
     pub(super) fn module(&self, name: &str) -> Option<&Table> {
         self.modules.get(name)

@@ -127,9 +127,7 @@ impl<O: Observer> Driver<O> {
                 Trial::PingsOnly { pings, .. } => Mode::OneShot { pings },
             };
             let trial_spec = Arc::new(trial_spec(&spec, trial));
-            let Some(i) = self.add_trial_session(id, trial_spec, mode) else {
-                continue;
-            };
+            let i = self.add_trial_session(id, trial_spec, mode);
             log::debug!("target={} idle discovery: {trial:?}", spec.name);
             self.discoveries[k].running = Some(Running {
                 trial,
@@ -153,10 +151,10 @@ impl<O: Observer> Driver<O> {
     }
 
     /// A slot for a trial session of target `id`.
-    fn add_trial_session(&mut self, id: TargetId, spec: Arc<TargetSpec>, mode: Mode) -> Option<usize> {
+    fn add_trial_session(&mut self, id: TargetId, spec: Arc<TargetSpec>, mode: Mode) -> usize {
         let seed = self.seed ^ (id.index() as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
         let session = crate::session::Session::new(spec, mode, seed);
-        Some(self.place_session(id, u32::MAX, session, true))
+        self.place_session(id, u32::MAX, session, true)
     }
 
     /// Stops the trials of a removed target.

@@ -28,6 +28,22 @@ fn run(cmd: &str, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
 
+/// Every YAML document of `files` (paths in the repository), as PyYAML
+/// reads them; `None` (after `require`) without Python.
+fn yaml_docs(files: &[&str]) -> Option<Vec<serde_json::Value>> {
+    let py = python()?;
+    let script =
+        "import sys, yaml, json\nprint(json.dumps([d for p in sys.argv[1:] for d in yaml.safe_load_all(open(p))]))";
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(files.iter().map(|f| repo().join(f)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
 #[test]
 fn the_deb_installs_with_dpkg_and_its_files_work() {
     let root = run("id", &["-u"]).stdout.starts_with(b"0");
@@ -137,27 +153,12 @@ fn containerfile_and_kubernetes_manifests_match_the_agent() {
     );
 
     // Parse the YAML with PyYAML and check what matters for scraping.
-    let Some(py) = python() else { return };
-    let checker = r#"
-import sys, yaml, json
-out = []
-for path in sys.argv[1:]:
-    for doc in yaml.safe_load_all(open(path)):
-        out.append(doc)
-print(json.dumps(out))
-"#;
-    let files = [
+    let Some(docs) = yaml_docs(&[
         "packaging/kubernetes/sidecar.yaml",
         "packaging/kubernetes/daemonset.yaml",
-    ];
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(checker)
-        .args(files.iter().map(|f| repo().join(f)))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
-    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    ]) else {
+        return;
+    };
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -197,15 +198,9 @@ print(json.dumps(out))
 
 #[test]
 fn the_mesh_manifest_targets_its_own_headless_service_on_every_endpoint() {
-    let Some(py) = python() else { return };
-    let out = Command::new(py)
-        .arg("-c")
-        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
-        .arg(repo().join("packaging/kubernetes/mesh.yaml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
-    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(docs) = yaml_docs(&["packaging/kubernetes/mesh.yaml"]) else {
+        return;
+    };
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ConfigMap", "DaemonSet", "Service", "ServiceMonitor"]);
     let (cm, ds, svc) = (&docs[0], &docs[1], &docs[2]);
@@ -235,15 +230,9 @@ fn the_mesh_manifest_targets_its_own_headless_service_on_every_endpoint() {
 
 #[test]
 fn the_sharded_manifest_splits_one_target_list_by_pod_index() {
-    let Some(py) = python() else { return };
-    let out = Command::new(py)
-        .arg("-c")
-        .arg("import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))")
-        .arg(repo().join("packaging/kubernetes/sharded.yaml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "YAML: {}", String::from_utf8_lossy(&out.stderr));
-    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(docs) = yaml_docs(&["packaging/kubernetes/sharded.yaml"]) else {
+        return;
+    };
     let (cm, sts) = (&docs[0], &docs[1]);
     assert_eq!(sts["kind"], "StatefulSet");
     let replicas = sts["spec"]["replicas"].as_u64().unwrap();
