@@ -7,14 +7,13 @@ use std::fs::OpenOptions;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::modules::ProbeConfig;
 use crate::config::{self, Config, ConfigError, Sources};
 use crate::driver::{fdlimit, Driver, Reloader};
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpState, WebLimits};
 use crate::kernel::owned::OwnedRegistry;
 use crate::metrics::Metrics;
 use crate::observer::MetricsObserver;
@@ -117,13 +116,13 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         echo_endpoint: cfg.web.echo_endpoint,
         lifecycle: opts.enable_lifecycle.then(|| driver.handle()),
         status,
-        probe: ProbeEndpoint {
-            handle: driver.handle(),
-            config: probe_config,
-            in_flight: AtomicUsize::new(0),
-        },
+        probe: ProbeEndpoint::new(driver.handle(), probe_config),
     });
-    http::spawn(listener, state).map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
+    let limits = WebLimits {
+        max_connections: cfg.web.max_connections,
+        header_timeout: cfg.web.header_timeout,
+    };
+    http::spawn(listener, state, limits).map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
     log::info!("listening on http://{bound} (metrics at {})", opts.telemetry_path);
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
@@ -133,7 +132,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         }
     }
     let driver = with_host_scan(driver, &cfg, &metrics);
-    let mut driver = with_fd_budget(driver, sessions);
+    let mut driver = with_fd_budget(driver, sessions, cfg.web.max_connections);
     signals::install(driver.handle(), true);
     let grace = cfg
         .targets
@@ -214,10 +213,10 @@ fn with_host_scan<O: crate::driver::Observer>(driver: Driver<O>, cfg: &Config, m
 
 /// Raises the descriptor limit and keeps sessions within it, so that a
 /// full table fails sessions with `fd_limit` instead of the HTTP endpoint.
-fn with_fd_budget<O: crate::driver::Observer>(driver: Driver<O>, sessions: u32) -> Driver<O> {
+fn with_fd_budget<O: crate::driver::Observer>(driver: Driver<O>, sessions: u32, http_connections: usize) -> Driver<O> {
     match fdlimit::raise_nofile() {
         Ok(limit) => {
-            let budget = fdlimit::session_budget(limit);
+            let budget = fdlimit::session_budget(limit, http_connections);
             log::info!("file-descriptor limit {limit}: up to {budget} sockets for sessions");
             if sessions as usize > budget {
                 log::warn!(

@@ -17,7 +17,8 @@
 //!  observer: metrics, logs, live status (run) or per-target reports (status)
 //!
 //!  hostscan thread: kernel TCP table (netlink or /proc), summarised ──► metrics
-//!  http threads: /metrics, /, /healthz, /api/v1/status, /ws echo, /-/reload
+//!  http thread (its own mio loop): /metrics, /, /healthz, /probe, /api/v1/*,
+//!    /ws echo, /-/reload; /probe checks run on the driver's loop
 //! ```
 //! The I/O boundary is the driver: `session` and `kernel`'s parsers never
 //! touch a socket or read the clock (time is passed in), so they are tested

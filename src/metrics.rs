@@ -231,6 +231,14 @@ metric_table! {
         shard_index: IntGauge("sockpulse_shard_index", "With --shard INDEX/COUNT: this agent's INDEX") [];
         config_reload_timestamp: Gauge("sockpulse_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully, Unix seconds") [];
+        http_connections: IntGauge("sockpulse_http_connections",
+            "Connections open to the agent's HTTP endpoint (at most web.max_connections)") [];
+        http_dropped: IntCounterVec("sockpulse_http_connections_dropped_total",
+            "HTTP connections the agent ended before answering, by reason: header_timeout, write_timeout, \
+             evicted (the oldest waiting for a request head, to admit a new one at web.max_connections), \
+             limit (503 at web.max_connections)") ["reason"];
+        probes_in_flight: IntGauge("sockpulse_probes_in_flight",
+            "/probe checks running now (at most probe.max_concurrent)") [];
         // Targets with endpoints = "all": the endpoint label (ip:port) is not
         // a closed set but is bounded by max_endpoints; the observer creates
         // and removes these series with the endpoints.

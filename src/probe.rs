@@ -7,22 +7,60 @@
 //! with `reason="concurrency_limit"` rather than wait past its deadline.
 //! `&debug=true` answers with the check's report as well, as blackbox does.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::modules::ProbeConfig;
 use crate::driver::{LoopHandle, ProbeRequest};
 use crate::metrics::probe_names as names;
 use crate::observer::TargetReport;
 
+/// Finished checks kept for `/api/v1/probes` and `status --agent`.
+const RECENT_PROBES: usize = 50;
+
 /// What the HTTP side needs to run checks.
 pub struct ProbeEndpoint {
     pub handle: LoopHandle,
     /// Replaced by every successful reload.
     pub config: Arc<RwLock<ProbeConfig>>,
-    pub in_flight: AtomicUsize,
+    pub in_flight: Arc<AtomicUsize>,
+    /// The last checks, newest last.
+    pub recent: Arc<Mutex<VecDeque<ProbeResult>>>,
+}
+
+impl ProbeEndpoint {
+    pub fn new(handle: LoopHandle, config: Arc<RwLock<ProbeConfig>>) -> ProbeEndpoint {
+        ProbeEndpoint {
+            handle,
+            config,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT_PROBES))),
+        }
+    }
+
+    /// The last checks, oldest first.
+    pub fn recent(&self) -> Vec<ProbeResult> {
+        self.recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One finished check, as `/api/v1/probes` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// When it finished, Unix seconds.
+    pub finished_unix: f64,
+    pub module: Option<String>,
+    pub duration_seconds: f64,
+    #[serde(flatten)]
+    pub report: TargetReport,
 }
 
 /// An HTTP answer: status line and body.
@@ -42,8 +80,32 @@ impl Answer {
     }
 }
 
-/// Runs the check `query` asks for; `scrape_timeout` is the header's value.
-pub fn handle(endpoint: &ProbeEndpoint, query: &str, scrape_timeout: Option<f64>) -> Answer {
+/// What became of a `/probe` request.
+pub enum Started {
+    /// Answered at once: a bad request, or the concurrency limit reached.
+    Now(Answer),
+    /// Running on the loop, which calls `done` by `deadline`; `fallback`
+    /// is the answer if it does not (a loop that is stuck).
+    Running { deadline: Instant, fallback: Answer },
+}
+
+/// Counts a check as running until dropped, however it ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Starts the check `query` asks for; `scrape_timeout` is the header's
+/// value. Never blocks: the answer goes to `done` from the agent's loop.
+pub fn start(
+    endpoint: &ProbeEndpoint,
+    query: &str,
+    scrape_timeout: Option<f64>,
+    done: impl FnOnce(Answer) + Send + 'static,
+) -> Started {
     let started = Instant::now();
     let param = |name: &str| {
         query
@@ -53,53 +115,71 @@ pub fn handle(endpoint: &ProbeEndpoint, query: &str, scrape_timeout: Option<f64>
             .map(|(_, v)| percent_decode(v))
     };
     let Some(url) = param("target").filter(|t| !t.is_empty()) else {
-        return Answer::bad("target parameter is missing".into());
+        return Started::Now(Answer::bad("target parameter is missing".into()));
     };
     let module = param("module").filter(|m| !m.is_empty());
     let debug = param("debug").is_some_and(|d| d == "true");
-    let (spec, pings, timeout) = {
-        let Ok(cfg) = endpoint.config.read() else {
-            return Answer::bad("configuration unavailable".into());
-        };
-        let spec = match cfg.target(&url, module.as_deref()) {
-            Ok(spec) => spec,
-            Err(e) => return Answer::bad(format!("cannot probe {url}: {e}")),
-        };
-        // As blackbox: the scrape timeout less the offset, never below a floor.
-        let timeout = match scrape_timeout {
-            Some(secs) if secs.is_finite() && secs > 0.0 => {
-                Duration::from_secs_f64(secs).saturating_sub(cfg.timeout_offset)
-            }
-            _ => cfg.default_timeout,
-        }
-        .max(Duration::from_millis(100));
-        let busy = endpoint.in_flight.fetch_add(1, Ordering::SeqCst);
-        if busy >= cfg.max_concurrent {
-            endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let report = rejected(&spec, cfg.max_concurrent);
-            return exposition_answer(&report, started.elapsed(), debug);
-        }
-        (spec, cfg.pings, timeout)
+    let Ok(cfg) = endpoint.config.read() else {
+        return Started::Now(Answer::bad("configuration unavailable".into()));
     };
-    let (reply, answer) = mpsc::channel();
+    let spec = match cfg.target(&url, module.as_deref()) {
+        Ok(spec) => spec,
+        Err(e) => return Started::Now(Answer::bad(format!("cannot probe {url}: {e}"))),
+    };
+    // As blackbox: the scrape timeout less the offset, never below a floor.
+    let timeout = match scrape_timeout {
+        Some(secs) if secs.is_finite() && secs > 0.0 => {
+            Duration::from_secs_f64(secs).saturating_sub(cfg.timeout_offset)
+        }
+        _ => cfg.default_timeout,
+    }
+    .max(Duration::from_millis(100));
+    let busy = endpoint.in_flight.fetch_add(1, Ordering::SeqCst);
+    let guard = InFlight(Arc::clone(&endpoint.in_flight));
+    if busy >= cfg.max_concurrent {
+        drop(guard);
+        let report = rejected(&spec, cfg.max_concurrent);
+        return Started::Now(exposition_answer(&report, started.elapsed(), debug));
+    }
+    let pings = cfg.pings;
+    drop(cfg);
+    let mut stuck = TargetReport::new(&spec, pings);
+    stuck.record_failure("incomplete", "the agent's loop did not answer in time");
+    stuck.settle();
+    let fallback = exposition_answer(&stuck, timeout, debug);
+    let recent = Arc::clone(&endpoint.recent);
+    let deadline = started + timeout;
     endpoint.handle.probe(ProbeRequest {
-        spec: Arc::clone(&spec),
+        spec,
         pings,
-        deadline: started + timeout,
-        reply,
+        deadline,
+        reply: Box::new(move |report: TargetReport| {
+            drop(guard);
+            let took = started.elapsed();
+            let answer = exposition_answer(&report, took, debug);
+            remember(&recent, module, took, report);
+            done(answer);
+        }),
     });
-    // The loop answers by the deadline; a little more is only for a loop
-    // that is stuck.
-    let report = answer
-        .recv_timeout(timeout + Duration::from_secs(1))
-        .unwrap_or_else(|_| {
-            let mut r = TargetReport::new(&spec, pings);
-            r.record_failure("incomplete", "the agent's loop did not answer in time");
-            r.settle();
-            r
-        });
-    endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
-    exposition_answer(&report, started.elapsed(), debug)
+    Started::Running {
+        // The loop answers by the deadline; a little more is only for a
+        // loop that is stuck.
+        deadline: deadline + Duration::from_secs(1),
+        fallback,
+    }
+}
+
+fn remember(recent: &Mutex<VecDeque<ProbeResult>>, module: Option<String>, took: Duration, report: TargetReport) {
+    let Ok(mut recent) = recent.lock() else { return };
+    if recent.len() == RECENT_PROBES {
+        recent.pop_front();
+    }
+    recent.push_back(ProbeResult {
+        finished_unix: crate::wallclock::unix_now_ms() as f64 / 1000.0,
+        module,
+        duration_seconds: took.as_secs_f64(),
+        report,
+    });
 }
 
 fn rejected(spec: &crate::session::spec::TargetSpec, limit: usize) -> TargetReport {

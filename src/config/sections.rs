@@ -19,6 +19,10 @@ pub struct WebConfig {
     pub listen_address: String,
     /// Serve the built-in WebSocket echo endpoint at `/ws`.
     pub echo_endpoint: bool,
+    /// Connections the HTTP endpoint holds at once.
+    pub max_connections: usize,
+    /// How long a request head may take to arrive.
+    pub header_timeout: Duration,
 }
 
 impl Default for WebConfig {
@@ -26,6 +30,8 @@ impl Default for WebConfig {
         WebConfig {
             listen_address: DEFAULT_LISTEN_ADDRESS.to_string(),
             echo_endpoint: true,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -75,12 +81,22 @@ impl Default for KernelConfig {
 
 pub(super) fn read_web(w: &mut Walker<'_>, t: &Table) -> WebConfig {
     let mut web = WebConfig::default();
-    w.check_keys(t, "web", &[&["listen_address", "echo_endpoint"]]);
+    w.check_keys(
+        t,
+        "web",
+        &[&["listen_address", "echo_endpoint", "max_connections", "header_timeout"]],
+    );
     if let Some(a) = w.str(t, "web", "listen_address") {
         web.listen_address = a.to_string();
     }
     if let Some(b) = w.bool(t, "web", "echo_endpoint") {
         web.echo_endpoint = b;
+    }
+    if let Some(n) = w.int(t, "web", "max_connections", 1, 100_000) {
+        web.max_connections = n as usize;
+    }
+    if let Some(d) = w.duration(t, "web", "header_timeout") {
+        web.header_timeout = d;
     }
     web
 }

@@ -4,9 +4,10 @@
 
 use std::io;
 
-/// Descriptors kept for the HTTP endpoint (64 connections), resolver
-/// threads, the netlink socket, logs and files.
-pub const RESERVED_FDS: u64 = 100;
+/// Descriptors kept, beyond the HTTP endpoint's connections, for its
+/// listener and poller, the loop's poller, resolver threads, the netlink
+/// socket, logs and files.
+pub const RESERVED_FDS: u64 = 64;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit, as the Go runtime does;
 /// returns the limit now in force.
@@ -31,9 +32,11 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// How many sockets sessions may hold under `limit`.
-pub fn session_budget(limit: u64) -> usize {
-    usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX)
+/// How many sockets sessions may hold under `limit`, with up to
+/// `http_connections` open to the HTTP endpoint.
+pub fn session_budget(limit: u64, http_connections: usize) -> usize {
+    let kept = RESERVED_FDS.saturating_add(http_connections as u64);
+    usize::try_from(limit.saturating_sub(kept)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -44,7 +47,8 @@ mod tests {
     fn raising_reaches_the_hard_limit_and_budget_keeps_a_reserve() {
         let limit = raise_nofile().unwrap();
         assert!(limit >= 1024);
-        assert_eq!(session_budget(limit), (limit - RESERVED_FDS) as usize);
-        assert_eq!(session_budget(50), 0);
+        assert_eq!(session_budget(limit, 0), (limit - RESERVED_FDS) as usize);
+        assert_eq!(session_budget(limit, 100), (limit - RESERVED_FDS - 100) as usize);
+        assert_eq!(session_budget(50, 1024), 0);
     }
 }

@@ -1,10 +1,9 @@
 //! `/probe` checks on the loop: one-shot sessions asked for by the HTTP
 //! side through the `LoopHandle`, their events folded into a report that
-//! goes back over a channel when the session is done or its deadline
+//! goes back to the asker when the session is done or its deadline
 //! passes, whichever comes first. Like idle discovery's trials, they are
 //! no target's: never in the series, never at a target's gate.
 
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +19,9 @@ pub struct ProbeRequest {
     pub pings: u32,
     /// The answer goes back by then, finished or not.
     pub deadline: Instant,
-    pub reply: Sender<TargetReport>,
+    /// Called once with the report; dropped unanswered only when the loop
+    /// ends.
+    pub reply: Box<dyn FnOnce(TargetReport) + Send>,
 }
 
 pub(super) struct ProbeRun {
@@ -28,7 +29,7 @@ pub(super) struct ProbeRun {
     deadline: Instant,
     pub report: TargetReport,
     /// Taken when the answer went back.
-    reply: Option<Sender<TargetReport>>,
+    reply: Option<Box<dyn FnOnce(TargetReport) + Send>>,
     /// Its session stopped: the run can go.
     pub done: bool,
 }
@@ -53,8 +54,7 @@ impl ProbeRun {
         if let Some(reply) = self.reply.take() {
             let mut report = self.report.clone();
             report.settle();
-            // The asker may have given up: nothing to do then.
-            let _ = reply.send(report);
+            reply(report);
         }
     }
 }

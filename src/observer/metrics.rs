@@ -79,7 +79,7 @@ pub struct MetricsObserver {
     /// Every RTT sample as `unix_ms target rtt_us`, for offline analysis
     /// (exact percentiles and maxima a histogram cannot give).
     rtt_log: Option<BufWriter<File>>,
-    /// What the HTTP thread serves: a snapshot taken once a second, so
+    /// What the HTTP side serves: a snapshot taken once a second, so
     /// pongs never take a lock.
     published: Arc<Mutex<Vec<TargetReport>>>,
     target_info: TargetInfo,
@@ -119,7 +119,7 @@ impl MetricsObserver {
         self.target_info.publish(&targets);
     }
 
-    /// The live status snapshot the HTTP thread serves at /api/v1/status.
+    /// The live status snapshot the HTTP side serves at /api/v1/status.
     pub fn status_handle(&self) -> Arc<Mutex<Vec<TargetReport>>> {
         Arc::clone(&self.published)
     }

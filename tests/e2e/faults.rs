@@ -261,9 +261,13 @@ fn a_file_descriptor_limit_below_the_session_count_is_fd_limit_not_a_crash() {
     let Some((_server, port)) = python_ws(0, &[]) else {
         return;
     };
-    // 160 descriptors: 100 are kept for the agent itself, 60 go to sessions.
+    // 160 descriptors: 64 are kept for the agent itself and 36 for HTTP
+    // connections, 60 go to sessions.
     let agent = Agent::start_with_nofile(
-        &one_target("many", &format!("ws://127.0.0.1:{port}/"), "connections = 100"),
+        &format!(
+            "[web]\nmax_connections = 36\n{}",
+            one_target("many", &format!("ws://127.0.0.1:{port}/"), "connections = 100")
+        ),
         160,
     );
     agent.wait_metric("sockpulse_sessions", &[("target", "many"), ("state", "open")], T, |v| {

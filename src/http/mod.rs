@@ -1,0 +1,420 @@
+//! The HTTP endpoint: `/metrics`, a landing page, `/healthz`, `/probe`,
+//! the status APIs and a WebSocket echo at `/ws` that gives a fresh
+//! install something real to monitor.
+//!
+//! One readiness loop on a thread of its own serves every connection, so a
+//! connection costs a buffer rather than a thread, and nothing a client
+//! does reaches the probe loop. A request head must arrive within
+//! `header_timeout`; when `max_connections` are open, a new connection
+//! takes the place of the one that has waited longest for its request
+//! head, so clients that trickle bytes cannot lock Prometheus out.
+
+mod conn;
+mod request;
+mod routes;
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::driver::LoopHandle;
+use crate::metrics::Metrics;
+use crate::observer::TargetReport;
+use crate::probe::{self, Answer, ProbeEndpoint, Started};
+use conn::{Conn, HttpConn, Phase, ReadOutcome, Then};
+use request::Parsed;
+use routes::Reply;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// An answer that cannot be written in this long goes with its connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit between requests (Prometheus keeps its
+/// scrape connection open between scrapes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// After EMFILE and friends, accepting waits this long rather than spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Why a connection was ended before its answer
+/// (`sockpulse_http_connections_dropped_total`).
+const DROP_REASONS: &[&str] = &["header_timeout", "write_timeout", "evicted", "limit"];
+
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub telemetry_path: String,
+    pub echo_endpoint: bool,
+    /// The event loop, when POST /-/reload is enabled.
+    pub lifecycle: Option<LoopHandle>,
+    /// The agent's live per-target state, served at /api/v1/status.
+    pub status: Arc<Mutex<Vec<TargetReport>>>,
+    /// `/probe`.
+    pub probe: ProbeEndpoint,
+}
+
+/// How many connections, and how long a request head may take.
+#[derive(Debug, Clone, Copy)]
+pub struct WebLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: Arc<HttpState>,
+    limits: WebLimits,
+) -> io::Result<thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let mut server = Server::new(TcpListener::from_std(listener), state, limits)?;
+    thread::Builder::new()
+        .name("sockpulse-http".into())
+        .spawn(move || server.run())
+}
+
+/// A `/probe` answer the agent's loop finished, for connection `slot`.
+struct Finished {
+    slot: usize,
+    id: u64,
+    answer: Answer,
+}
+
+struct Slot {
+    /// Tells a connection from a later one in the same slot.
+    id: u64,
+    conn: Conn,
+}
+
+struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    open: usize,
+    next_id: u64,
+    state: Arc<HttpState>,
+    limits: WebLimits,
+    finished: Arc<Mutex<Vec<Finished>>>,
+    waker: Arc<Waker>,
+    accept_paused_until: Option<Instant>,
+}
+
+enum Next {
+    Keep,
+    Close,
+    Upgrade,
+}
+
+impl Server {
+    fn new(mut listener: TcpListener, state: Arc<HttpState>, limits: WebLimits) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        for reason in DROP_REASONS {
+            state.metrics.http_dropped.with_label_values(&[reason]);
+        }
+        Ok(Server {
+            poll,
+            listener,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            next_id: 0,
+            state,
+            limits,
+            finished: Arc::new(Mutex::new(Vec::new())),
+            waker,
+            accept_paused_until: None,
+        })
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let wake_at = [next_deadline, self.accept_paused_until].into_iter().flatten().min();
+            let timeout = wake_at.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout.min(Duration::from_secs(1)))) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("http poll failed: {e}");
+                    thread::sleep(ACCEPT_PAUSE);
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(i) => self.advance(i, now),
+                }
+            }
+            self.deliver_finished(now);
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            next_deadline = self.expire(now);
+            self.state.metrics.http_connections.set(self.open as i64);
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // EMFILE and friends: the connection stays queued.
+                    log::warn!("http accept failed: {e}");
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, now: Instant) {
+        if self.open >= self.limits.max_connections {
+            match self.longest_waiting_for_head() {
+                Some(victim) => {
+                    self.close(victim);
+                    self.dropped("evicted");
+                }
+                None => {
+                    let _ = stream
+                        .write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    self.dropped("limit");
+                    return;
+                }
+            }
+        }
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("cannot watch an http connection: {e}");
+            self.free.push(i);
+            return;
+        }
+        self.next_id += 1;
+        self.slots[i] = Some(Slot {
+            id: self.next_id,
+            conn: Conn::Http(HttpConn::new(stream, now, self.limits.header_timeout)),
+        });
+        self.open += 1;
+        self.advance(i, now);
+    }
+
+    /// The connection that has waited longest for a request head.
+    fn longest_waiting_for_head(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Some(Slot {
+                    conn: Conn::Http(c), ..
+                }) if matches!(c.phase, Phase::Head) => Some((c.waiting_since, i)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(slot.conn.stream_mut());
+            self.free.push(i);
+            self.open -= 1;
+        }
+    }
+
+    fn dropped(&self, reason: &'static str) {
+        debug_assert!(DROP_REASONS.contains(&reason));
+        self.state.metrics.http_dropped.with_label_values(&[reason]).inc();
+    }
+
+    /// Moves connection `i` on as far as it can go without blocking.
+    fn advance(&mut self, i: usize, now: Instant) {
+        let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        let next = match &mut slot.conn {
+            Conn::Http(c) => self.drive_http(i, slot.id, c, now),
+            Conn::Echo(e) => {
+                if e.pump(now) {
+                    Next::Keep
+                } else {
+                    Next::Close
+                }
+            }
+        };
+        match next {
+            Next::Keep => self.slots[i] = Some(slot),
+            Next::Upgrade => {
+                if let Conn::Http(c) = slot.conn {
+                    let mut echo = c.into_echo(now);
+                    if echo.pump(now) {
+                        self.slots[i] = Some(Slot {
+                            id: slot.id,
+                            conn: Conn::Echo(echo),
+                        });
+                        return;
+                    }
+                }
+                self.free.push(i);
+                self.open -= 1;
+            }
+            Next::Close => {
+                if let Conn::Http(c) = slot.conn {
+                    c.finish();
+                }
+                self.free.push(i);
+                self.open -= 1;
+            }
+        }
+    }
+
+    fn drive_http(&self, i: usize, id: u64, c: &mut HttpConn, now: Instant) -> Next {
+        let header_timeout = self.limits.header_timeout;
+        loop {
+            match c.phase {
+                Phase::Probe => return Next::Keep,
+                Phase::Write(then) => match c.write() {
+                    Ok(false) => return Next::Keep,
+                    Err(e) => {
+                        log::debug!("http write failed: {e}");
+                        return Next::Close;
+                    }
+                    Ok(true) => match then {
+                        Then::KeepAlive => c.await_next(now, IDLE_TIMEOUT, header_timeout),
+                        Then::Close => return Next::Close,
+                        Then::Echo => return Next::Upgrade,
+                    },
+                },
+                Phase::Head => match request::parse(c.inbuf()) {
+                    Parsed::Partial => match c.read(now, header_timeout) {
+                        ReadOutcome::Got => {}
+                        ReadOutcome::Blocked => return Next::Keep,
+                        ReadOutcome::Eof => return Next::Close,
+                    },
+                    Parsed::Bad => {
+                        c.keep_alive = false;
+                        c.answer("400 Bad Request", "text/plain", b"bad request\n", now, WRITE_TIMEOUT);
+                    }
+                    Parsed::TooLarge => {
+                        c.keep_alive = false;
+                        c.answer(
+                            "431 Request Header Fields Too Large",
+                            "text/plain",
+                            b"request head too large\n",
+                            now,
+                            WRITE_TIMEOUT,
+                        );
+                    }
+                    Parsed::Complete(req) => {
+                        c.consume(req.head_len);
+                        c.keep_alive = req.keep_alive;
+                        self.serve(i, id, c, &req, now);
+                    }
+                },
+            }
+        }
+    }
+
+    fn serve(&self, i: usize, id: u64, c: &mut HttpConn, req: &request::Request, now: Instant) {
+        match routes::route(&self.state, req) {
+            Reply::Answer(r) => c.answer(r.status, r.content_type, &r.body, now, WRITE_TIMEOUT),
+            Reply::Upgrade(head) => c.answer_raw(head.as_bytes(), Then::Echo, now, WRITE_TIMEOUT),
+            Reply::Probe => {
+                let finished = Arc::clone(&self.finished);
+                let waker = Arc::clone(&self.waker);
+                let done = move |answer: Answer| {
+                    if let Ok(mut f) = finished.lock() {
+                        f.push(Finished { slot: i, id, answer });
+                    }
+                    let _ = waker.wake();
+                };
+                match probe::start(&self.state.probe, req.query(), req.scrape_timeout, done) {
+                    Started::Now(a) => c.answer(a.status, a.content_type, a.body.as_bytes(), now, WRITE_TIMEOUT),
+                    Started::Running { deadline, fallback } => {
+                        c.phase = Phase::Probe;
+                        c.deadline = deadline;
+                        c.fallback = Some(fallback);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the `/probe` answers the agent's loop finished.
+    fn deliver_finished(&mut self, now: Instant) {
+        let finished = match self.finished.lock() {
+            Ok(mut f) if !f.is_empty() => std::mem::take(&mut *f),
+            _ => return,
+        };
+        for f in finished {
+            if let Some(Slot {
+                id,
+                conn: Conn::Http(c),
+            }) = self.slots.get_mut(f.slot).and_then(Option::as_mut)
+            {
+                if *id == f.id && matches!(c.phase, Phase::Probe) {
+                    c.fallback = None;
+                    c.answer(
+                        f.answer.status,
+                        f.answer.content_type,
+                        f.answer.body.as_bytes(),
+                        now,
+                        WRITE_TIMEOUT,
+                    );
+                    self.advance(f.slot, now);
+                }
+            }
+        }
+    }
+
+    /// Ends what is past its deadline; returns the next deadline.
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots[i].as_mut() else { continue };
+            let deadline = slot.conn.deadline();
+            if deadline > now {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                continue;
+            }
+            match &mut slot.conn {
+                Conn::Http(c) if matches!(c.phase, Phase::Probe) => {
+                    if let Some(a) = c.fallback.take() {
+                        c.answer(a.status, a.content_type, a.body.as_bytes(), now, WRITE_TIMEOUT);
+                    }
+                    self.advance(i, now);
+                    if let Some(s) = &self.slots[i] {
+                        let d = s.conn.deadline();
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                    }
+                    continue;
+                }
+                Conn::Http(c) if matches!(c.phase, Phase::Head) && (c.head_started() || c.served == 0) => {
+                    self.dropped("header_timeout");
+                }
+                Conn::Http(c) if matches!(c.phase, Phase::Write(_)) => self.dropped("write_timeout"),
+                _ => {}
+            }
+            self.close(i);
+        }
+        next
+    }
+}

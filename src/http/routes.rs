@@ -1,0 +1,117 @@
+//! What each path of the HTTP endpoint answers.
+
+use super::request::Request;
+use super::HttpState;
+use crate::session::handshake::accept_key;
+
+pub(super) enum Reply {
+    Answer(Response),
+    /// `/probe`: a check on the agent's loop, answered when it is done.
+    Probe,
+    /// `/ws`: the answer to the upgrade, then WebSocket echo.
+    Upgrade(String),
+}
+
+pub(super) struct Response {
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+fn answer(status: &'static str, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+    Reply::Answer(Response {
+        status,
+        content_type,
+        body: body.into(),
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(body) => answer("200 OK", "application/json", body),
+        Err(e) => answer("500 Internal Server Error", "text/plain", e.to_string()),
+    }
+}
+
+pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
+    let path = req.path();
+    if path == "/-/reload" && req.method == "POST" {
+        return match &state.lifecycle {
+            Some(handle) => {
+                handle.reload();
+                answer("202 Accepted", "text/plain", "reload requested\n")
+            }
+            None => answer(
+                "403 Forbidden",
+                "text/plain",
+                "lifecycle API is not enabled (--web.enable-lifecycle)\n",
+            ),
+        };
+    }
+    if req.method != "GET" {
+        return answer("405 Method Not Allowed", "text/plain", "only GET\n");
+    }
+    if path == state.telemetry_path {
+        let in_flight = state.probe.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        state.metrics.probes_in_flight.set(in_flight as i64);
+        return answer("200 OK", prometheus::TEXT_FORMAT, state.metrics.encode());
+    }
+    match path {
+        "/" => answer("200 OK", "text/html; charset=utf-8", landing_page(state)),
+        "/healthz" => answer("200 OK", "text/plain", "ok\n"),
+        "/probe" => Reply::Probe,
+        "/api/v1/status" => json(&state.status.lock().map(|s| s.clone()).unwrap_or_default()),
+        "/api/v1/probes" => json(&state.probe.recent()),
+        "/ws" if state.echo_endpoint => match (req.upgrade_ws, &req.ws_key) {
+            (true, Some(key)) => Reply::Upgrade(format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(key)
+            )),
+            _ => answer("426 Upgrade Required", "text/plain", "WebSocket endpoint\n"),
+        },
+        _ => answer("404 Not Found", "text/plain", "not found\n"),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Lists the live targets from the metrics registry, so it follows reloads.
+fn landing_page(state: &HttpState) -> String {
+    use prometheus::core::Collector;
+    let mut targets: Vec<(String, f64)> = state
+        .metrics
+        .target_up
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric().iter())
+        .filter_map(|m| {
+            let name = m.get_label().iter().find(|l| l.name() == "target")?.value().to_string();
+            Some((name, m.get_gauge().value()))
+        })
+        .collect();
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: String = targets
+        .iter()
+        .map(|(name, up)| {
+            format!(
+                "<li><code>{}</code> &mdash; {}</li>",
+                html_escape(name),
+                if *up == 1.0 { "up" } else { "down" }
+            )
+        })
+        .collect();
+    format!(
+        "<!doctype html><html><head><title>sockpulse</title></head><body>\
+         <h1>sockpulse {}</h1><p>Connection-liveness monitor.</p>\
+         <ul><li><a href=\"{}\">Metrics</a></li><li><a href=\"/healthz\">Health</a></li></ul>\
+         <h2>Targets</h2><ul>{rows}</ul></body></html>\n",
+        env!("CARGO_PKG_VERSION"),
+        html_escape(&state.telemetry_path)
+    )
+}
