@@ -2,7 +2,8 @@
 //! reload, without touching its state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 
 use super::probes::ProbeRequest;
 
@@ -16,6 +17,9 @@ pub struct LoopHandle {
     /// `/probe` checks waiting for the loop.
     probes: Arc<Mutex<Vec<ProbeRequest>>>,
     probes_waiting: Arc<AtomicBool>,
+    /// The loop's thread: between polls it may sleep (wake spacing), and a
+    /// wake must cut that short too.
+    loop_thread: Arc<OnceLock<Thread>>,
 }
 
 impl LoopHandle {
@@ -26,6 +30,7 @@ impl LoopHandle {
             waker,
             probes: Arc::new(Mutex::new(Vec::new())),
             probes_waiting: Arc::new(AtomicBool::new(false)),
+            loop_thread: Arc::new(OnceLock::new()),
         }
     }
 
@@ -73,9 +78,17 @@ impl LoopHandle {
         self.reload.swap(false, Ordering::SeqCst)
     }
 
+    /// Called by the loop's thread before it runs.
+    pub(super) fn attach_loop_thread(&self) {
+        let _ = self.loop_thread.set(std::thread::current());
+    }
+
     fn wake(&self) {
         if let Err(e) = self.waker.wake() {
             log::error!("cannot wake the event loop: {e}");
+        }
+        if let Some(t) = self.loop_thread.get() {
+            t.unpark();
         }
     }
 }

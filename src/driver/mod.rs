@@ -207,6 +207,7 @@ impl<O: Observer> Driver<O> {
     /// `grace` for close handshakes.
     pub fn run(&mut self, deadline: Option<Instant>, grace: Duration) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.handle.attach_loop_thread();
         let now = Instant::now();
         self.start_sessions(now);
         let mut turn = Turn {
@@ -342,11 +343,15 @@ impl<O: Observer> Driver<O> {
         if !self.unfinished_reads.is_empty() || self.handle.probes_waiting() {
             wait = Duration::ZERO;
         }
-        let quiet = turn.stopping_since.is_none() && self.establishing == 0;
+        // A /probe check's duration is its measurement: no spacing while one runs.
+        let quiet = turn.stopping_since.is_none() && self.establishing == 0 && self.probes.is_empty();
         let pause = pacing::wake_spacing(turn.last_wake, Instant::now(), self.timers.grid(), wait, quiet);
         if !pause.is_zero() {
-            std::thread::sleep(pause);
-            wait = wait.saturating_sub(pause);
+            // Parked rather than asleep: a LoopHandle wake (a /probe, a
+            // signal) ends the pause.
+            let parked = Instant::now();
+            std::thread::park_timeout(pause);
+            wait = wait.saturating_sub(parked.elapsed());
         }
         self.poll.poll(events, Some(wait))
     }
