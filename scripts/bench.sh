@@ -33,4 +33,13 @@ if [ "${1:-}" = "--proxies" ]; then
   shift
   exec .peers/venv/bin/python benches/bench_proxies.py "$@"
 fi
+# --probes: /probe throughput, latency and CPU next to blackbox_exporter's
+# TCP and HTTP probers on the same server (benches/bench_probes.py).
+if [ "${1:-}" = "--probes" ]; then
+  shift
+  if ! command -v prometheus-blackbox-exporter >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-blackbox-exporter >/dev/null
+  fi
+  exec .peers/venv/bin/python benches/bench_probes.py "$@"
+fi
 exec .peers/venv/bin/python benches/bench.py "$@"

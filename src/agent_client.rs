@@ -6,6 +6,7 @@ use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use crate::observer::TargetReport;
+use crate::probe::ProbeResult;
 
 /// Why a running agent's status could not be had.
 #[derive(Debug)]
@@ -28,6 +29,22 @@ impl std::error::Error for FetchError {}
 
 /// Asks a running agent for its live per-target state (GET /api/v1/status).
 pub fn fetch_status(base: &str, timeout: Duration) -> Result<Vec<TargetReport>, FetchError> {
+    fetch_json(base, "/api/v1/status", timeout)?
+        .ok_or_else(|| FetchError::Unreachable(format!("agent {base}: answered 404 for /api/v1/status")))
+}
+
+/// The agent's last `/probe` checks (GET /api/v1/probes); none from an
+/// agent too old to have them.
+pub fn fetch_probes(base: &str, timeout: Duration) -> Result<Vec<ProbeResult>, FetchError> {
+    Ok(fetch_json(base, "/api/v1/probes", timeout)?.unwrap_or_default())
+}
+
+/// GETs `path` from the agent at `base` as JSON; `None` on a 404.
+fn fetch_json<T: serde::de::DeserializeOwned>(
+    base: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Option<T>, FetchError> {
     let url = url::Url::parse(base).map_err(|e| FetchError::BadUrl(format!("--agent {base:?}: {e}")))?;
     if url.scheme() != "http" {
         return Err(FetchError::BadUrl(format!(
@@ -47,7 +64,7 @@ pub fn fetch_status(base: &str, timeout: Duration) -> Result<Vec<TargetReport>, 
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| unreachable(e.to_string()))?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| unreachable(e.to_string()))?;
-    write!(s, "GET /api/v1/status HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| unreachable(e.to_string()))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| unreachable(e.to_string()))?;
     let mut resp = Vec::new();
     // A status answer is small; refuse to buffer a hostile endless one.
     s.take(16 << 20)
@@ -57,8 +74,13 @@ pub fn fetch_status(base: &str, timeout: Duration) -> Result<Vec<TargetReport>, 
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| unreachable("malformed HTTP answer".into()))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(unreachable(format!("answered {:?}", head.lines().next().unwrap_or(""))));
+    let status_line = head.lines().next().unwrap_or("");
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => {}
+        Some("404") => return Ok(None),
+        _ => return Err(unreachable(format!("answered {status_line:?} for {path}"))),
     }
-    serde_json::from_str(body).map_err(|e| unreachable(format!("bad status JSON: {e}")))
+    serde_json::from_str(body)
+        .map(Some)
+        .map_err(|e| unreachable(format!("bad JSON from {path}: {e}")))
 }

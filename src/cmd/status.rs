@@ -20,7 +20,18 @@ use crate::wallclock::unix_now;
 pub fn run(args: StatusArgs) -> Result<Exit, Error> {
     if let Some(agent) = &args.agent {
         let reports = agent_client::fetch_status(agent, args.timeout)?;
-        return print_reports(&reports, args.json);
+        if args.json {
+            return print_reports(&reports, true);
+        }
+        let probes = agent_client::fetch_probes(agent, args.timeout)?;
+        let exit = print_reports(&reports, false)?;
+        if !probes.is_empty() {
+            print(&render::status::recent_probes(
+                &probes,
+                crate::wallclock::unix_now_ms() as f64 / 1000.0,
+            ));
+        }
+        return Ok(exit);
     }
     let cfg = config::load(&(&args.targets).into())?;
     if cfg.targets.is_empty() {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::columns;
 use crate::observer::TargetReport;
+use crate::probe::ProbeResult;
 
 /// The target, and the endpoint when the row is one endpoint's.
 fn row_name(r: &TargetReport) -> String {
@@ -16,6 +17,32 @@ fn row_name(r: &TargetReport) -> String {
 
 fn opt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// A running agent's last `/probe` checks, newest first.
+pub fn recent_probes(probes: &[ProbeResult], now_unix: f64) -> String {
+    let mut rows: Vec<[String; 7]> = vec![[
+        "PROBED".to_string(),
+        "TARGET".into(),
+        "MODULE".into(),
+        "RESULT".into(),
+        "REASON".into(),
+        "DURATION ms".into(),
+        "RTT avg ms".into(),
+    ]];
+    for p in probes.iter().rev() {
+        let r = &p.report;
+        rows.push([
+            format!("{:.0}s ago", (now_unix - p.finished_unix).max(0.0)),
+            r.target.clone(),
+            p.module.clone().unwrap_or_else(|| "-".into()),
+            if r.healthy { "ok".into() } else { "FAIL".into() },
+            r.reason.clone().unwrap_or_else(|| "-".into()),
+            format!("{:.1}", p.duration_seconds * 1000.0),
+            opt_ms(r.rtt_avg_ms),
+        ]);
+    }
+    format!("\nRecent /probe checks ({}):\n{}", probes.len(), columns(&rows))
 }
 
 /// The `status` table, then the details of every unhealthy target.

@@ -21,3 +21,4 @@ mod protocols;
 mod proxies;
 mod reload;
 mod soak;
+mod web;

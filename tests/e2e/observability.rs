@@ -125,7 +125,7 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn prom_query(addr: &str, expr: &str) -> serde_json::Value {
+pub(crate) fn prom_query(addr: &str, expr: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, &format!("/api/v1/query?query={}", urlencode(expr)));
     assert_eq!(status, 200, "query {expr}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("query {expr}: {e}: {body}"))
@@ -148,7 +148,7 @@ fn start_prometheus(bin: &std::path::Path, agents: &[&str]) -> (Proc, String, te
 }
 
 /// Prometheus with `config` (written into `work`), ready to query.
-fn run_prometheus(
+pub(crate) fn run_prometheus(
     bin: &std::path::Path,
     work: tempfile_dir::TempDir,
     config: &str,
