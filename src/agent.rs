@@ -94,6 +94,10 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     }
     let observer = metrics_observer(&metrics, &cfg, &opts)?;
     let status = observer.status_handle();
+    let scan_share = hostscan::ScanShare {
+        host: Arc::new(Mutex::new(None)),
+        events: observer.events_handle(),
+    };
     let watched: filewatch::Patterns = Arc::new(Mutex::new(cfg.target_files.clone()));
     let probe_config = Arc::new(RwLock::new(cfg.probe.clone()));
     let driver = Driver::new(&cfg.targets, Mode::Persistent, observer)
@@ -116,6 +120,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         echo_endpoint: cfg.web.echo_endpoint,
         lifecycle: opts.enable_lifecycle.then(|| driver.handle()),
         status,
+        events: Arc::clone(&scan_share.events),
+        host: Arc::clone(&scan_share.host),
         probe: ProbeEndpoint::new(driver.handle(), probe_config),
     });
     let limits = WebLimits {
@@ -131,7 +137,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
             log::info!("target={} via proxy {proxy}", t.name);
         }
     }
-    let driver = with_host_scan(driver, &cfg, &metrics);
+    let driver = with_host_scan(driver, &cfg, &metrics, scan_share);
     let mut driver = with_fd_budget(driver, sessions, cfg.web.max_connections);
     signals::install(driver.handle(), true);
     let grace = cfg
@@ -197,12 +203,23 @@ fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Sha
     })
 }
 
-fn with_host_scan<O: crate::driver::Observer>(driver: Driver<O>, cfg: &Config, metrics: &Arc<Metrics>) -> Driver<O> {
+fn with_host_scan<O: crate::driver::Observer>(
+    driver: Driver<O>,
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    share: hostscan::ScanShare,
+) -> Driver<O> {
     let Some(interval) = cfg.kernel.scan_interval else {
         return driver;
     };
     let registry = Arc::new(OwnedRegistry::default());
-    match hostscan::spawn(&cfg.kernel, interval, Arc::clone(metrics), Some(Arc::clone(&registry))) {
+    match hostscan::spawn(
+        &cfg.kernel,
+        interval,
+        Arc::clone(metrics),
+        Some(Arc::clone(&registry)),
+        Some(share),
+    ) {
         Ok(_) => driver.with_owned_registry(registry),
         Err(e) => {
             log::warn!("host TCP table scan disabled: cannot start its thread: {e}");

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
+use crate::events::Event;
 use crate::observer::TargetReport;
 use crate::probe::ProbeResult;
 
@@ -37,6 +38,12 @@ pub fn fetch_status(base: &str, timeout: Duration) -> Result<Vec<TargetReport>, 
 /// agent too old to have them.
 pub fn fetch_probes(base: &str, timeout: Duration) -> Result<Vec<ProbeResult>, FetchError> {
     Ok(fetch_json(base, "/api/v1/probes", timeout)?.unwrap_or_default())
+}
+
+/// The agent's last `per_target` events of each target (and of the host),
+/// oldest first; none from an agent too old to keep them.
+pub fn fetch_events(base: &str, timeout: Duration) -> Result<Vec<Event>, FetchError> {
+    Ok(fetch_json(base, "/api/v1/events", timeout)?.unwrap_or_default())
 }
 
 /// GETs `path` from the agent at `base` as JSON; `None` on a 404.

@@ -1,12 +1,13 @@
 //! The host TCP table scan on its own thread, exported as metrics, so that
 //! reading a table of 100k sockets never delays a ping on the session loop.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::KernelConfig;
+use crate::events::{self, Event, EventKind, SharedEventLog};
 use crate::kernel::host::{self, CloseWaitTracker, HostSummary};
 use crate::kernel::owned::{self, Owned, OwnedRegistry};
 use crate::kernel::scan::{self, Focus, ScanMethod};
@@ -48,6 +49,77 @@ pub fn export(m: &Metrics, s: &HostSummary, elapsed: Duration, method: ScanMetho
     m.tcp_time_wait_port_ratio.set(s.time_wait_port_ratio);
 }
 
+/// What the scan shares beyond metrics, with the HTTP side.
+#[derive(Clone)]
+pub struct ScanShare {
+    /// The latest summary, its suspicious sockets cut to `SHARED_SUSPICIOUS`.
+    pub host: Arc<Mutex<Option<HostSummary>>>,
+    pub events: SharedEventLog,
+}
+
+/// Suspicious sockets the shared summary keeps (the metrics have counts).
+const SHARED_SUSPICIOUS: usize = 50;
+
+/// An accept queue this full (against its backlog) is saturated.
+const SATURATED: f64 = 0.9;
+
+/// Ports leaking CLOSE_WAIT and ports whose accept queue is full, as of
+/// the last scan: an event goes out when a port enters or leaves a set.
+#[derive(Debug, Default)]
+pub struct KernelFindings {
+    leaking: BTreeSet<String>,
+    saturated: BTreeSet<String>,
+}
+
+impl KernelFindings {
+    /// The events `s` brings against the previous scan.
+    pub fn update(&mut self, s: &HostSummary) -> Vec<Event> {
+        let mut out = Vec::new();
+        let leaking: BTreeSet<String> = s
+            .ports
+            .iter()
+            .filter(|(_, p)| p.close_wait_over_age > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let saturated: BTreeSet<String> = s
+            .ports
+            .iter()
+            .filter(|(_, p)| p.listen_queue_ratio.is_some_and(|r| r >= SATURATED))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for port in leaking.difference(&self.leaking) {
+            let p = &s.ports[port];
+            out.push(kernel_event(&format!(
+                "port {port}: {} CLOSE_WAIT socket(s) past the age alert, the oldest {:.0}s (a process is not closing them)",
+                p.close_wait_over_age, p.close_wait_oldest_seconds
+            )));
+        }
+        for port in self.leaking.difference(&leaking) {
+            out.push(kernel_event(&format!(
+                "port {port}: no CLOSE_WAIT socket past the age alert any more"
+            )));
+        }
+        for port in saturated.difference(&self.saturated) {
+            let p = &s.ports[port];
+            out.push(kernel_event(&format!(
+                "port {port}: accept queue {:.0}% full ({} waiting): the server is not accepting fast enough",
+                p.listen_queue_ratio.unwrap_or(0.0) * 100.0,
+                p.listen_queue
+            )));
+        }
+        for port in self.saturated.difference(&saturated) {
+            out.push(kernel_event(&format!("port {port}: accept queue drained")));
+        }
+        self.leaking = leaking;
+        self.saturated = saturated;
+        out
+    }
+}
+
+fn kernel_event(detail: &str) -> Event {
+    Event::new(EventKind::Kernel, "").detail(detail)
+}
+
 /// Joins the agent's sockets with the table and exports the result. Only
 /// counts a disagreement the registry still confirms after the table was
 /// read, so a session closing mid-scan is not mistaken for a lost socket.
@@ -57,6 +129,7 @@ fn export_owned(
     before: &HashMap<u64, Owned>,
     table: &[SocketEntry],
     own_listed: bool,
+    share: Option<&ScanShare>,
 ) {
     let names = registry.target_names();
     let view = owned::join(before, table, &names, own_listed);
@@ -73,10 +146,14 @@ fn export_owned(
         let Some(name) = names.get(target) else { continue };
         if registry.get(inode).is_some_and(|o| o.open) {
             m.kernel_mismatches.with_label_values(&[name, kind.as_str()]).inc();
-            log::warn!(
-                "target={name}: a session the agent thinks open is {} in the kernel (inode {inode})",
+            let line = format!(
+                "a session the agent thinks open is {} in the kernel (inode {inode})",
                 kind.as_str()
             );
+            log::warn!("target={name}: {line}");
+            if let Some(share) = share {
+                events::record(&share.events, Event::new(EventKind::Kernel, name).detail(&line));
+            }
         }
     }
 }
@@ -87,6 +164,7 @@ pub fn spawn(
     interval: Duration,
     metrics: Arc<Metrics>,
     owned_src: Option<Arc<OwnedRegistry>>,
+    share: Option<ScanShare>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let cfg = k.host_config();
     let ns = k.namespace();
@@ -95,6 +173,7 @@ pub fn spawn(
     let owned_src = owned_src.filter(|_| ns == Namespace::Own);
     thread::Builder::new().name("sockpulse-kernel".into()).spawn(move || {
         let mut tracker = CloseWaitTracker::default();
+        let mut findings = KernelFindings::default();
         let mut failing = false;
         let mut reader = Reader::new(method, ns, cfg.watch_ports.clone());
         loop {
@@ -118,7 +197,17 @@ pub fn spawn(
                     }
                     export(&metrics, &summary, started.elapsed(), table.method);
                     if let (Some(src), Some(before)) = (&owned_src, &before) {
-                        export_owned(&metrics, src, before, &table.entries, table.own_listed);
+                        export_owned(&metrics, src, before, &table.entries, table.own_listed, share.as_ref());
+                    }
+                    if let Some(share) = &share {
+                        for event in findings.update(&summary) {
+                            events::record(&share.events, event);
+                        }
+                        let mut shared = summary;
+                        shared.suspicious.truncate(SHARED_SUSPICIOUS);
+                        if let Ok(mut host) = share.host.lock() {
+                            *host = Some(shared);
+                        }
                     }
                 }
                 Err(e) => {
@@ -213,5 +302,53 @@ impl Reader {
             unlisted_established: 0,
             own_listed: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::host::PortSummary;
+
+    fn summary(ports: &[(&str, u64, Option<f64>)]) -> HostSummary {
+        let mut s = HostSummary::default();
+        for (port, over_age, ratio) in ports {
+            let p = PortSummary {
+                close_wait_over_age: *over_age,
+                close_wait_oldest_seconds: 400.0,
+                listen_queue_ratio: *ratio,
+                listen_queue: 7,
+                ..PortSummary::default()
+            };
+            s.ports.insert(port.to_string(), p);
+        }
+        s
+    }
+
+    fn details(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.detail.as_str()).collect()
+    }
+
+    #[test]
+    fn a_port_entering_or_leaving_a_finding_is_one_event_each_way() {
+        let mut f = KernelFindings::default();
+        assert!(f.update(&summary(&[("8080", 0, Some(0.1))])).is_empty());
+        let events = f.update(&summary(&[("8080", 3, Some(0.95))]));
+        assert_eq!(events.len(), 2, "{:?}", details(&events));
+        assert!(events
+            .iter()
+            .all(|e| e.kind == EventKind::Kernel && e.target.is_empty()));
+        assert!(details(&events)[0].starts_with("port 8080: 3 CLOSE_WAIT socket(s)"));
+        assert!(details(&events)[1].contains("accept queue 95% full (7 waiting)"));
+        // Still the same: nothing new.
+        assert!(f.update(&summary(&[("8080", 4, Some(0.99))])).is_empty());
+        let events = f.update(&summary(&[("8080", 0, None)]));
+        assert_eq!(
+            details(&events),
+            [
+                "port 8080: no CLOSE_WAIT socket past the age alert any more",
+                "port 8080: accept queue drained"
+            ]
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod driver;
+pub mod events;
 pub mod filewatch;
 pub mod hostscan;
 pub mod http;

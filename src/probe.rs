@@ -107,13 +107,7 @@ pub fn start(
     done: impl FnOnce(Answer) + Send + 'static,
 ) -> Started {
     let started = Instant::now();
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| percent_decode(v))
-    };
+    let param = |name: &str| query_param(query, name);
     let Some(url) = param("target").filter(|t| !t.is_empty()) else {
         return Started::Now(Answer::bad("target parameter is missing".into()));
     };
@@ -266,6 +260,15 @@ pub fn exposition(r: &TargetReport, took: Duration) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The percent-decoded value of `name` in a query string.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
 }
 
 fn percent_decode(s: &str) -> String {

@@ -94,6 +94,9 @@ pub struct StatusArgs {
     /// Ask a running agent (http://HOST:PORT) what it sees instead of opening sessions.
     #[arg(long, value_name = "URL", conflicts_with_all = ["config", "targets"])]
     pub agent: Option<String>,
+    /// With --agent: redraw the report every second until interrupted.
+    #[arg(long, requires = "agent", conflicts_with = "json")]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::agent_client;
+use crate::agent_client::{self, FetchError};
 use crate::cli::args::StatusArgs;
 use crate::cli::output::{print, print_json};
 use crate::cli::{Error, Exit};
@@ -19,18 +19,15 @@ use crate::wallclock::unix_now;
 
 pub fn run(args: StatusArgs) -> Result<Exit, Error> {
     if let Some(agent) = &args.agent {
-        let reports = agent_client::fetch_status(agent, args.timeout)?;
         if args.json {
+            let reports = agent_client::fetch_status(agent, args.timeout)?;
             return print_reports(&reports, true);
         }
-        let probes = agent_client::fetch_probes(agent, args.timeout)?;
-        let exit = print_reports(&reports, false)?;
-        if !probes.is_empty() {
-            print(&render::status::recent_probes(
-                &probes,
-                crate::wallclock::unix_now_ms() as f64 / 1000.0,
-            ));
+        if args.watch {
+            return watch(agent, args.timeout);
         }
+        let (text, exit) = agent_report(agent, args.timeout)?;
+        print(&text);
         return Ok(exit);
     }
     let cfg = config::load(&(&args.targets).into())?;
@@ -59,6 +56,42 @@ pub fn run(args: StatusArgs) -> Result<Exit, Error> {
         .map_err(|e| Error::Failed(format!("event loop failed: {e}")))?;
     let reports = driver.into_observer().finish();
     print_reports(&reports, args.json)
+}
+
+/// What a running agent sees, as text: its targets, their last events, its
+/// last `/probe` checks.
+fn agent_report(agent: &str, timeout: Duration) -> Result<(String, Exit), FetchError> {
+    let reports = agent_client::fetch_status(agent, timeout)?;
+    let events = agent_client::fetch_events(agent, timeout)?;
+    let probes = agent_client::fetch_probes(agent, timeout)?;
+    let now = crate::wallclock::unix_now_ms() as f64 / 1000.0;
+    let mut text = render::status::table(&reports, unix_now());
+    text.push_str(&render::status::recent_events(&events, EVENTS_PER_TARGET, now));
+    if !probes.is_empty() {
+        text.push_str(&render::status::recent_probes(&probes, now));
+    }
+    Ok((text, Exit::healthy_if(reports.iter().all(|r| r.healthy))))
+}
+
+/// Events shown per target by `status --agent`.
+const EVENTS_PER_TARGET: usize = 3;
+
+/// `status --agent --watch`: the report redrawn every second until
+/// interrupted; an agent that stops answering is said on screen, and the
+/// watch goes on.
+fn watch(agent: &str, timeout: Duration) -> Result<Exit, Error> {
+    // Clear the screen and home the cursor, as watch(1) does.
+    const CLEAR: &str = "\x1b[H\x1b[2J";
+    loop {
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let body = match agent_report(agent, timeout) {
+            Ok((text, _)) => text,
+            Err(FetchError::Unreachable(e)) => format!("{e}\n(trying again every second)\n"),
+            Err(e) => return Err(e.into()),
+        };
+        print(&format!("{CLEAR}sockpulse status --agent {agent}    {stamp}\n\n{body}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn print_reports(reports: &[TargetReport], json: bool) -> Result<Exit, Error> {

@@ -22,6 +22,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::driver::LoopHandle;
+use crate::events::SharedEventLog;
+use crate::kernel::host::HostSummary;
 use crate::metrics::Metrics;
 use crate::observer::TargetReport;
 use crate::probe::{self, Answer, ProbeEndpoint, Started};
@@ -50,6 +52,10 @@ pub struct HttpState {
     pub lifecycle: Option<LoopHandle>,
     /// The agent's live per-target state, served at /api/v1/status.
     pub status: Arc<Mutex<Vec<TargetReport>>>,
+    /// Recent session and kernel events, served at /api/v1/events.
+    pub events: SharedEventLog,
+    /// The host scan's latest summary (none while the scan is off).
+    pub host: Arc<Mutex<Option<HostSummary>>>,
     /// `/probe`.
     pub probe: ProbeEndpoint,
 }

@@ -2,6 +2,7 @@
 
 use super::request::Request;
 use super::HttpState;
+use crate::probe::query_param;
 use crate::session::handshake::accept_key;
 
 pub(super) enum Reply {
@@ -62,6 +63,8 @@ pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
         "/probe" => Reply::Probe,
         "/api/v1/status" => json(&state.status.lock().map(|s| s.clone()).unwrap_or_default()),
         "/api/v1/probes" => json(&state.probe.recent()),
+        "/api/v1/events" => events(state, req.query()),
+        "/api/v1/host" => json(&state.host.lock().map(|h| h.clone()).unwrap_or(None)),
         "/ws" if state.echo_endpoint => match (req.upgrade_ws, &req.ws_key) {
             (true, Some(key)) => Reply::Upgrade(format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -72,6 +75,27 @@ pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
         },
         _ => answer("404 Not Found", "text/plain", "not found\n"),
     }
+}
+
+/// Events after `since` (default: all kept), of `target` if given, at
+/// most `limit` (default and most: the whole ring), oldest first.
+fn events(state: &HttpState, query: &str) -> Reply {
+    let since = match query_param(query, "since").map(|v| v.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return answer("400 Bad Request", "text/plain", "since must be an event number\n"),
+    };
+    let limit = match query_param(query, "limit").map(|v| v.parse::<usize>()) {
+        None => crate::events::CAPACITY,
+        Some(Ok(n)) => n.min(crate::events::CAPACITY),
+        Some(Err(_)) => return answer("400 Bad Request", "text/plain", "limit must be a number\n"),
+    };
+    let target = query_param(query, "target");
+    let events = match state.events.lock() {
+        Ok(log) => log.since(since, target.as_deref(), limit),
+        Err(_) => Vec::new(),
+    };
+    json(&events)
 }
 
 fn html_escape(s: &str) -> String {

@@ -14,6 +14,7 @@ use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
 use super::target_info::TargetInfo;
 use crate::driver::{EndpointChange, EventContext, IdleFinding, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use crate::events::{self, Event, EventKind, SharedEventLog};
 use crate::kernel::Diagnosis;
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
 use crate::session::min_opt;
@@ -83,6 +84,8 @@ pub struct MetricsObserver {
     /// pongs never take a lock.
     published: Arc<Mutex<Vec<TargetReport>>>,
     target_info: TargetInfo,
+    /// Recent events, for the HTTP side.
+    events: SharedEventLog,
 }
 
 /// RTT samples kept per target for the live status.
@@ -104,6 +107,7 @@ impl MetricsObserver {
             targets: states,
             rtt_log: None,
             published: Arc::new(Mutex::new(Vec::new())),
+            events: events::shared(),
         };
         observer.publish_target_info();
         observer
@@ -122,6 +126,11 @@ impl MetricsObserver {
     /// The live status snapshot the HTTP side serves at /api/v1/status.
     pub fn status_handle(&self) -> Arc<Mutex<Vec<TargetReport>>> {
         Arc::clone(&self.published)
+    }
+
+    /// The event history the HTTP side serves at /api/v1/events.
+    pub fn events_handle(&self) -> SharedEventLog {
+        Arc::clone(&self.events)
     }
 
     pub fn with_rtt_log(mut self, file: File) -> Self {
@@ -161,7 +170,7 @@ fn ended_by_peer(reason: DisconnectReason) -> bool {
 
 /// Publishes what a session's end says about a lifetime limit; returns the
 /// limit when it explains this end.
-fn lifetime_verdict(m: &Metrics, name: &str, verdict: Verdict) -> Option<Duration> {
+fn lifetime_verdict(m: &Metrics, events: &SharedEventLog, name: &str, verdict: Verdict) -> Option<Duration> {
     match verdict {
         Verdict::Unexplained => None,
         Verdict::AtLimit { limit, new } => {
@@ -169,11 +178,15 @@ fn lifetime_verdict(m: &Metrics, name: &str, verdict: Verdict) -> Option<Duratio
                 m.session_lifetime_limit
                     .with_label_values(&[name])
                     .set(limit.as_secs_f64());
-                log::warn!(
-                    "target={name} sessions keep ending after {} open: something on the path limits connection \
-                     lifetime (diagnosis=lifetime_limit)",
+                let line = format!(
+                    "sessions keep ending after {} open: something on the path limits connection lifetime \
+                     (diagnosis=lifetime_limit)",
                     secs(limit)
                 );
+                log::warn!("target={name} {line}");
+                let mut event = Event::new(EventKind::Summary, name).detail(&line);
+                event.diagnosis = Some(Diagnosis::LifetimeLimit.as_str().into());
+                events::record(events, event);
             }
             Some(limit)
         }
@@ -211,6 +224,14 @@ fn idle_killed(
     })
 }
 
+/// An event about the session `ctx` is about.
+fn session_event(kind: EventKind, target: &str, ctx: &EventContext<'_>) -> Event {
+    let mut event = Event::new(kind, target);
+    event.session = Some(ctx.ordinal);
+    event.endpoint = ctx.session.endpoint().map(|a| a.to_string());
+    event
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
@@ -239,7 +260,7 @@ impl Observer for MetricsObserver {
                 let idle = idle_killed(state.idle_timeout, ctx, *reason);
                 let by_peer = ended_by_peer(*reason) && idle.is_none();
                 let verdict = state.lifetime.on_end(ctx.now, *open_for, by_peer);
-                let at_limit = lifetime_verdict(m, name, verdict).map(|limit| {
+                let at_limit = lifetime_verdict(m, &self.events, name, verdict).map(|limit| {
                     (
                         Diagnosis::LifetimeLimit,
                         format!(" diagnosis=lifetime_limit (sessions end after {})", secs(limit)),
@@ -311,8 +332,13 @@ impl Observer for MetricsObserver {
                 let (say, recovery) = state.digest.opened(name, ctx.now);
                 let line = format!("target={name} session={ordinal} open ({})", timing.join(" "));
                 log_at(say, log::Level::Info, &line);
+                if say == Say::Full {
+                    let event = session_event(EventKind::Opened, name, ctx).detail(&timing.join(" "));
+                    events::record(&self.events, event);
+                }
                 if let Some(recovery) = recovery {
                     log::info!("{recovery}");
+                    events::record(&self.events, Event::new(EventKind::Summary, name).detail(&recovery));
                 }
             }
             SessionEvent::ConnectFailed { reason, detail } => {
@@ -321,6 +347,12 @@ impl Observer for MetricsObserver {
                 let line =
                     format!("target={name} session={ordinal} connect failed: reason={reason}{kernel} ({detail})");
                 log_at(say, log::Level::Warn, &line);
+                if say == Say::Full {
+                    let mut event = session_event(EventKind::ConnectFailed, name, ctx).detail(detail);
+                    event.reason = Some(reason.as_str().into());
+                    event.diagnosis = diagnosis.map(|d| d.as_str().into());
+                    events::record(&self.events, event);
+                }
             }
             SessionEvent::Disconnected {
                 reason,
@@ -339,6 +371,14 @@ impl Observer for MetricsObserver {
                 } else {
                     let say = state.digest.failure(ordinal, reason.as_str(), ctx.now);
                     log_at(say, log::Level::Warn, &line);
+                    if say == Say::Full {
+                        let mut event = session_event(EventKind::Disconnected, name, ctx).detail(detail);
+                        event.reason = Some(reason.as_str().into());
+                        event.diagnosis = diagnosis.map(|d| d.as_str().into());
+                        event.close_code = *close_code;
+                        event.open_for_seconds = Some(open_for.as_secs_f64());
+                        events::record(&self.events, event);
+                    }
                 }
             }
             SessionEvent::Pong { rtt, probe } => {
@@ -391,6 +431,11 @@ impl Observer for MetricsObserver {
             spec.connections,
             spec.url
         );
+        let detail = format!("{} connection(s) to {}", spec.connections, spec.url);
+        events::record(
+            &self.events,
+            Event::new(EventKind::TargetAdded, &spec.name).detail(&detail),
+        );
     }
 
     fn on_target_kept(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
@@ -406,6 +451,7 @@ impl Observer for MetricsObserver {
         // A removed target's series go with it, as Prometheus expects.
         self.metrics.remove_target(&spec.name);
         log::info!("target={} removed: closing its sessions", spec.name);
+        events::record(&self.events, Event::new(EventKind::TargetRemoved, &spec.name));
     }
 
     fn on_endpoints(&mut self, id: TargetId, change: Result<&EndpointChange<'_>, &str>) {
@@ -571,6 +617,7 @@ impl Observer for MetricsObserver {
             state.endpoints.tick(&self.metrics, name, LIVE_RTT_SAMPLES);
             for (level, line) in state.digest.tick(name, now) {
                 log::log!(level, "{line}");
+                events::record(&self.events, Event::new(EventKind::Summary, name).detail(&line));
             }
             let m = &self.metrics;
             m.target_up.with_label_values(&[name]).set(i64::from(o.up));

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::columns;
+use crate::events::Event;
 use crate::observer::TargetReport;
 use crate::probe::ProbeResult;
 
@@ -17,6 +18,52 @@ fn row_name(r: &TargetReport) -> String {
 
 fn opt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// A running agent's last events, up to `per_target` for each target (and
+/// for the host), newest first within each.
+pub fn recent_events(events: &[Event], per_target: usize, now_unix: f64) -> String {
+    let mut by_target: std::collections::BTreeMap<&str, Vec<&Event>> = Default::default();
+    for e in events.iter().rev() {
+        let kept = by_target.entry(e.target.as_str()).or_default();
+        if kept.len() < per_target {
+            kept.push(e);
+        }
+    }
+    if by_target.is_empty() {
+        return String::new();
+    }
+    let mut rows: Vec<[String; 5]> = vec![[
+        "WHEN".to_string(),
+        "TARGET".into(),
+        "EVENT".into(),
+        "REASON / DIAGNOSIS".into(),
+        "DETAIL".into(),
+    ]];
+    for (target, events) in by_target {
+        for e in events {
+            let why = match (&e.reason, &e.diagnosis, e.close_code) {
+                (Some(r), Some(d), _) => format!("{r} / {d}"),
+                (Some(r), None, Some(c)) => format!("{r} (close {c})"),
+                (Some(r), None, None) => r.clone(),
+                (None, Some(d), _) => d.clone(),
+                (None, None, _) => "-".into(),
+            };
+            let who = match (target, e.session) {
+                ("", _) => "(host)".to_string(),
+                (t, Some(s)) => format!("{t} #{s}"),
+                (t, None) => t.to_string(),
+            };
+            rows.push([
+                format!("{:.0}s ago", (now_unix - e.unix_ms as f64 / 1000.0).max(0.0)),
+                who,
+                e.kind.as_str().to_string(),
+                why,
+                e.detail.clone(),
+            ]);
+        }
+    }
+    format!("\nRecent events:\n{}", columns(&rows))
 }
 
 /// A running agent's last `/probe` checks, newest first.

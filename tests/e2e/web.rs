@@ -384,3 +384,72 @@ fn status_of_a_running_agent_lists_file_discovered_targets_and_recent_probes() {
     assert_eq!(probes[0]["reason"], "refused", "{json}");
     assert!(probes[0]["finished_unix"].as_f64().is_some_and(|t| t > 1.7e9), "{json}");
 }
+
+#[test]
+fn events_are_kept_numbered_filtered_and_shown_by_status_and_its_watch() {
+    let Some((mut py, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let refused = free_port();
+    let config = format!(
+        "{}[[target]]\nname = \"down\"\nurl = \"ws://127.0.0.1:{refused}/\"\n",
+        one_target("py", &format!("ws://127.0.0.1:{port}/"), "")
+    );
+    let agent = Agent::start(&config);
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    py.kill();
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 0.0);
+    let events = |query: &str| -> Vec<serde_json::Value> {
+        let (status, body) = agent.get(&format!("/api/v1/events{query}"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let all = events("");
+    let kinds = |target: &str| -> Vec<String> {
+        all.iter()
+            .filter(|e| e["target"] == target)
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(kinds("py")[..2], ["opened", "disconnected"], "{all:?}");
+    assert_eq!(kinds("down")[0], "connect_failed", "{all:?}");
+    let failed = all.iter().find(|e| e["target"] == "down").unwrap();
+    assert_eq!(failed["reason"], "refused", "{failed}");
+    let dropped = all.iter().find(|e| e["kind"] == "disconnected").unwrap();
+    assert!(
+        dropped["reason"].is_string() && dropped["open_for_seconds"].as_f64().is_some(),
+        "{dropped}"
+    );
+    // Numbered in order; `since` and `target` select; bad numbers are 400s.
+    let seqs: Vec<u64> = all.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let last = *seqs.last().unwrap();
+    assert!(events(&format!("?since={last}")).is_empty());
+    let after_first = events(&format!("?since={}", seqs[0]));
+    assert_eq!(after_first.len(), all.len() - 1);
+    assert!(events("?target=down").iter().all(|e| e["target"] == "down"));
+    assert_eq!(events("?target=down&limit=1").len(), 1);
+    assert_eq!(agent.get("/api/v1/events?since=x").0, 400);
+
+    let url = format!("http://{}", agent.addr);
+    let out = sockpulse(&["status", "--agent", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Recent events:"), "{text}");
+    let row = text.lines().find(|l| l.contains("down #0")).unwrap_or_default();
+    assert!(row.contains("connect_failed") && row.contains("refused"), "{text}");
+
+    // --watch redraws every second until stopped.
+    let mut watch = Proc::spawn(
+        "status --watch",
+        std::process::Command::new(sockpulse_bin()).args(["status", "--agent", &url, "--watch"]),
+    );
+    assert!(wait_until(T, || watch.output_text().matches("Recent events:").count() >= 3));
+    watch.kill();
+    assert!(watch.output_text().contains("\x1b[H\x1b[2J"));
+    assert_eq!(
+        sockpulse(&["status", "--watch"]).status.code(),
+        Some(2),
+        "--watch needs --agent"
+    );
+}
