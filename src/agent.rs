@@ -127,6 +127,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let limits = WebLimits {
         max_connections: cfg.web.max_connections,
         header_timeout: cfg.web.header_timeout,
+        max_stream_clients: cfg.web.max_stream_clients,
     };
     http::spawn(listener, state, limits).map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
     log::info!("listening on http://{bound} (metrics at {})", opts.telemetry_path);

@@ -234,9 +234,12 @@ metric_table! {
         http_connections: IntGauge("sockpulse_http_connections",
             "Connections open to the agent's HTTP endpoint (at most web.max_connections)") [];
         http_dropped: IntCounterVec("sockpulse_http_connections_dropped_total",
-            "HTTP connections the agent ended before answering, by reason: header_timeout, write_timeout, \
+            "HTTP connections the agent ended or refused, by reason: header_timeout, write_timeout, \
              evicted (the oldest waiting for a request head, to admit a new one at web.max_connections), \
-             limit (503 at web.max_connections)") ["reason"];
+             limit (503 at web.max_connections), stream_limit (503 at web.max_stream_clients), \
+             stream_too_slow (a stream client that fell behind, closed with 1013)") ["reason"];
+        stream_clients: IntGauge("sockpulse_stream_clients",
+            "Clients of /api/v1/stream (at most web.max_stream_clients)") [];
         probes_in_flight: IntGauge("sockpulse_probes_in_flight",
             "/probe checks running now (at most probe.max_concurrent)") [];
         // Targets with endpoints = "all": the endpoint label (ip:port) is not

@@ -23,6 +23,8 @@ pub struct WebConfig {
     pub max_connections: usize,
     /// How long a request head may take to arrive.
     pub header_timeout: Duration,
+    /// Clients of /api/v1/stream at once.
+    pub max_stream_clients: usize,
 }
 
 impl Default for WebConfig {
@@ -32,6 +34,7 @@ impl Default for WebConfig {
             echo_endpoint: true,
             max_connections: 1024,
             header_timeout: Duration::from_secs(5),
+            max_stream_clients: 512,
         }
     }
 }
@@ -84,7 +87,13 @@ pub(super) fn read_web(w: &mut Walker<'_>, t: &Table) -> WebConfig {
     w.check_keys(
         t,
         "web",
-        &[&["listen_address", "echo_endpoint", "max_connections", "header_timeout"]],
+        &[&[
+            "listen_address",
+            "echo_endpoint",
+            "max_connections",
+            "header_timeout",
+            "max_stream_clients",
+        ]],
     );
     if let Some(a) = w.str(t, "web", "listen_address") {
         web.listen_address = a.to_string();
@@ -97,6 +106,9 @@ pub(super) fn read_web(w: &mut Walker<'_>, t: &Table) -> WebConfig {
     }
     if let Some(d) = w.duration(t, "web", "header_timeout") {
         web.header_timeout = d;
+    }
+    if let Some(n) = w.int(t, "web", "max_stream_clients", 0, 100_000) {
+        web.max_stream_clients = n as usize;
     }
     web
 }

@@ -13,6 +13,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::request::MAX_REQUEST_HEAD;
+use super::stream::{would_block, StreamConn};
 
 const ECHO_MAX_MESSAGE: usize = 64 * 1024;
 /// What an echo client that stops reading may leave queued before it is
@@ -24,6 +25,7 @@ const ECHO_IDLE: Duration = Duration::from_secs(300);
 pub(super) enum Conn {
     Http(HttpConn),
     Echo(EchoConn),
+    Stream(StreamConn),
 }
 
 impl Conn {
@@ -31,6 +33,7 @@ impl Conn {
         match self {
             Conn::Http(c) => &mut c.stream,
             Conn::Echo(e) => e.ws.get_mut(),
+            Conn::Stream(s) => s.stream_mut(),
         }
     }
 
@@ -38,6 +41,7 @@ impl Conn {
         match self {
             Conn::Http(c) => c.deadline,
             Conn::Echo(e) => e.deadline,
+            Conn::Stream(s) => s.deadline(),
         }
     }
 }
@@ -58,6 +62,8 @@ pub(super) enum Then {
     Close,
     /// Hand the connection to the WebSocket echo.
     Echo,
+    /// Hand the connection to the stream.
+    Stream,
 }
 
 pub(super) enum ReadOutcome {
@@ -207,6 +213,11 @@ impl HttpConn {
         }
     }
 
+    /// Becomes a stream client that starts from `snapshot`.
+    pub fn into_stream(self, snapshot: std::sync::Arc<str>, now: Instant) -> StreamConn {
+        StreamConn::new(self.stream, self.inbuf, snapshot, now)
+    }
+
     /// Becomes a WebSocket echo, with the bytes read past the upgrade
     /// request.
     pub fn into_echo(self, now: Instant) -> EchoConn {
@@ -263,8 +274,4 @@ impl EchoConn {
             }
         }
     }
-}
-
-fn would_block(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
 }

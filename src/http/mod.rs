@@ -12,6 +12,7 @@
 mod conn;
 mod request;
 mod routes;
+mod stream;
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Why a connection was ended before its answer
 /// (`sockpulse_http_connections_dropped_total`).
-const DROP_REASONS: &[&str] = &["header_timeout", "write_timeout", "evicted", "limit"];
+const DROP_REASONS: &[&str] = &[
+    "header_timeout",
+    "write_timeout",
+    "evicted",
+    "limit",
+    "stream_limit",
+    "stream_too_slow",
+];
 
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
@@ -65,6 +73,8 @@ pub struct HttpState {
 pub struct WebLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Stream clients at once (within `max_connections`).
+    pub max_stream_clients: usize,
 }
 
 pub fn spawn(
@@ -77,6 +87,14 @@ pub fn spawn(
     thread::Builder::new()
         .name("sockpulse-http".into())
         .spawn(move || server.run())
+}
+
+fn keep_if(alive: bool) -> Next {
+    if alive {
+        Next::Keep
+    } else {
+        Next::Close
+    }
 }
 
 /// A `/probe` answer the agent's loop finished, for connection `slot`.
@@ -104,12 +122,16 @@ struct Server {
     finished: Arc<Mutex<Vec<Finished>>>,
     waker: Arc<Waker>,
     accept_paused_until: Option<Instant>,
+    hub: stream::Hub,
+    /// Connections that are stream clients.
+    streams: usize,
 }
 
 enum Next {
     Keep,
     Close,
-    Upgrade,
+    /// Become what the answer's `Then` said.
+    Upgrade(Then),
 }
 
 impl Server {
@@ -132,6 +154,8 @@ impl Server {
             finished: Arc::new(Mutex::new(Vec::new())),
             waker,
             accept_paused_until: None,
+            hub: stream::Hub::new(Instant::now()),
+            streams: 0,
         })
     }
 
@@ -140,7 +164,11 @@ impl Server {
         let mut next_deadline: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let wake_at = [next_deadline, self.accept_paused_until].into_iter().flatten().min();
+            let hub_tick = (self.streams > 0).then(|| self.hub.next_tick());
+            let wake_at = [next_deadline, self.accept_paused_until, hub_tick]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = wake_at.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout.min(Duration::from_secs(1)))) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -158,12 +186,16 @@ impl Server {
                 }
             }
             self.deliver_finished(now);
+            if self.streams > 0 && now >= self.hub.next_tick() {
+                self.broadcast(now);
+            }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
                 self.accept(now);
             }
             next_deadline = self.expire(now);
             self.state.metrics.http_connections.set(self.open as i64);
+            self.state.metrics.stream_clients.set(self.streams as i64);
         }
     }
 
@@ -241,8 +273,43 @@ impl Server {
     fn close(&mut self, i: usize) {
         if let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(slot.conn.stream_mut());
-            self.free.push(i);
-            self.open -= 1;
+            self.release(i, &slot.conn);
+        }
+    }
+
+    /// Frees slot `i`, whose connection `conn` is gone.
+    fn release(&mut self, i: usize, conn: &Conn) {
+        if matches!(conn, Conn::Stream(_)) {
+            self.streams -= 1;
+        }
+        self.free.push(i);
+        self.open -= 1;
+    }
+
+    /// Hands the stream's due messages to every stream client.
+    fn broadcast(&mut self, now: Instant) {
+        let messages = self.hub.tick(&self.state, now);
+        self.push_to_streams(&messages, now);
+    }
+
+    fn push_to_streams(&mut self, messages: &[std::sync::Arc<str>], now: Instant) {
+        if messages.is_empty() {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let Some(Slot {
+                conn: Conn::Stream(s), ..
+            }) = self.slots[i].as_mut()
+            else {
+                continue;
+            };
+            for m in messages {
+                s.push(std::sync::Arc::clone(m));
+            }
+            if s.too_slow() {
+                self.dropped("stream_too_slow");
+            }
+            self.advance(i, now);
         }
     }
 
@@ -258,36 +325,38 @@ impl Server {
         };
         let next = match &mut slot.conn {
             Conn::Http(c) => self.drive_http(i, slot.id, c, now),
-            Conn::Echo(e) => {
-                if e.pump(now) {
-                    Next::Keep
-                } else {
-                    Next::Close
-                }
-            }
+            Conn::Echo(e) => keep_if(e.pump(now)),
+            Conn::Stream(s) => keep_if(s.pump(now)),
         };
         match next {
             Next::Keep => self.slots[i] = Some(slot),
-            Next::Upgrade => {
-                if let Conn::Http(c) = slot.conn {
-                    let mut echo = c.into_echo(now);
-                    if echo.pump(now) {
-                        self.slots[i] = Some(Slot {
-                            id: slot.id,
-                            conn: Conn::Echo(echo),
-                        });
-                        return;
-                    }
+            Next::Upgrade(then) => {
+                let Conn::Http(c) = slot.conn else { return };
+                let (conn, alive) = if then == Then::Stream {
+                    // The others get the events before the snapshot, which
+                    // then holds them too: no event missed or repeated.
+                    let pending: Vec<_> = self.hub.catch_up_events(&self.state).into_iter().collect();
+                    self.push_to_streams(&pending, now);
+                    let mut s = c.into_stream(self.hub.snapshot(&self.state), now);
+                    let alive = s.pump(now);
+                    self.streams += 1;
+                    (Conn::Stream(s), alive)
+                } else {
+                    let mut e = c.into_echo(now);
+                    let alive = e.pump(now);
+                    (Conn::Echo(e), alive)
+                };
+                if alive {
+                    self.slots[i] = Some(Slot { id: slot.id, conn });
+                } else {
+                    self.release(i, &conn);
                 }
-                self.free.push(i);
-                self.open -= 1;
             }
             Next::Close => {
+                self.release(i, &slot.conn);
                 if let Conn::Http(c) = slot.conn {
                     c.finish();
                 }
-                self.free.push(i);
-                self.open -= 1;
             }
         }
     }
@@ -306,7 +375,7 @@ impl Server {
                     Ok(true) => match then {
                         Then::KeepAlive => c.await_next(now, IDLE_TIMEOUT, header_timeout),
                         Then::Close => return Next::Close,
-                        Then::Echo => return Next::Upgrade,
+                        Then::Echo | Then::Stream => return Next::Upgrade(then),
                     },
                 },
                 Phase::Head => match request::parse(c.inbuf()) {
@@ -343,6 +412,18 @@ impl Server {
         match routes::route(&self.state, req) {
             Reply::Answer(r) => c.answer(r.status, r.content_type, &r.body, now, WRITE_TIMEOUT),
             Reply::Upgrade(head) => c.answer_raw(head.as_bytes(), Then::Echo, now, WRITE_TIMEOUT),
+            Reply::Stream(_) if self.streams >= self.limits.max_stream_clients => {
+                self.dropped("stream_limit");
+                c.keep_alive = false;
+                c.answer(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"too many stream clients ([web] max_stream_clients)\n",
+                    now,
+                    WRITE_TIMEOUT,
+                );
+            }
+            Reply::Stream(head) => c.answer_raw(head.as_bytes(), Then::Stream, now, WRITE_TIMEOUT),
             Reply::Probe => {
                 let finished = Arc::clone(&self.finished);
                 let waker = Arc::clone(&self.waker);

@@ -12,6 +12,10 @@ pub struct Request {
     pub keep_alive: bool,
     pub upgrade_ws: bool,
     pub ws_key: Option<String>,
+    /// `Sec-WebSocket-Protocol`, split.
+    pub ws_protocols: Vec<String>,
+    pub origin: Option<String>,
+    pub host: Option<String>,
     /// Prometheus's `X-Prometheus-Scrape-Timeout-Seconds`.
     pub scrape_timeout: Option<f64>,
     pub head_len: usize,
@@ -64,6 +68,16 @@ pub fn parse(buf: &[u8]) -> Parsed {
         keep_alive,
         upgrade_ws: has_token("upgrade", "websocket"),
         ws_key: header("sec-websocket-key"),
+        ws_protocols: header("sec-websocket-protocol")
+            .map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        origin: header("origin"),
+        host: header("host"),
         scrape_timeout: header("x-prometheus-scrape-timeout-seconds").and_then(|v| v.parse().ok()),
         head_len,
     })

@@ -1,6 +1,7 @@
 //! What each path of the HTTP endpoint answers.
 
 use super::request::Request;
+use super::stream::SUBPROTOCOL;
 use super::HttpState;
 use crate::probe::query_param;
 use crate::session::handshake::accept_key;
@@ -11,6 +12,8 @@ pub(super) enum Reply {
     Probe,
     /// `/ws`: the answer to the upgrade, then WebSocket echo.
     Upgrade(String),
+    /// `/api/v1/stream`: the answer to the upgrade, then the stream.
+    Stream(String),
 }
 
 pub(super) struct Response {
@@ -66,15 +69,66 @@ pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
         "/api/v1/events" => events(state, req.query()),
         "/api/v1/host" => json(&state.host.lock().map(|h| h.clone()).unwrap_or(None)),
         "/ws" if state.echo_endpoint => match (req.upgrade_ws, &req.ws_key) {
-            (true, Some(key)) => Reply::Upgrade(format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\n\r\n",
-                accept_key(key)
-            )),
+            (true, Some(key)) => Reply::Upgrade(switching(key, None)),
             _ => answer("426 Upgrade Required", "text/plain", "WebSocket endpoint\n"),
         },
+        "/api/v1/stream" => stream(req),
         _ => answer("404 Not Found", "text/plain", "not found\n"),
     }
+}
+
+/// The upgrade's answer, with the subprotocol chosen.
+fn switching(key: &str, protocol: Option<&str>) -> String {
+    let protocol = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n{protocol}\r\n",
+        accept_key(key)
+    )
+}
+
+/// `/api/v1/stream`: a WebSocket from this origin (or from no browser at
+/// all) that speaks `sockpulse.v1` if it names subprotocols.
+fn stream(req: &Request) -> Reply {
+    let (true, Some(key)) = (req.upgrade_ws, &req.ws_key) else {
+        return answer(
+            "426 Upgrade Required",
+            "text/plain",
+            "WebSocket endpoint (sockpulse.v1)\n",
+        );
+    };
+    if !same_origin(req.origin.as_deref(), req.host.as_deref()) {
+        return answer("403 Forbidden", "text/plain", "cross-origin WebSocket refused\n");
+    }
+    let protocol = match req.ws_protocols.iter().find(|p| p.as_str() == SUBPROTOCOL) {
+        Some(p) => Some(p.as_str()),
+        None if req.ws_protocols.is_empty() => None,
+        None => {
+            return answer(
+                "400 Bad Request",
+                "text/plain",
+                format!("unsupported subprotocol: this stream speaks {SUBPROTOCOL}\n"),
+            )
+        }
+    };
+    Reply::Stream(switching(key, protocol))
+}
+
+/// Whether a browser's `Origin` is the page's own (its host and port are
+/// the `Host` it asked): a page elsewhere must not open the stream with
+/// the user's credentials (cross-site WebSocket hijacking). No `Origin`:
+/// not a browser, nothing to hijack.
+pub(super) fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .unwrap_or("");
+    host.is_some_and(|h| !authority.is_empty() && authority.eq_ignore_ascii_case(h))
 }
 
 /// Events after `since` (default: all kept), of `target` if given, at

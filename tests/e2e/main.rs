@@ -21,4 +21,5 @@ mod protocols;
 mod proxies;
 mod reload;
 mod soak;
+mod stream;
 mod web;

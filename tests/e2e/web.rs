@@ -48,7 +48,7 @@ fn p99_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> (f64, f64) {
 }
 
 /// `target`'s RTT p99 over `window`, measured now.
-fn p99_over(agent: &Agent, target: &str, window: Duration) -> (f64, f64) {
+pub(crate) fn p99_over(agent: &Agent, target: &str, window: Duration) -> (f64, f64) {
     let before = rtt_buckets(agent, target);
     std::thread::sleep(window);
     p99_between(&before, &rtt_buckets(agent, target))
@@ -56,7 +56,7 @@ fn p99_over(agent: &Agent, target: &str, window: Duration) -> (f64, f64) {
 
 /// A loop that stalled on the HTTP side would push pongs' RTTs far past a
 /// loopback round trip; 50 ms leaves room for a loaded CI machine.
-const RTT_P99_BOUND: f64 = 0.05;
+pub(crate) const RTT_P99_BOUND: f64 = 0.05;
 
 #[test]
 fn two_hundred_probes_at_once_answer_by_their_deadline_the_limit_holds_and_sessions_keep_their_rtt() {

@@ -1,0 +1,310 @@
+//! `/api/v1/stream`: the agent's state pushed over a WebSocket (subprotocol
+//! `sockpulse.v1`), JSON text messages:
+//!
+//! - `{"type":"snapshot","targets":[…],"host":{…}|null,"events":[…]}` on
+//!   connect;
+//! - `{"type":"targets","targets":[…],"removed":[…]}`: the targets whose
+//!   row changed, at most once a second;
+//! - `{"type":"host","host":{…}}` when the host scan's summary changed;
+//! - `{"type":"events","events":[…]}`: new events, within a quarter second.
+//!
+//! The hub builds each message once for every client. A client's queue is
+//! bounded: one that does not keep up is closed with 1013 (try again
+//! later) rather than let its backlog grow. The agent pings every client;
+//! one silent for two ping intervals is dropped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use serde_json::json;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use super::HttpState;
+use crate::observer::TargetReport;
+
+pub const SUBPROTOCOL: &str = "sockpulse.v1";
+/// How often the hub looks for new events.
+pub const EVENT_TICK: Duration = Duration::from_millis(250);
+/// Target rows and the host summary go out at most this often.
+const STATE_TICK: Duration = Duration::from_secs(1);
+/// Events a snapshot carries.
+const SNAPSHOT_EVENTS: usize = 200;
+/// What a client may have queued beyond the message being written.
+const MAX_QUEUED_BYTES: usize = 256 * 1024;
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// After its close frame, a client gets this long to answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Clients only ever send control frames and small requests.
+const MAX_CLIENT_MESSAGE: usize = 4096;
+
+/// Builds the stream's messages, once for every client.
+pub struct Hub {
+    /// Each row's last JSON, by target and endpoint.
+    rows: BTreeMap<(String, Option<String>), String>,
+    host: Option<String>,
+    last_seq: u64,
+    next_state: Instant,
+    next_events: Instant,
+}
+
+impl Hub {
+    pub fn new(now: Instant) -> Hub {
+        Hub {
+            rows: BTreeMap::new(),
+            host: None,
+            last_seq: 0,
+            next_state: now,
+            next_events: now,
+        }
+    }
+
+    /// When `tick` has something to do next.
+    pub fn next_tick(&self) -> Instant {
+        self.next_state.min(self.next_events)
+    }
+
+    /// The snapshot a new client starts from: events up to the last the
+    /// hub sent (call `catch_up_events` first), so none comes twice.
+    pub fn snapshot(&self, state: &HttpState) -> Arc<str> {
+        let targets = state.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
+        let mut events = match state.events.lock() {
+            Ok(log) => log.since(0, None, SNAPSHOT_EVENTS),
+            Err(_) => Vec::new(),
+        };
+        events.retain(|e| e.seq <= self.last_seq);
+        json!({"type": "snapshot", "targets": targets, "host": host, "events": events})
+            .to_string()
+            .into()
+    }
+
+    /// The messages due at `now`: new events, changed rows and host.
+    pub fn tick(&mut self, state: &HttpState, now: Instant) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        if now >= self.next_events {
+            self.next_events = now + EVENT_TICK;
+            out.extend(self.catch_up_events(state));
+        }
+        if now >= self.next_state {
+            self.next_state = now + STATE_TICK;
+            let targets = state.status.lock().map(|s| s.clone()).unwrap_or_default();
+            if let Some(message) = self.row_changes(&targets) {
+                out.push(message);
+            }
+            let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
+            if let Some(host) = host {
+                let text = serde_json::to_string(&host).unwrap_or_default();
+                if self.host.as_deref() != Some(text.as_str()) {
+                    out.push(format!(r#"{{"type":"host","host":{text}}}"#).into());
+                    self.host = Some(text);
+                }
+            }
+        }
+        out
+    }
+
+    /// The events since the last sent, as one message.
+    pub fn catch_up_events(&mut self, state: &HttpState) -> Option<Arc<str>> {
+        let events = match state.events.lock() {
+            Ok(log) if log.last_seq() > self.last_seq => log.since(self.last_seq, None, usize::MAX),
+            _ => Vec::new(),
+        };
+        let last = events.last()?.seq;
+        self.last_seq = last;
+        Some(json!({"type": "events", "events": events}).to_string().into())
+    }
+
+    /// The rows that changed since the last call, and those gone.
+    fn row_changes(&mut self, targets: &[TargetReport]) -> Option<Arc<str>> {
+        let mut changed = Vec::new();
+        let mut now_rows = BTreeMap::new();
+        for r in targets {
+            let key = (r.target.clone(), r.endpoint.clone());
+            let text = serde_json::to_string(r).unwrap_or_default();
+            if self.rows.get(&key) != Some(&text) {
+                changed.push(r);
+            }
+            now_rows.insert(key, text);
+        }
+        let removed: Vec<_> = self
+            .rows
+            .keys()
+            .filter(|k| !now_rows.contains_key(*k))
+            .map(|(target, endpoint)| json!({"target": target, "endpoint": endpoint}))
+            .collect();
+        self.rows = now_rows;
+        if changed.is_empty() && removed.is_empty() {
+            return None;
+        }
+        Some(
+            json!({"type": "targets", "targets": changed, "removed": removed})
+                .to_string()
+                .into(),
+        )
+    }
+}
+
+/// One stream client.
+pub(super) struct StreamConn {
+    ws: WebSocket<TcpStream>,
+    /// Messages not yet handed to the WebSocket, and their bytes.
+    queue: VecDeque<Arc<str>>,
+    queued_bytes: usize,
+    /// Whether the WebSocket's own buffer still holds unwritten bytes.
+    writing: bool,
+    last_heard: Instant,
+    next_ping: Instant,
+    /// Set once our close frame is queued: the connection ends by then.
+    closing_by: Option<Instant>,
+    /// Closed for falling behind (counted once by the server).
+    too_slow: bool,
+}
+
+impl StreamConn {
+    pub fn new(stream: TcpStream, leftover: Vec<u8>, snapshot: Arc<str>, now: Instant) -> StreamConn {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_CLIENT_MESSAGE))
+            .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+        let mut conn = StreamConn {
+            ws: WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config)),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            writing: false,
+            last_heard: now,
+            next_ping: now + PING_INTERVAL,
+            closing_by: None,
+            too_slow: false,
+        };
+        conn.push(snapshot);
+        conn
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        self.ws.get_mut()
+    }
+
+    /// When `pump` must run even without readiness.
+    pub fn deadline(&self) -> Instant {
+        match self.closing_by {
+            Some(t) => t,
+            None => self.next_ping.min(self.last_heard + 2 * PING_INTERVAL),
+        }
+    }
+
+    /// Queues a message; a client that is too far behind is told to go.
+    pub fn push(&mut self, message: Arc<str>) {
+        if self.closing_by.is_some() {
+            return;
+        }
+        // The first message always fits, whatever its size (a snapshot).
+        if !self.queue.is_empty() && self.queued_bytes + message.len() > MAX_QUEUED_BYTES {
+            log::debug!(
+                "stream client too slow ({} bytes queued): closing it",
+                self.queued_bytes
+            );
+            self.queue.clear();
+            self.queued_bytes = 0;
+            self.close(CloseCode::Again, "too slow: reconnect for a fresh snapshot");
+            self.too_slow = true;
+            return;
+        }
+        self.queued_bytes += message.len();
+        self.queue.push_back(message);
+    }
+
+    /// True once, right after the client was closed for falling behind.
+    pub fn too_slow(&mut self) -> bool {
+        std::mem::take(&mut self.too_slow)
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self.ws.close(Some(frame));
+        self.writing = true;
+        self.closing_by = Some(self.last_heard.max(Instant::now()) + CLOSE_GRACE);
+    }
+
+    /// Reads what the client sent (control frames, mostly), sends what is
+    /// queued; false when the connection is over.
+    pub fn pump(&mut self, now: Instant) -> bool {
+        if self.closing_by.is_some_and(|t| now >= t) {
+            return false;
+        }
+        if self.closing_by.is_none() && now >= self.last_heard + 2 * PING_INTERVAL {
+            log::debug!("stream client silent for {:?}: dropping it", 2 * PING_INTERVAL);
+            return false;
+        }
+        loop {
+            match self.ws.read() {
+                Ok(_) => self.last_heard = now,
+                Err(e) if would_block(&e) => break,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return false,
+                Err(e) => {
+                    log::debug!("stream client ended: {e}");
+                    return false;
+                }
+            }
+        }
+        if self.closing_by.is_none() && now >= self.next_ping {
+            self.next_ping = now + PING_INTERVAL;
+            if self.send(Message::Ping(Default::default())).is_err() {
+                return false;
+            }
+        }
+        self.drain()
+    }
+
+    /// Hands queued messages over one at a time, each once the previous
+    /// one is written out, so the WebSocket's buffer holds at most one.
+    fn drain(&mut self) -> bool {
+        loop {
+            if self.writing {
+                match self.ws.flush() {
+                    Ok(()) => self.writing = false,
+                    Err(e) if would_block(&e) => return true,
+                    Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return false,
+                    Err(e) => {
+                        log::debug!("stream write failed: {e}");
+                        return false;
+                    }
+                }
+            }
+            if self.closing_by.is_some() {
+                return true;
+            }
+            let Some(message) = self.queue.pop_front() else {
+                return true;
+            };
+            self.queued_bytes -= message.len();
+            if self.send(Message::text(&*message)).is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn send(&mut self, message: Message) -> io::Result<()> {
+        self.writing = true;
+        match self.ws.write(message) {
+            Ok(()) => Ok(()),
+            Err(e) if would_block(&e) => Ok(()),
+            Err(e) => {
+                log::debug!("stream write failed: {e}");
+                Err(io::Error::other(e.to_string()))
+            }
+        }
+    }
+}
+
+pub(super) fn would_block(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
+}
