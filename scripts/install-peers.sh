@@ -27,6 +27,8 @@ command -v microsocks >/dev/null 2>&1 || need_apt+=(microsocks)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 # SRV records (the binary only: no service that touches resolv.conf).
 command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
+# The live page's browser tests: Debian's Chromium, driven by playwright-core.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2
@@ -69,10 +71,12 @@ fi
 
 node_dir="$peers/node"
 # ws; socket.io 4 (Engine.IO 4) and 2 (Engine.IO 3, installed as socket.io-v2);
-# graphql-ws with graphql.
-node_packages=(ws@8 socket.io@4 socket.io-v2@npm:socket.io@2 graphql-ws@6 graphql@16)
+# graphql-ws with graphql; playwright-core (no browser download: it drives
+# the system's Chromium).
+node_packages=(ws@8 socket.io@4 socket.io-v2@npm:socket.io@2 graphql-ws@6 graphql@16 playwright-core@1)
 if ! [ -f "$node_dir/node_modules/ws/package.json" ] || ! [ -f "$node_dir/node_modules/socket.io-v2/package.json" ] \
-  || ! [ -f "$node_dir/node_modules/graphql-ws/package.json" ]; then
+  || ! [ -f "$node_dir/node_modules/graphql-ws/package.json" ] \
+  || ! [ -f "$node_dir/node_modules/playwright-core/package.json" ]; then
   echo "install-peers: npm install ${node_packages[*]} into $node_dir"
   mkdir -p "$node_dir"
   npm install --prefix "$node_dir" --no-audit --no-fund --silent "${node_packages[@]}" >/dev/null

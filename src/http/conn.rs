@@ -146,10 +146,24 @@ impl HttpConn {
 
     /// Queues an answer with its head.
     pub fn answer(&mut self, status: &str, content_type: &str, body: &[u8], now: Instant, write_timeout: Duration) {
+        self.answer_with(status, content_type, "", body, now, write_timeout);
+    }
+
+    /// Queues an answer with more header lines (each ending in CRLF).
+    pub fn answer_with(
+        &mut self,
+        status: &str,
+        content_type: &str,
+        headers: &str,
+        body: &[u8],
+        now: Instant,
+        write_timeout: Duration,
+    ) {
         let then = if self.keep_alive { Then::KeepAlive } else { Then::Close };
         let connection = if self.keep_alive { "keep-alive" } else { "close" };
         let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\
+             {headers}\r\n",
             body.len()
         );
         self.out.clear();

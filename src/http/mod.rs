@@ -10,6 +10,7 @@
 //! head, so clients that trickle bytes cannot lock Prometheus out.
 
 mod conn;
+mod page;
 mod request;
 mod routes;
 mod stream;
@@ -410,7 +411,7 @@ impl Server {
 
     fn serve(&self, i: usize, id: u64, c: &mut HttpConn, req: &request::Request, now: Instant) {
         match routes::route(&self.state, req) {
-            Reply::Answer(r) => c.answer(r.status, r.content_type, &r.body, now, WRITE_TIMEOUT),
+            Reply::Answer(r) => c.answer_with(r.status, r.content_type, r.headers, &r.body, now, WRITE_TIMEOUT),
             Reply::Upgrade(head) => c.answer_raw(head.as_bytes(), Then::Echo, now, WRITE_TIMEOUT),
             Reply::Stream(_) if self.streams >= self.limits.max_stream_clients => {
                 self.dropped("stream_limit");

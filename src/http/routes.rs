@@ -1,5 +1,6 @@
 //! What each path of the HTTP endpoint answers.
 
+use super::page;
 use super::request::Request;
 use super::stream::SUBPROTOCOL;
 use super::HttpState;
@@ -19,13 +20,30 @@ pub(super) enum Reply {
 pub(super) struct Response {
     pub status: &'static str,
     pub content_type: &'static str,
+    /// Header lines beyond the usual, each ending in CRLF.
+    pub headers: &'static str,
     pub body: Vec<u8>,
+}
+
+/// The page's script, style and stream come from here only; nothing may
+/// frame it.
+const PAGE_HEADERS: &str = "Content-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; \
+     img-src 'self' data:; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n\
+     Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n";
+const ASSET_HEADERS: &str = "X-Content-Type-Options: nosniff\r\nCache-Control: max-age=300\r\n";
+
+fn with_headers(reply: Reply, headers: &'static str) -> Reply {
+    match reply {
+        Reply::Answer(r) => Reply::Answer(Response { headers, ..r }),
+        other => other,
+    }
 }
 
 fn answer(status: &'static str, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
     Reply::Answer(Response {
         status,
         content_type,
+        headers: "",
         body: body.into(),
     })
 }
@@ -61,7 +79,26 @@ pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
         return answer("200 OK", prometheus::TEXT_FORMAT, state.metrics.encode());
     }
     match path {
-        "/" => answer("200 OK", "text/html; charset=utf-8", landing_page(state)),
+        "/" => {
+            let target = query_param(req.query(), "target").filter(|t| !t.is_empty());
+            let now_ms = crate::wallclock::unix_now_ms() as u64;
+            with_headers(
+                answer(
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    page::render(state, target.as_deref(), now_ms),
+                ),
+                PAGE_HEADERS,
+            )
+        }
+        "/assets/app.js" => with_headers(
+            answer("200 OK", "text/javascript; charset=utf-8", page::APP_JS),
+            ASSET_HEADERS,
+        ),
+        "/assets/style.css" => with_headers(
+            answer("200 OK", "text/css; charset=utf-8", page::STYLE_CSS),
+            ASSET_HEADERS,
+        ),
         "/healthz" => answer("200 OK", "text/plain", "ok\n"),
         "/probe" => Reply::Probe,
         "/api/v1/status" => json(&state.status.lock().map(|s| s.clone()).unwrap_or_default()),
@@ -150,46 +187,4 @@ fn events(state: &HttpState, query: &str) -> Reply {
         Err(_) => Vec::new(),
     };
     json(&events)
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Lists the live targets from the metrics registry, so it follows reloads.
-fn landing_page(state: &HttpState) -> String {
-    use prometheus::core::Collector;
-    let mut targets: Vec<(String, f64)> = state
-        .metrics
-        .target_up
-        .collect()
-        .iter()
-        .flat_map(|family| family.get_metric().iter())
-        .filter_map(|m| {
-            let name = m.get_label().iter().find(|l| l.name() == "target")?.value().to_string();
-            Some((name, m.get_gauge().value()))
-        })
-        .collect();
-    targets.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: String = targets
-        .iter()
-        .map(|(name, up)| {
-            format!(
-                "<li><code>{}</code> &mdash; {}</li>",
-                html_escape(name),
-                if *up == 1.0 { "up" } else { "down" }
-            )
-        })
-        .collect();
-    format!(
-        "<!doctype html><html><head><title>sockpulse</title></head><body>\
-         <h1>sockpulse {}</h1><p>Connection-liveness monitor.</p>\
-         <ul><li><a href=\"{}\">Metrics</a></li><li><a href=\"/healthz\">Health</a></li></ul>\
-         <h2>Targets</h2><ul>{rows}</ul></body></html>\n",
-        env!("CARGO_PKG_VERSION"),
-        html_escape(&state.telemetry_path)
-    )
 }

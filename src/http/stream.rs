@@ -4,7 +4,7 @@
 //! - `{"type":"snapshot","targets":[…],"host":{…}|null,"events":[…]}` on
 //!   connect;
 //! - `{"type":"targets","targets":[…],"removed":[…]}`: the targets whose
-//!   row changed, at most once a second;
+//!   row changed, at most once a second (at once when it turned up or down);
 //! - `{"type":"host","host":{…}}` when the host scan's summary changed;
 //! - `{"type":"events","events":[…]}`: new events, within a quarter second.
 //!
@@ -28,10 +28,10 @@ use super::HttpState;
 use crate::observer::TargetReport;
 
 pub const SUBPROTOCOL: &str = "sockpulse.v1";
-/// How often the hub looks for new events.
-pub const EVENT_TICK: Duration = Duration::from_millis(250);
-/// Target rows and the host summary go out at most this often.
-const STATE_TICK: Duration = Duration::from_secs(1);
+/// How often the hub looks for news.
+const TICK: Duration = Duration::from_millis(250);
+/// A row (and the host summary) goes out at most this often.
+const ROW_INTERVAL: Duration = Duration::from_secs(1);
 /// Events a snapshot carries.
 const SNAPSHOT_EVENTS: usize = 200;
 /// What a client may have queued beyond the message being written.
@@ -44,12 +44,11 @@ const MAX_CLIENT_MESSAGE: usize = 4096;
 
 /// Builds the stream's messages, once for every client.
 pub struct Hub {
-    /// Each row's last JSON, by target and endpoint.
-    rows: BTreeMap<(String, Option<String>), String>,
-    host: Option<String>,
+    /// Each row as last sent, by target and endpoint.
+    rows: BTreeMap<(String, Option<String>), SentRow>,
+    host: Option<(String, Instant)>,
     last_seq: u64,
-    next_state: Instant,
-    next_events: Instant,
+    next_tick: Instant,
 }
 
 impl Hub {
@@ -58,14 +57,13 @@ impl Hub {
             rows: BTreeMap::new(),
             host: None,
             last_seq: 0,
-            next_state: now,
-            next_events: now,
+            next_tick: now,
         }
     }
 
     /// When `tick` has something to do next.
     pub fn next_tick(&self) -> Instant {
-        self.next_state.min(self.next_events)
+        self.next_tick
     }
 
     /// The snapshot a new client starts from: events up to the last the
@@ -86,23 +84,23 @@ impl Hub {
     /// The messages due at `now`: new events, changed rows and host.
     pub fn tick(&mut self, state: &HttpState, now: Instant) -> Vec<Arc<str>> {
         let mut out = Vec::new();
-        if now >= self.next_events {
-            self.next_events = now + EVENT_TICK;
-            out.extend(self.catch_up_events(state));
+        if now < self.next_tick {
+            return out;
         }
-        if now >= self.next_state {
-            self.next_state = now + STATE_TICK;
-            let targets = state.status.lock().map(|s| s.clone()).unwrap_or_default();
-            if let Some(message) = self.row_changes(&targets) {
-                out.push(message);
-            }
-            let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
-            if let Some(host) = host {
-                let text = serde_json::to_string(&host).unwrap_or_default();
-                if self.host.as_deref() != Some(text.as_str()) {
-                    out.push(format!(r#"{{"type":"host","host":{text}}}"#).into());
-                    self.host = Some(text);
-                }
+        self.next_tick = now + TICK;
+        out.extend(self.catch_up_events(state));
+        let targets = state.status.lock().map(|s| s.clone()).unwrap_or_default();
+        out.extend(self.row_changes(&targets, now));
+        let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
+        if let Some(host) = host {
+            let text = serde_json::to_string(&host).unwrap_or_default();
+            let due = match &self.host {
+                Some((sent, at)) => *sent != text && now >= *at + ROW_INTERVAL,
+                None => true,
+            };
+            if due {
+                out.push(format!(r#"{{"type":"host","host":{text}}}"#).into());
+                self.host = Some((text, now));
             }
         }
         out
@@ -119,17 +117,27 @@ impl Hub {
         Some(json!({"type": "events", "events": events}).to_string().into())
     }
 
-    /// The rows that changed since the last call, and those gone.
-    fn row_changes(&mut self, targets: &[TargetReport]) -> Option<Arc<str>> {
+    /// The rows that changed since they were last sent (a second ago or
+    /// more: a change within the second waits for it), and those gone.
+    fn row_changes(&mut self, targets: &[TargetReport], now: Instant) -> Option<Arc<str>> {
         let mut changed = Vec::new();
         let mut now_rows = BTreeMap::new();
         for r in targets {
             let key = (r.target.clone(), r.endpoint.clone());
             let text = serde_json::to_string(r).unwrap_or_default();
-            if self.rows.get(&key) != Some(&text) {
-                changed.push(r);
-            }
-            now_rows.insert(key, text);
+            let row = match self.rows.remove(&key) {
+                // A row that turned up or down goes out at once.
+                Some(sent) if sent.text == text || (now < sent.at + ROW_INTERVAL && sent.healthy == r.healthy) => sent,
+                _ => {
+                    changed.push(r);
+                    SentRow {
+                        text,
+                        at: now,
+                        healthy: r.healthy,
+                    }
+                }
+            };
+            now_rows.insert(key, row);
         }
         let removed: Vec<_> = self
             .rows
@@ -147,6 +155,12 @@ impl Hub {
                 .into(),
         )
     }
+}
+
+struct SentRow {
+    text: String,
+    at: Instant,
+    healthy: bool,
 }
 
 /// One stream client.

@@ -95,6 +95,11 @@ impl Digest {
     }
 
     /// A session left the open phase (whatever the reason).
+    /// Sessions of the target open now.
+    pub fn open_sessions(&self) -> u32 {
+        self.open
+    }
+
     pub fn session_closed(&mut self) {
         self.open = self.open.saturating_sub(1);
     }

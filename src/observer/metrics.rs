@@ -224,6 +224,22 @@ fn idle_killed(
     })
 }
 
+/// Replaces the published row of `row`'s target (none yet: the next tick
+/// adds it).
+fn publish_row(published: &Mutex<Vec<TargetReport>>, row: &TargetReport) {
+    if let Ok(mut rows) = published.lock() {
+        if let Some(r) = rows.iter_mut().find(|r| r.target == row.target && r.endpoint.is_none()) {
+            *r = row.clone();
+        }
+    }
+}
+
+/// A digest line as an event: the target is the event's, not the text's.
+fn summary_event(name: &str, line: &str) -> Event {
+    let text = line.strip_prefix(&format!("target={name} ")).unwrap_or(line);
+    Event::new(EventKind::Summary, name).detail(text)
+}
+
 /// An event about the session `ctx` is about.
 fn session_event(kind: EventKind, target: &str, ctx: &EventContext<'_>) -> Event {
     let mut event = Event::new(kind, target);
@@ -338,7 +354,7 @@ impl Observer for MetricsObserver {
                 }
                 if let Some(recovery) = recovery {
                     log::info!("{recovery}");
-                    events::record(&self.events, Event::new(EventKind::Summary, name).detail(&recovery));
+                    events::record(&self.events, summary_event(name, &recovery));
                 }
             }
             SessionEvent::ConnectFailed { reason, detail } => {
@@ -414,6 +430,18 @@ impl Observer for MetricsObserver {
                 if left < 14 * 86_400 {
                     log::warn!("target={name} certificate expires in {} days", left / 86_400);
                 }
+            }
+        }
+        // A target that just went up or down is published at once, not at
+        // the next tick: the live page shows it within a quarter second.
+        if matches!(event, SessionEvent::PhaseChanged { .. } | SessionEvent::Opened { .. }) {
+            let up = state.digest.open_sessions() > 0;
+            if up != state.live.healthy {
+                state.live.healthy = up;
+                if up {
+                    state.live.clear_failure();
+                }
+                publish_row(&self.published, &state.live);
             }
         }
     }
@@ -613,11 +641,23 @@ impl Observer for MetricsObserver {
             }
             r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
+            r.rtt_recent_ms = r.recent_rtts_ms();
+            r.last_pong_age_seconds = age(o.pong);
             let name = state.spec.name.as_str();
+            r.sessions = Phase::EXPORTED
+                .iter()
+                .map(|p| {
+                    (
+                        p.as_str().to_string(),
+                        self.metrics.sessions.with_label_values(&[name, p.as_str()]).get(),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
             state.endpoints.tick(&self.metrics, name, LIVE_RTT_SAMPLES);
             for (level, line) in state.digest.tick(name, now) {
                 log::log!(level, "{line}");
-                events::record(&self.events, Event::new(EventKind::Summary, name).detail(&line));
+                events::record(&self.events, summary_event(name, &line));
             }
             let m = &self.metrics;
             m.target_up.with_label_values(&[name]).set(i64::from(o.up));

@@ -1,6 +1,7 @@
 //! Session events folded into per-target reports: the verdict of a one-shot
 //! `status` run, and the live state a running agent serves at /api/v1/status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,26 @@ pub struct TargetReport {
     /// Whether pings alone keep a connection alive through it.
     #[serde(default)]
     pub idle_pings_keep_alive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_p99_ms: Option<f64>,
+    /// The close code of the failure, when the peer sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<u16>,
+    /// When the failure happened, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_unix_ms: Option<u64>,
+    /// A running agent's: its sessions by state (`open`, `connecting`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sessions: BTreeMap<String, i64>,
+    /// A running agent's: seconds since the oldest open session's last pong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pong_age_seconds: Option<f64>,
+    /// A running agent's: the last RTTs, oldest first (the live page's
+    /// sparkline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtt_recent_ms: Vec<f64>,
     #[serde(skip)]
     rtts: Vec<Duration>,
     #[serde(skip)]
@@ -101,6 +122,13 @@ impl TargetReport {
             lifetime_limit_seconds: None,
             path_idle_timeout_seconds: None,
             idle_pings_keep_alive: None,
+            rtt_p50_ms: None,
+            rtt_p99_ms: None,
+            close_code: None,
+            failed_unix_ms: None,
+            sessions: BTreeMap::new(),
+            last_pong_age_seconds: None,
+            rtt_recent_ms: Vec::new(),
             rtts: Vec::new(),
             opened: false,
         }
@@ -131,12 +159,18 @@ impl TargetReport {
                 self.app_handshake_ms = app.map(ms);
             }
             SessionEvent::ConnectFailed { reason, detail } => {
-                self.reason.get_or_insert_with(|| reason.as_str().to_string());
-                self.detail.get_or_insert_with(|| detail.clone());
+                self.record_failure(reason.as_str(), detail);
             }
-            SessionEvent::Disconnected { reason, detail, .. } if *reason != DisconnectReason::LocalClose => {
-                self.reason.get_or_insert_with(|| reason.as_str().to_string());
-                self.detail.get_or_insert_with(|| detail.clone());
+            SessionEvent::Disconnected {
+                reason,
+                detail,
+                close_code,
+                ..
+            } if *reason != DisconnectReason::LocalClose => {
+                if self.reason.is_none() {
+                    self.close_code = *close_code;
+                }
+                self.record_failure(reason.as_str(), detail);
             }
             SessionEvent::Pong { rtt, .. } => {
                 self.pings_answered = self.pings_answered.saturating_add(1);
@@ -165,9 +199,19 @@ impl TargetReport {
             return;
         }
         let sum: Duration = self.rtts.iter().sum();
-        self.rtt_min_ms = self.rtts.iter().min().copied().map(ms);
-        self.rtt_max_ms = self.rtts.iter().max().copied().map(ms);
+        let mut sorted = self.rtts.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| ms(sorted[((sorted.len() - 1) as f64 * q).round() as usize]);
+        self.rtt_min_ms = sorted.first().copied().map(ms);
+        self.rtt_max_ms = sorted.last().copied().map(ms);
+        self.rtt_p50_ms = Some(at(0.5));
+        self.rtt_p99_ms = Some(at(0.99));
         self.rtt_avg_ms = Some(ms(sum / self.rtts.len() as u32));
+    }
+
+    /// The RTTs held, oldest first, in milliseconds.
+    pub fn recent_rtts_ms(&self) -> Vec<f64> {
+        self.rtts.iter().copied().map(ms).collect()
     }
 
     /// Forgets the last failure (a live agent whose target is healthy again).
@@ -176,6 +220,8 @@ impl TargetReport {
         self.detail = None;
         self.diagnosis = None;
         self.kernel = None;
+        self.close_code = None;
+        self.failed_unix_ms = None;
     }
 }
 
@@ -240,6 +286,9 @@ impl TargetReport {
 
     /// A failure that is not any session's: the name did not resolve.
     pub fn record_failure(&mut self, reason: &str, detail: &str) {
+        if self.reason.is_none() {
+            self.failed_unix_ms = Some(crate::wallclock::unix_now_ms() as u64);
+        }
         self.reason.get_or_insert_with(|| reason.to_string());
         self.detail.get_or_insert_with(|| detail.to_string());
     }

@@ -176,7 +176,10 @@ fn out_of_the_box_the_agent_monitors_its_own_echo_endpoint() {
     agent.wait_metric("sockpulse_loop_read_delay_seconds_count", &[], T, |v| v >= 1.0);
     let (status, page) = agent.get("/");
     assert_eq!(status, 200);
-    assert!(page.contains("/metrics") && page.contains("self"));
+    assert!(
+        page.contains("href=\"metrics\"") && page.contains("data-target=\"self\""),
+        "{page}"
+    );
     assert_eq!(agent.get("/healthz"), (200, "ok\n".to_string()));
     assert_eq!(agent.get("/nope").0, 404);
     assert_eq!(
@@ -345,7 +348,7 @@ fn telemetry_path_and_listen_address_from_the_environment() {
     }));
     assert_eq!(http_get(&addr, "/metrics").0, 404, "metrics moved");
     assert!(
-        http_get(&addr, "/").1.contains("/internal/metrics"),
+        http_get(&addr, "/").1.contains("href=\"internal/metrics\""),
         "landing page links the new path"
     );
 }

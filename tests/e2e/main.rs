@@ -16,6 +16,7 @@ mod matrix;
 mod messages;
 mod observability;
 mod packaging;
+mod page;
 mod paths;
 mod protocols;
 mod proxies;

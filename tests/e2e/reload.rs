@@ -118,10 +118,14 @@ fn post_reload_needs_the_lifecycle_flag() {
     assert_eq!(post(&agent.addr, "/-/reload"), 202);
     agent.wait_metric("sockpulse_target_up", &[("target", "b")], T, |v| v == 1.0);
     assert!(wait_until(T, || series_of(&agent, "a") == 0));
-    let (_, page) = agent.get("/");
+    let page_lists_b_only = || {
+        let (_, page) = agent.get("/");
+        page.contains("data-target=\"b\"") && !page.contains("data-target=\"a\"")
+    };
     assert!(
-        page.contains("<code>b</code>") && !page.contains("<code>a</code>"),
-        "landing page follows reloads: {page}"
+        wait_until(T, page_lists_b_only),
+        "the page follows reloads: {}",
+        agent.get("/").1
     );
 }
 

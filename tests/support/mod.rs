@@ -522,6 +522,8 @@ enum Wrap {
     Netns(String, String),
     /// With this file as its /etc/hosts (a private mount namespace).
     Hosts(PathBuf),
+    /// Directly, listening on this address.
+    Listen(String),
 }
 
 /// The command that runs `program` with `hosts` bind-mounted over
@@ -554,6 +556,11 @@ impl Agent {
 
     pub fn start_env(config: &str, env: &[(&str, &str)], extra: &[&str]) -> Agent {
         Agent::launch(config, env, extra, Wrap::Direct)
+    }
+
+    /// Starts the agent listening on `address` (to restart it on the same one).
+    pub fn start_listening(config: &str, address: &str) -> Agent {
+        Agent::launch(config, &[], &[], Wrap::Listen(address.to_string()))
     }
 
     /// Starts the agent with both the soft and the hard file limit at `nofile`.
@@ -605,6 +612,10 @@ impl Agent {
                 c
             }
             Wrap::Hosts(path) => with_hosts_file(&path, sockpulse_bin()),
+            Wrap::Listen(address) => {
+                listen = address;
+                Command::new(sockpulse_bin())
+            }
             Wrap::Direct => Command::new(sockpulse_bin()),
         };
         cmd.arg("run")

@@ -1,0 +1,97 @@
+//! The live page in a real browser (Debian's Chromium, driven by
+//! playwright-core from tests/peers/page_check.js): rows pushed without a
+//! reload when a server is stopped and resumed, the timeline, the agent
+//! restarted under the page, the page without JavaScript, screenshots.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Where the screenshots go: kept in the repository, shown in the README.
+fn shots_dir() -> std::path::PathBuf {
+    repo().join("examples/screenshots")
+}
+
+#[test]
+fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
+    let modules = peers_dir().join("node/node_modules");
+    let ready = which("chromium").is_some()
+        && which("node").is_some()
+        && modules.join("playwright-core/package.json").is_file();
+    if !require("chromium and playwright-core", ready) {
+        return;
+    }
+    let Some((py, port)) = python_ws(0, &[]) else {
+        return;
+    };
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = one_target(
+        "py",
+        &format!("ws://127.0.0.1:{port}/"),
+        "connections = 2\nping_interval = \"250ms\"\npong_timeout = \"200ms\"",
+    );
+    let mut agent = Agent::start_listening(&config, &listen);
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+
+    let work = tempfile_dir::TempDir::new("page");
+    let flag = work.path().join("restarted");
+    std::fs::create_dir_all(shots_dir()).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", &modules)
+        .arg(repo().join("tests/peers/page_check.js"))
+        .arg(format!("http://{listen}/"))
+        .arg(py.pid().to_string())
+        .arg(shots_dir())
+        .arg(&flag);
+    let browser = Proc::spawn("page check", &mut cmd);
+    let line = |needle: &str| {
+        browser
+            .wait_line(needle, T)
+            .unwrap_or_else(|| panic!("no {needle} line:\n{}", browser.output_text()))
+    };
+
+    line("UP");
+    let spark: usize = line("SPARK ").trim_start_matches("SPARK ").trim().parse().unwrap();
+    assert!(spark >= 3, "{spark} sparkline points");
+    let down_ms: u64 = line("DOWN ").trim_start_matches("DOWN ").trim().parse().unwrap();
+    eprintln!("the row turned down {down_ms} ms after SIGSTOP; {spark} sparkline points");
+    assert!(down_ms <= 2000, "the row turned down {down_ms} ms after SIGSTOP");
+    let timeline = line("TIMELINE ");
+    assert!(
+        timeline.contains("disconnected") && timeline.contains("pong_timeout"),
+        "{timeline}"
+    );
+    assert_eq!(line("SAME-DOCUMENT "), "SAME-DOCUMENT true", "pushed, not reloaded");
+    let failure = line("FAILURE ");
+    assert!(failure.contains("pong_timeout"), "{failure}");
+    line("UP-AGAIN");
+
+    line("RESTART");
+    agent.proc.signal("TERM");
+    assert_eq!(agent.proc.wait_exit(Duration::from_secs(10)), Some(0));
+    let lost = line("LOST ");
+    assert!(lost.contains("reconnecting"), "{lost}");
+    agent = Agent::start_listening(&config, &listen);
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(
+        line("RECONNECTED "),
+        "RECONNECTED true",
+        "reconnected by itself, same page"
+    );
+
+    let nojs = line("NOJS ");
+    assert!(nojs.starts_with("NOJS py |"), "{nojs}");
+    assert!(nojs.contains("static view"), "{nojs}");
+    let bytes: usize = line("BYTES ").trim_start_matches("BYTES ").trim().parse().unwrap();
+    assert!(bytes < 100 * 1024, "page, script and style: {bytes} bytes");
+    let errors = line("ERRORS ");
+    assert_eq!(errors, "ERRORS 0", "{}", browser.output_text());
+    for shot in ["desktop.png", "phone.png"] {
+        let size = std::fs::metadata(shots_dir().join(shot)).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{shot}: {size} bytes");
+    }
+    drop(agent);
+}
