@@ -120,7 +120,8 @@ fn post_reload_needs_the_lifecycle_flag() {
     assert!(wait_until(T, || series_of(&agent, "a") == 0));
     let page_lists_b_only = || {
         let (_, page) = agent.get("/");
-        page.contains("data-target=\"b\"") && !page.contains("data-target=\"a\"")
+        // Rows (not timeline items) carry data-endpoint.
+        page.contains("data-target=\"b\" data-endpoint") && !page.contains("data-target=\"a\" data-endpoint")
     };
     assert!(
         wait_until(T, page_lists_b_only),
