@@ -29,6 +29,8 @@ command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 # The live page's browser tests: Debian's Chromium, driven by playwright-core.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# htpasswd: bcrypt hashes for the web configuration's basic_auth_users.
+command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-peers: need root to apt-get install ${need_apt[*]}" >&2

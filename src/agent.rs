@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::config::modules::ProbeConfig;
 use crate::config::{self, Config, ConfigError, Sources};
 use crate::driver::{fdlimit, Driver, Reloader};
-use crate::http::{self, HttpState, WebLimits};
+use crate::http::{self, BasicAuth, HttpState, WebLimits};
 use crate::kernel::owned::OwnedRegistry;
 use crate::metrics::Metrics;
 use crate::observer::MetricsObserver;
@@ -32,6 +32,10 @@ pub struct AgentOptions {
     pub telemetry_path: String,
     /// Accept POST /-/reload.
     pub enable_lifecycle: bool,
+    /// The exporter-toolkit web configuration file.
+    pub web_config: Option<PathBuf>,
+    pub external_url: Option<String>,
+    pub route_prefix: Option<String>,
     /// Append every RTT sample to this file.
     pub rtt_log: Option<PathBuf>,
     /// Hold only this share of the targets.
@@ -74,6 +78,7 @@ fn start_error(what: impl fmt::Display) -> AgentError {
 pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut cfg = config::load(&opts.sources)?;
     keep_shard(&mut cfg, opts.shard);
+    let web = web_settings(&opts)?;
     let listen = opts
         .listen_address
         .clone()
@@ -81,6 +86,12 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let listener = TcpListener::bind(&listen).map_err(|e| start_error(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     if cfg.targets.is_empty() {
+        if web.tls.is_some() {
+            return Err(start_error(
+                "no targets: the built-in echo target is plain ws and the endpoint serves TLS; \
+                 give --target URL or [[target]] entries",
+            ));
+        }
         add_self_target(&mut cfg, &bound)?;
         log::info!(
             "no targets configured: monitoring the built-in echo endpoint {}",
@@ -123,14 +134,19 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         events: Arc::clone(&scan_share.events),
         host: Arc::clone(&scan_share.host),
         probe: ProbeEndpoint::new(driver.handle(), probe_config),
+        auth: web.auth,
+        prefix: web.prefix,
+        external_origin: web.external_origin,
     });
     let limits = WebLimits {
         max_connections: cfg.web.max_connections,
         header_timeout: cfg.web.header_timeout,
         max_stream_clients: cfg.web.max_stream_clients,
     };
-    http::spawn(listener, state, limits).map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
-    log::info!("listening on http://{bound} (metrics at {})", opts.telemetry_path);
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    http::spawn(listener, state, limits, web.tls)
+        .map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
+    log::info!("listening on {scheme}://{bound} (metrics at {})", opts.telemetry_path);
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
     for t in &cfg.targets {
@@ -249,6 +265,61 @@ fn with_fd_budget<O: crate::driver::Observer>(driver: Driver<O>, sessions: u32, 
             driver
         }
     }
+}
+
+/// What `--web.config.file`, `--web.external-url` and `--web.route-prefix`
+/// ask of the HTTP endpoint.
+struct WebSettings {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<BasicAuth>,
+    prefix: String,
+    external_origin: Option<String>,
+}
+
+fn web_settings(opts: &AgentOptions) -> Result<WebSettings, AgentError> {
+    let security = match &opts.web_config {
+        Some(path) => config::web_file::load(path)?,
+        None => Default::default(),
+    };
+    let tls = match &security.tls {
+        Some(t) => Some(http::tls::server_config(t).map_err(|e| start_error(format!("--web.config.file: {e}")))?),
+        None => None,
+    };
+    let auth = (!security.users.is_empty()).then(|| BasicAuth::new(security.users.clone()));
+    let external = match &opts.external_url {
+        Some(u) => Some(url::Url::parse(u).map_err(|e| start_error(format!("--web.external-url {u:?}: {e}")))?),
+        None => None,
+    };
+    let prefix = opts
+        .route_prefix
+        .clone()
+        .or_else(|| external.as_ref().map(|u| u.path().to_string()))
+        .unwrap_or_default();
+    let prefix = format!("/{}", prefix.trim_matches('/'));
+    let prefix = if prefix == "/" { String::new() } else { prefix };
+    let external_origin = external.map(|u| u.origin().ascii_serialization());
+    if tls.is_some() {
+        log::info!(
+            "web: TLS on ({} client certificates)",
+            match security.tls.as_ref().map(|t| t.client_auth) {
+                Some(config::web_file::ClientAuth::RequireAndVerifyClientCert) => "requiring",
+                Some(config::web_file::ClientAuth::VerifyClientCertIfGiven) => "verifying given",
+                _ => "no",
+            }
+        );
+    }
+    if auth.is_some() {
+        log::info!(
+            "web: basic auth on for {} user(s) (/healthz and /ws stay open)",
+            security.users.len()
+        );
+    }
+    Ok(WebSettings {
+        tls,
+        auth,
+        prefix,
+        external_origin,
+    })
 }
 
 /// With no targets, the agent monitors its own echo endpoint.

@@ -65,6 +65,17 @@ pub struct RunArgs {
     /// Accept POST /-/reload (like Prometheus's --web.enable-lifecycle); SIGHUP always reloads.
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
+    /// TLS, client certificates and basic auth, in the Prometheus exporter-toolkit's web configuration
+    /// format (YAML); re-read on reload, certificates when their files change.
+    #[arg(long = "web.config.file", env = "SOCKPULSE_WEB_CONFIG", value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
+    /// The URL users reach the agent at (behind a reverse proxy): its origin may open the stream, its path is
+    /// the default route prefix.
+    #[arg(long = "web.external-url", value_name = "URL")]
+    pub external_url: Option<String>,
+    /// Serve every endpoint under this path (default: the path of --web.external-url, else /).
+    #[arg(long = "web.route-prefix", value_name = "PATH")]
+    pub route_prefix: Option<String>,
     /// Diagnostics: append every RTT sample to FILE as `unix_ms target rtt_us read_delay_us`
     /// (read delay: how long the pong waited in the kernel before the loop read it; `-` if unknown).
     #[arg(long = "rtt-log", value_name = "FILE")]

@@ -10,6 +10,9 @@ pub fn run(args: RunArgs) -> Result<Exit, Error> {
         listen_address: args.listen_address,
         telemetry_path: args.telemetry_path,
         enable_lifecycle: args.enable_lifecycle,
+        web_config: args.web_config,
+        external_url: args.external_url,
+        route_prefix: args.route_prefix,
         rtt_log: args.rtt_log,
         shard: args.shard,
     })?;

@@ -16,6 +16,7 @@ mod tickets;
 pub mod tls;
 pub mod url;
 mod walker;
+pub mod web_file;
 
 use std::collections::BTreeMap;
 use std::fmt;

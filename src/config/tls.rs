@@ -23,7 +23,7 @@ pub struct TlsOptions {
     pub no_resumption: bool,
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -96,7 +96,7 @@ fn pem_error(path: &Path, reason: impl fmt::Display) -> TlsError {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let data = read_file(path)?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
     let certs = certs.map_err(|e| pem_error(path, format!("bad PEM: {e}")))?;
@@ -106,7 +106,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let data = read_file(path)?;
     rustls_pemfile::private_key(&mut data.as_slice())
         .map_err(|e| pem_error(path, format!("bad PEM: {e}")))?

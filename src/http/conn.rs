@@ -5,10 +5,11 @@
 //! Nothing here blocks: every read and write stops at `WouldBlock`.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use super::tls::Transport;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -29,11 +30,12 @@ pub(super) enum Conn {
 }
 
 impl Conn {
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    /// The socket, for the poller.
+    pub fn socket(&mut self) -> &mut TcpStream {
         match self {
-            Conn::Http(c) => &mut c.stream,
-            Conn::Echo(e) => e.ws.get_mut(),
-            Conn::Stream(s) => s.stream_mut(),
+            Conn::Http(c) => c.stream.tcp(),
+            Conn::Echo(e) => e.ws.get_mut().tcp(),
+            Conn::Stream(s) => s.socket(),
         }
     }
 
@@ -73,7 +75,7 @@ pub(super) enum ReadOutcome {
 }
 
 pub(super) struct HttpConn {
-    pub stream: TcpStream,
+    pub stream: Transport,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     written: usize,
@@ -92,7 +94,7 @@ pub(super) struct HttpConn {
 }
 
 impl HttpConn {
-    pub fn new(stream: TcpStream, now: Instant, header_timeout: Duration) -> HttpConn {
+    pub fn new(stream: Transport, now: Instant, header_timeout: Duration) -> HttpConn {
         HttpConn {
             stream,
             inbuf: Vec::new(),
@@ -185,7 +187,8 @@ impl HttpConn {
         self.deadline = now + write_timeout;
     }
 
-    /// Writes what is queued; true when all of it is out.
+    /// Writes what is queued; true when all of it is out (through TLS:
+    /// on the socket, not only in rustls's buffer).
     pub fn write(&mut self) -> io::Result<bool> {
         while self.written < self.out.len() {
             match self.stream.write(&self.out[self.written..]) {
@@ -195,6 +198,11 @@ impl HttpConn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        match self.stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
         }
         self.out = Vec::new();
         Ok(true)
@@ -217,7 +225,7 @@ impl HttpConn {
     /// client sent is read away so that closing does not reset the
     /// connection under an answer still in flight.
     pub fn finish(mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        self.stream.shutdown_write();
         let mut sink = [0u8; 4096];
         for _ in 0..16 {
             match self.stream.read(&mut sink) {
@@ -250,7 +258,7 @@ impl HttpConn {
 
 /// Echoes text and binary messages; tungstenite answers pings and closes.
 pub(super) struct EchoConn {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Transport>,
     pub deadline: Instant,
 }
 

@@ -9,11 +9,15 @@
 //! takes the place of the one that has waited longest for its request
 //! head, so clients that trickle bytes cannot lock Prometheus out.
 
+mod auth;
 mod conn;
 mod page;
 mod request;
 mod routes;
 mod stream;
+pub mod tls;
+
+pub use auth::BasicAuth;
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -32,6 +36,7 @@ use crate::probe::{self, Answer, ProbeEndpoint, Started};
 use conn::{Conn, HttpConn, Phase, ReadOutcome, Then};
 use request::Parsed;
 use routes::Reply;
+use tls::Transport;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -67,6 +72,12 @@ pub struct HttpState {
     pub host: Arc<Mutex<Option<HostSummary>>>,
     /// `/probe`.
     pub probe: ProbeEndpoint,
+    /// Basic auth, when the web configuration has users.
+    pub auth: Option<BasicAuth>,
+    /// Every path is under it (`/sockpulse`), or "" for none.
+    pub prefix: String,
+    /// `--web.external-url`'s origin: browsers there may open the stream.
+    pub external_origin: Option<String>,
 }
 
 /// How many connections, and how long a request head may take.
@@ -82,9 +93,11 @@ pub fn spawn(
     listener: std::net::TcpListener,
     state: Arc<HttpState>,
     limits: WebLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     let mut server = Server::new(TcpListener::from_std(listener), state, limits)?;
+    server.tls = tls;
     thread::Builder::new()
         .name("sockpulse-http".into())
         .spawn(move || server.run())
@@ -126,6 +139,7 @@ struct Server {
     hub: stream::Hub,
     /// Connections that are stream clients.
     streams: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 enum Next {
@@ -157,6 +171,7 @@ impl Server {
             accept_paused_until: None,
             hub: stream::Hub::new(Instant::now()),
             streams: 0,
+            tls: None,
         })
     }
 
@@ -227,8 +242,12 @@ impl Server {
                     self.dropped("evicted");
                 }
                 None => {
-                    let _ = stream
-                        .write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    // Through TLS a plain answer would be noise: just close.
+                    if self.tls.is_none() {
+                        let _ = stream.write(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
                     self.dropped("limit");
                     return;
                 }
@@ -247,10 +266,22 @@ impl Server {
             self.free.push(i);
             return;
         }
+        let transport = match &self.tls {
+            Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                Ok(tls) => Transport::Tls(Box::new(rustls::StreamOwned::new(tls, stream))),
+                Err(e) => {
+                    log::warn!("cannot start TLS on an http connection: {e}");
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    self.free.push(i);
+                    return;
+                }
+            },
+            None => Transport::Plain(stream),
+        };
         self.next_id += 1;
         self.slots[i] = Some(Slot {
             id: self.next_id,
-            conn: Conn::Http(HttpConn::new(stream, now, self.limits.header_timeout)),
+            conn: Conn::Http(HttpConn::new(transport, now, self.limits.header_timeout)),
         });
         self.open += 1;
         self.advance(i, now);
@@ -273,7 +304,7 @@ impl Server {
 
     fn close(&mut self, i: usize) {
         if let Some(mut slot) = self.slots.get_mut(i).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(slot.conn.stream_mut());
+            let _ = self.poll.registry().deregister(slot.conn.socket());
             self.release(i, &slot.conn);
         }
     }
@@ -410,8 +441,8 @@ impl Server {
     }
 
     fn serve(&self, i: usize, id: u64, c: &mut HttpConn, req: &request::Request, now: Instant) {
-        match routes::route(&self.state, req) {
-            Reply::Answer(r) => c.answer_with(r.status, r.content_type, r.headers, &r.body, now, WRITE_TIMEOUT),
+        match routes::route(&self.state, req, now) {
+            Reply::Answer(r) => c.answer_with(r.status, r.content_type, &r.headers, &r.body, now, WRITE_TIMEOUT),
             Reply::Upgrade(head) => c.answer_raw(head.as_bytes(), Then::Echo, now, WRITE_TIMEOUT),
             Reply::Stream(_) if self.streams >= self.limits.max_stream_clients => {
                 self.dropped("stream_limit");

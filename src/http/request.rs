@@ -16,6 +16,7 @@ pub struct Request {
     pub ws_protocols: Vec<String>,
     pub origin: Option<String>,
     pub host: Option<String>,
+    pub authorization: Option<String>,
     /// Prometheus's `X-Prometheus-Scrape-Timeout-Seconds`.
     pub scrape_timeout: Option<f64>,
     pub head_len: usize,
@@ -78,6 +79,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
             .unwrap_or_default(),
         origin: header("origin"),
         host: header("host"),
+        authorization: header("authorization"),
         scrape_timeout: header("x-prometheus-scrape-timeout-seconds").and_then(|v| v.parse().ok()),
         head_len,
     })

@@ -1,5 +1,6 @@
 //! What each path of the HTTP endpoint answers.
 
+use super::auth::Verdict;
 use super::page;
 use super::request::Request;
 use super::stream::SUBPROTOCOL;
@@ -21,7 +22,7 @@ pub(super) struct Response {
     pub status: &'static str,
     pub content_type: &'static str,
     /// Header lines beyond the usual, each ending in CRLF.
-    pub headers: &'static str,
+    pub headers: String,
     pub body: Vec<u8>,
 }
 
@@ -32,9 +33,12 @@ const PAGE_HEADERS: &str = "Content-Security-Policy: default-src 'self'; connect
      Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n";
 const ASSET_HEADERS: &str = "X-Content-Type-Options: nosniff\r\nCache-Control: max-age=300\r\n";
 
-fn with_headers(reply: Reply, headers: &'static str) -> Reply {
+fn with_headers(reply: Reply, headers: impl Into<String>) -> Reply {
     match reply {
-        Reply::Answer(r) => Reply::Answer(Response { headers, ..r }),
+        Reply::Answer(r) => Reply::Answer(Response {
+            headers: headers.into(),
+            ..r
+        }),
         other => other,
     }
 }
@@ -43,7 +47,7 @@ fn answer(status: &'static str, content_type: &'static str, body: impl Into<Vec<
     Reply::Answer(Response {
         status,
         content_type,
-        headers: "",
+        headers: String::new(),
         body: body.into(),
     })
 }
@@ -55,9 +59,48 @@ fn json<T: serde::Serialize>(value: &T) -> Reply {
     }
 }
 
-pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
-    let path = req.path();
+pub(super) fn route(state: &HttpState, req: &Request, now: std::time::Instant) -> Reply {
+    let Some(path) = under_prefix(req.path(), &state.prefix) else {
+        if !state.prefix.is_empty() && req.path() == state.prefix {
+            let location = format!("Location: {}/\r\n", state.prefix);
+            return with_headers(
+                answer("302 Found", "text/plain", "see the page under the prefix\n"),
+                location,
+            );
+        }
+        return answer("404 Not Found", "text/plain", "not found\n");
+    };
+    // Liveness probes and the echo stay open: they show nothing.
+    if let (Some(auth), false) = (&state.auth, matches!(path, "/healthz" | "/ws")) {
+        match auth.check(req.authorization.as_deref(), now) {
+            Verdict::Allowed => {}
+            Verdict::Denied => {
+                return with_headers(
+                    answer("401 Unauthorized", "text/plain", "authentication required\n"),
+                    "WWW-Authenticate: Basic realm=\"sockpulse\", charset=\"UTF-8\"\r\n",
+                )
+            }
+            Verdict::Busy => {
+                return with_headers(
+                    answer(
+                        "429 Too Many Requests",
+                        "text/plain",
+                        "too many unknown credentials: retry\n",
+                    ),
+                    "Retry-After: 1\r\n",
+                )
+            }
+        }
+    }
+    let origin_ok = same_origin(
+        req.origin.as_deref(),
+        req.host.as_deref(),
+        state.external_origin.as_deref(),
+    );
     if path == "/-/reload" && req.method == "POST" {
+        if !origin_ok {
+            return answer("403 Forbidden", "text/plain", "cross-origin request refused\n");
+        }
         return match &state.lifecycle {
             Some(handle) => {
                 handle.reload();
@@ -109,6 +152,7 @@ pub(super) fn route(state: &HttpState, req: &Request) -> Reply {
             (true, Some(key)) => Reply::Upgrade(switching(key, None)),
             _ => answer("426 Upgrade Required", "text/plain", "WebSocket endpoint\n"),
         },
+        "/api/v1/stream" if !origin_ok => answer("403 Forbidden", "text/plain", "cross-origin WebSocket refused\n"),
         "/api/v1/stream" => stream(req),
         _ => answer("404 Not Found", "text/plain", "not found\n"),
     }
@@ -136,9 +180,6 @@ fn stream(req: &Request) -> Reply {
             "WebSocket endpoint (sockpulse.v1)\n",
         );
     };
-    if !same_origin(req.origin.as_deref(), req.host.as_deref()) {
-        return answer("403 Forbidden", "text/plain", "cross-origin WebSocket refused\n");
-    }
     let protocol = match req.ws_protocols.iter().find(|p| p.as_str() == SUBPROTOCOL) {
         Some(p) => Some(p.as_str()),
         None if req.ws_protocols.is_empty() => None,
@@ -153,14 +194,26 @@ fn stream(req: &Request) -> Reply {
     Reply::Stream(switching(key, protocol))
 }
 
+/// `path` under the route prefix, as the routes below know it.
+fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix.is_empty() {
+        return Some(path);
+    }
+    path.strip_prefix(prefix).filter(|rest| rest.starts_with('/'))
+}
+
 /// Whether a browser's `Origin` is the page's own (its host and port are
-/// the `Host` it asked): a page elsewhere must not open the stream with
-/// the user's credentials (cross-site WebSocket hijacking). No `Origin`:
-/// not a browser, nothing to hijack.
-pub(super) fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
+/// the `Host` it asked, or it is `--web.external-url`'s): a page elsewhere
+/// must not open the stream or reload the agent with the user's
+/// credentials (cross-site request forgery, WebSocket hijacking). No
+/// `Origin`: not a browser, nothing to hijack.
+pub(super) fn same_origin(origin: Option<&str>, host: Option<&str>, external: Option<&str>) -> bool {
     let Some(origin) = origin else {
         return true;
     };
+    if external.is_some_and(|e| e.eq_ignore_ascii_case(origin.trim_end_matches('/'))) {
+        return true;
+    }
     let authority = origin
         .split_once("://")
         .map(|(_, rest)| rest.trim_end_matches('/'))

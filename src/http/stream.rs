@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use super::tls::Transport;
 use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -165,7 +167,7 @@ struct SentRow {
 
 /// One stream client.
 pub(super) struct StreamConn {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Transport>,
     /// Messages not yet handed to the WebSocket, and their bytes.
     queue: VecDeque<Arc<str>>,
     queued_bytes: usize,
@@ -180,7 +182,7 @@ pub(super) struct StreamConn {
 }
 
 impl StreamConn {
-    pub fn new(stream: TcpStream, leftover: Vec<u8>, snapshot: Arc<str>, now: Instant) -> StreamConn {
+    pub fn new(stream: Transport, leftover: Vec<u8>, snapshot: Arc<str>, now: Instant) -> StreamConn {
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
@@ -200,8 +202,8 @@ impl StreamConn {
         conn
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        self.ws.get_mut()
+    pub fn socket(&mut self) -> &mut TcpStream {
+        self.ws.get_mut().tcp()
     }
 
     /// When `pump` must run even without readiness.

@@ -24,3 +24,4 @@ mod reload;
 mod soak;
 mod stream;
 mod web;
+mod websec;

@@ -13,6 +13,11 @@ const T: Duration = Duration::from_secs(30);
 
 /// `tests/peers/stream_client.py` against `agent`, with `args` after the URL.
 fn stream_client(agent: &Agent, args: &[&str]) -> Option<Proc> {
+    stream_client_at(&format!("ws://{}/api/v1/stream", agent.addr), args)
+}
+
+/// The same against the stream at `url`.
+pub(crate) fn stream_client_at(url: &str, args: &[&str]) -> Option<Proc> {
     let py = peers_dir().join("venv/bin/python");
     let ok = Command::new(&py)
         .args(["-c", "import websockets"])
@@ -22,14 +27,12 @@ fn stream_client(agent: &Agent, args: &[&str]) -> Option<Proc> {
         return None;
     }
     let mut cmd = Command::new(py);
-    cmd.arg(repo().join("tests/peers/stream_client.py"))
-        .arg(format!("ws://{}/api/v1/stream", agent.addr))
-        .args(args);
+    cmd.arg(repo().join("tests/peers/stream_client.py")).arg(url).args(args);
     Some(Proc::spawn("stream client", &mut cmd))
 }
 
 /// The messages a `read` client printed so far, parsed.
-fn messages(client: &Proc) -> Vec<serde_json::Value> {
+pub(crate) fn messages(client: &Proc) -> Vec<serde_json::Value> {
     client
         .output()
         .iter()

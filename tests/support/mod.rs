@@ -404,12 +404,27 @@ pub fn nginx_ws_proxy(backend_port: u16) -> Option<(Proc, u16, tempfile_dir::Tem
 /// The same with `proxy_read_timeout` (nginx closes a WebSocket whose
 /// backend sent nothing for that long).
 pub fn nginx_ws_proxy_with(backend_port: u16, read_timeout: &str) -> Option<(Proc, u16, tempfile_dir::TempDir)> {
+    let locations = format!(
+        r#"location /ws {{
+      proxy_pass http://127.0.0.1:{backend_port};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout {read_timeout};
+    }}
+    location / {{ return 404; }}"#
+    );
+    let port = free_port();
+    nginx_with(port, &locations).map(|(p, dir)| (p, port, dir))
+}
+
+/// nginx on 127.0.0.1:`port` with these `location` blocks.
+pub fn nginx_with(port: u16, locations: &str) -> Option<(Proc, tempfile_dir::TempDir)> {
     let nginx = which("nginx");
     if !require("nginx", nginx.is_some()) {
         return None;
     }
     let dir = tempfile_dir::TempDir::new("nginx");
-    let port = free_port();
     let prefix = dir.path().display().to_string();
     let conf = format!(
         // One process: the test kills it with SIGKILL, which would orphan
@@ -427,14 +442,7 @@ http {{
   scgi_temp_path {prefix}/scgi;
   server {{
     listen 127.0.0.1:{port};
-    location /ws {{
-      proxy_pass http://127.0.0.1:{backend_port};
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_read_timeout {read_timeout};
-    }}
-    location / {{ return 404; }}
+    {locations}
   }}
 }}
 "#
@@ -454,7 +462,7 @@ http {{
         "nginx did not start: {}",
         p.output_text()
     );
-    Some((p, port, dir))
+    Some((p, dir))
 }
 
 pub fn redis() -> Option<(Proc, u16)> {
@@ -626,10 +634,10 @@ impl Agent {
         cmd.env("RUST_LOG", "info").envs(env.iter().copied());
         let proc = Proc::spawn("sockpulse", &mut cmd);
         let line = proc
-            .wait_line("listening on http://", Duration::from_secs(10))
+            .wait_line("listening on http", Duration::from_secs(10))
             .unwrap_or_else(|| panic!("agent did not start:\n{}", proc.output_text()));
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .expect("addr")
