@@ -96,3 +96,72 @@ fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
     }
     drop(agent);
 }
+
+/// The base64 SHA-256 of `cert`'s public key, as Chromium's
+/// --ignore-certificate-errors-spki-list takes it.
+fn spki_hash(cert: &std::path::Path) -> String {
+    let script = "import base64,hashlib,sys\n\
+                  from cryptography import x509\n\
+                  from cryptography.hazmat.primitives import serialization as s\n\
+                  c=x509.load_pem_x509_certificate(open(sys.argv[1],'rb').read())\n\
+                  d=c.public_key().public_bytes(s.Encoding.DER,s.PublicFormat.SubjectPublicKeyInfo)\n\
+                  print(base64.b64encode(hashlib.sha256(d).digest()).decode())";
+    let out = Command::new(python().expect("python"))
+        .args(["-c", script])
+        .arg(cert)
+        .output()
+        .expect("run python");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_page_goes_live_over_tls_with_basic_auth_in_a_real_browser() {
+    let modules = peers_dir().join("node/node_modules");
+    let ready = which("chromium").is_some()
+        && which("node").is_some()
+        && modules.join("playwright-core/package.json").is_file();
+    if !require("chromium and playwright-core", ready) {
+        return;
+    }
+    let (Some(certs), Some(hash), Some((_py, port))) =
+        (certs(), crate::websec::htpasswd("viewer", "l00k"), python_ws(0, &[]))
+    else {
+        return;
+    };
+    let web = certs.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\nbasic_auth_users:\n  viewer: '{hash}'\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with(
+        &one_target("py", &format!("ws://127.0.0.1:{port}/"), ""),
+        &["--web.config.file", web.to_str().unwrap()],
+    );
+    let page_url = format!("https://localhost:{}/", agent.addr.rsplit(':').next().unwrap());
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", &modules)
+        .arg(repo().join("tests/peers/page_check.js"))
+        .args([
+            "--tls",
+            &page_url,
+            &spki_hash(&certs.path().join("good.pem")),
+            "viewer",
+            "l00k",
+        ]);
+    let browser = Proc::spawn("page check (tls)", &mut cmd);
+    let line = |needle: &str| {
+        browser
+            .wait_line(needle, T)
+            .unwrap_or_else(|| panic!("no {needle} line:\n{}", browser.output_text()))
+    };
+    assert_eq!(line("TLS-LIVE "), "TLS-LIVE https:", "the stream went live over wss");
+    let refused = line("NO-CREDENTIALS ");
+    assert!(
+        refused.ends_with(" 401") || refused.contains("ERR_INVALID_AUTH_CREDENTIALS"),
+        "{refused}"
+    );
+    assert_eq!(line("ERRORS "), "ERRORS 0", "{}", browser.output_text());
+}

@@ -211,3 +211,33 @@ fn hundreds_of_idle_clients_cost_the_probes_nothing_and_the_limit_holds() {
         "{loaded:?} (baseline {baseline:?})"
     );
 }
+
+#[test]
+fn oversized_frames_and_ping_floods_never_disturb_the_endpoint() {
+    let agent = Agent::start(fast_defaults());
+    let Some(big) = stream_client(&agent, &["big"]) else {
+        return;
+    };
+    let closed = big
+        .wait_line("CLOSED ", T)
+        .unwrap_or_else(|| panic!("{}", big.output_text()));
+    assert_ne!(closed, "CLOSED 1000", "a 64 KiB message is not accepted");
+    let Some(flood) = stream_client(&agent, &["flood"]) else {
+        return;
+    };
+    assert!(flood.wait_line("OPEN", T).is_some(), "{}", flood.output_text());
+    // While it floods, scrapes and the page are answered.
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        assert_eq!(agent.get("/metrics").0, 200);
+        assert_eq!(agent.get("/").0, 200);
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flooded = flood
+        .wait_line("FLOODED ", T)
+        .unwrap_or_else(|| panic!("{}", flood.output_text()));
+    let pings: u64 = flooded.trim_start_matches("FLOODED ").parse().unwrap();
+    assert!(pings > 1000, "{pings} pings");
+    agent.wait_metric("sockpulse_target_up", &[("target", "self")], T, |v| v == 1.0);
+}

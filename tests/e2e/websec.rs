@@ -15,7 +15,7 @@ use crate::support::*;
 const T: Duration = Duration::from_secs(30);
 
 /// A bcrypt hash of `password`, made by Apache's htpasswd.
-fn htpasswd(user: &str, password: &str) -> Option<String> {
+pub(crate) fn htpasswd(user: &str, password: &str) -> Option<String> {
     let bin = which("htpasswd");
     if !require("htpasswd (apache2-utils)", bin.is_some()) {
         return None;

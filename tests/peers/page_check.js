@@ -17,6 +17,10 @@ const path = require("path");
 const { chromium } = require("playwright-core");
 
 const [url, serverPid, shots, flag] = process.argv.slice(2);
+// `node page_check.js --tls URL SPKI USER PASSWORD`: the page over HTTPS with
+// basic auth, the certificate trusted by its key's hash (a throwaway CA's
+// certificate is not in the browser's store): it must load and go live.
+const tlsMode = process.argv[2] === "--tls";
 const say = (line) => process.stdout.write(line + "\n");
 const row = 'tr[data-target="py"]';
 
@@ -29,7 +33,36 @@ async function step(name, promise) {
   }
 }
 
-(async () => {
+async function tlsCheck() {
+  const [, , , pageUrl, spki, username, password] = process.argv;
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      `--ignore-certificate-errors-spki-list=${spki}`],
+  });
+  const errors = [];
+  const context = await browser.newContext({ httpCredentials: { username, password } });
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await step("tls load", page.goto(pageUrl, { waitUntil: "load" }));
+  await step("tls live", page.waitForSelector("#conn.live", { timeout: 15000 }));
+  await step("tls row", page.waitForSelector(`${row}.up`, { timeout: 15000 }));
+  say(`TLS-LIVE ${new URL(page.url()).protocol}`);
+  const denied = await browser.newContext();
+  const other = await denied.newPage();
+  // Headless Chromium turns a 401 without credentials into a failed load.
+  const answer = await other.goto(pageUrl).then((r) => String(r.status()), (e) => String(e).split("\n")[0]);
+  say(`NO-CREDENTIALS ${answer}`);
+  say(`ERRORS ${errors.length}`);
+  for (const e of errors) say(`ERROR ${e}`);
+  await browser.close();
+}
+
+if (tlsMode) {
+  tlsCheck().catch((e) => { say(`FAIL ${e}`); process.exit(1); });
+} else (async () => {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -10,6 +10,8 @@ Modes:
   `LOST <count>` if any close before the process is stopped.
 - `stall`: connects with a 4 KiB receive buffer, prints `OPEN`, and never
   reads again.
+- `big`: sends one 64 KiB message, prints `CLOSED <code>` when dropped.
+- `flood`: sends pings as fast as it can for 5 s, prints `FLOODED <count>`.
 """
 import argparse
 import asyncio
@@ -74,15 +76,41 @@ async def stall(args):
     await asyncio.sleep(3600)
 
 
+async def big(args):
+    async with connect(args.url, subprotocols=["sockpulse.v1"], max_size=None) as ws:
+        say("OPEN")
+        await ws.send("x" * 65536)
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+        say(f"CLOSED {ws.close_code}")
+
+
+async def flood(args):
+    async with connect(args.url, subprotocols=["sockpulse.v1"], max_size=None) as ws:
+        say("OPEN")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5
+        count = 0
+        while loop.time() < end:
+            await ws.ping(count.to_bytes(8, "big") + b"x" * 92)
+            count += 1
+            if count % 100 == 0:
+                await asyncio.sleep(0)
+        say(f"FLOODED {count}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("url")
-    p.add_argument("mode", nargs="?", default="read", choices=["read", "idle", "stall"])
+    p.add_argument("mode", nargs="?", default="read", choices=["read", "idle", "stall", "big", "flood"])
     p.add_argument("n", nargs="?", type=int, default=1)
     p.add_argument("--subprotocol", action="append", default=[])
     p.add_argument("--origin")
     args = p.parse_args()
-    asyncio.run({"read": read, "idle": idle, "stall": stall}[args.mode](args))
+    asyncio.run({"read": read, "idle": idle, "stall": stall, "big": big, "flood": flood}[args.mode](args))
 
 
 if __name__ == "__main__":
