@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::modules::ProbeConfig;
-use crate::config::{self, Config, ConfigError, Sources};
+use crate::config::{self, Config, ConfigError, KernelConfig, Sources};
 use crate::driver::{fdlimit, Driver, Reloader};
-use crate::http::{self, BasicAuth, HttpState, WebLimits};
+use crate::http::{self, BasicAuth, HttpState, LiveWeb, WebLimits, WebSecurity};
 use crate::kernel::owned::OwnedRegistry;
 use crate::metrics::Metrics;
 use crate::observer::MetricsObserver;
@@ -79,6 +79,9 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut cfg = config::load(&opts.sources)?;
     keep_shard(&mut cfg, opts.shard);
     let web = web_settings(&opts)?;
+    let security = web_security(opts.web_config.as_deref())?;
+    log_web_security(&security);
+    let tls_on = security.tls.is_some();
     let listen = opts
         .listen_address
         .clone()
@@ -86,7 +89,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let listener = TcpListener::bind(&listen).map_err(|e| start_error(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
     if cfg.targets.is_empty() {
-        if web.tls.is_some() {
+        if tls_on {
             return Err(start_error(
                 "no targets: the built-in echo target is plain ws and the endpoint serves TLS; \
                  give --target URL or [[target]] entries",
@@ -111,6 +114,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     let watched: filewatch::Patterns = Arc::new(Mutex::new(cfg.target_files.clone()));
     let probe_config = Arc::new(RwLock::new(cfg.probe.clone()));
+    let live_web = Arc::new(LiveWeb::new(web_limits(&cfg), cfg.web.echo_endpoint, security));
+    let kernel_config = Arc::new(RwLock::new(cfg.kernel.clone()));
     let driver = Driver::new(&cfg.targets, Mode::Persistent, observer)
         .map_err(|e| start_error(format!("cannot start the event loop: {e}")))?
         .with_reloader(reloader(
@@ -119,6 +124,10 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
             Reloaded {
                 target_files: Arc::clone(&watched),
                 probe: Arc::clone(&probe_config),
+                web_config: opts.web_config.clone(),
+                web: Arc::clone(&live_web),
+                kernel: Arc::clone(&kernel_config),
+                listen_address: cfg.web.listen_address.clone(),
             },
             opts.shard,
         ));
@@ -128,24 +137,17 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let state = Arc::new(HttpState {
         metrics: Arc::clone(&metrics),
         telemetry_path: opts.telemetry_path.clone(),
-        echo_endpoint: cfg.web.echo_endpoint,
+        live: Arc::clone(&live_web),
         lifecycle: opts.enable_lifecycle.then(|| driver.handle()),
         status,
         events: Arc::clone(&scan_share.events),
         host: Arc::clone(&scan_share.host),
         probe: ProbeEndpoint::new(driver.handle(), probe_config),
-        auth: web.auth,
         prefix: web.prefix,
         external_origin: web.external_origin,
     });
-    let limits = WebLimits {
-        max_connections: cfg.web.max_connections,
-        header_timeout: cfg.web.header_timeout,
-        max_stream_clients: cfg.web.max_stream_clients,
-    };
-    let scheme = if web.tls.is_some() { "https" } else { "http" };
-    http::spawn(listener, state, limits, web.tls)
-        .map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
+    let scheme = if tls_on { "https" } else { "http" };
+    http::spawn(listener, state).map_err(|e| start_error(format!("cannot start the HTTP thread: {e}")))?;
     log::info!("listening on {scheme}://{bound} (metrics at {})", opts.telemetry_path);
     let sessions: u32 = cfg.targets.iter().map(|t| t.connections).sum();
     log::info!("monitoring {} target(s) with {sessions} session(s)", cfg.targets.len());
@@ -154,7 +156,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
             log::info!("target={} via proxy {proxy}", t.name);
         }
     }
-    let driver = with_host_scan(driver, &cfg, &metrics, scan_share);
+    let driver = with_host_scan(driver, &cfg, kernel_config, &metrics, scan_share);
     let mut driver = with_fd_budget(driver, sessions, cfg.web.max_connections);
     signals::install(driver.handle(), true);
     let grace = cfg
@@ -201,12 +203,35 @@ fn keep_shard(cfg: &mut Config, shard: Option<Shard>) {
 struct Reloaded {
     target_files: filewatch::Patterns,
     probe: Arc<RwLock<ProbeConfig>>,
+    web_config: Option<PathBuf>,
+    web: Arc<LiveWeb>,
+    kernel: Arc<RwLock<KernelConfig>>,
+    /// `[web] listen_address` at start: a change needs a restart.
+    listen_address: String,
+}
+
+fn web_limits(cfg: &Config) -> WebLimits {
+    WebLimits {
+        max_connections: cfg.web.max_connections,
+        header_timeout: cfg.web.header_timeout,
+        max_stream_clients: cfg.web.max_stream_clients,
+    }
 }
 
 fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Shard>) -> Reloader {
+    let listen_address_at_start = shared.listen_address.clone();
     Box::new(move || {
         let mut cfg = config::load(&sources)?;
         keep_shard(&mut cfg, shard);
+        // Read before anything applies: a broken file fails the whole reload.
+        let security = web_security(shared.web_config.as_deref())?;
+        if cfg.web.listen_address != listen_address_at_start {
+            log::warn!("[web] listen_address changed: it takes a restart");
+        }
+        shared.web.apply(web_limits(&cfg), cfg.web.echo_endpoint, security);
+        if let Ok(mut k) = shared.kernel.write() {
+            *k = cfg.kernel.clone();
+        }
         if let Ok(mut w) = shared.target_files.lock() {
             *w = cfg.target_files.clone();
         }
@@ -220,23 +245,21 @@ fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Sha
     })
 }
 
+/// Starts the host scan, which follows `kernel` as reloads change it. Off
+/// at start, it stays off until a restart (its bookkeeping of the agent's
+/// own sockets costs the session loop).
 fn with_host_scan<O: crate::driver::Observer>(
     driver: Driver<O>,
     cfg: &Config,
+    kernel: Arc<RwLock<KernelConfig>>,
     metrics: &Arc<Metrics>,
     share: hostscan::ScanShare,
 ) -> Driver<O> {
-    let Some(interval) = cfg.kernel.scan_interval else {
+    if cfg.kernel.scan_interval.is_none() {
         return driver;
-    };
+    }
     let registry = Arc::new(OwnedRegistry::default());
-    match hostscan::spawn(
-        &cfg.kernel,
-        interval,
-        Arc::clone(metrics),
-        Some(Arc::clone(&registry)),
-        Some(share),
-    ) {
+    match hostscan::spawn(kernel, Arc::clone(metrics), Some(Arc::clone(&registry)), Some(share)) {
         Ok(_) => driver.with_owned_registry(registry),
         Err(e) => {
             log::warn!("host TCP table scan disabled: cannot start its thread: {e}");
@@ -267,25 +290,44 @@ fn with_fd_budget<O: crate::driver::Observer>(driver: Driver<O>, sessions: u32, 
     }
 }
 
-/// What `--web.config.file`, `--web.external-url` and `--web.route-prefix`
-/// ask of the HTTP endpoint.
+/// What `--web.external-url` and `--web.route-prefix` ask of the HTTP
+/// endpoint.
 struct WebSettings {
-    tls: Option<Arc<rustls::ServerConfig>>,
-    auth: Option<BasicAuth>,
     prefix: String,
     external_origin: Option<String>,
 }
 
-fn web_settings(opts: &AgentOptions) -> Result<WebSettings, AgentError> {
-    let security = match &opts.web_config {
-        Some(path) => config::web_file::load(path)?,
-        None => Default::default(),
+/// The web configuration file, read and built (TLS configuration, users);
+/// the default, plain and open, without one.
+fn web_security(path: Option<&std::path::Path>) -> Result<WebSecurity, ConfigError> {
+    let Some(path) = path else {
+        return Ok(WebSecurity::default());
     };
+    let security = config::web_file::load(path)?;
     let tls = match &security.tls {
-        Some(t) => Some(http::tls::server_config(t).map_err(|e| start_error(format!("--web.config.file: {e}")))?),
+        Some(t) => Some(http::tls::server_config(t).map_err(|e| ConfigError {
+            source_name: path.display().to_string(),
+            problems: vec![config::Problem {
+                field: "tls_server_config".into(),
+                message: e.to_string(),
+            }],
+        })?),
         None => None,
     };
-    let auth = (!security.users.is_empty()).then(|| BasicAuth::new(security.users.clone()));
+    let auth = (!security.users.is_empty()).then(|| Arc::new(BasicAuth::new(security.users.clone())));
+    Ok(WebSecurity { tls, auth })
+}
+
+fn log_web_security(s: &WebSecurity) {
+    if s.tls.is_some() {
+        log::info!("web: TLS on");
+    }
+    if s.auth.is_some() {
+        log::info!("web: basic auth on (/healthz and /ws stay open)");
+    }
+}
+
+fn web_settings(opts: &AgentOptions) -> Result<WebSettings, AgentError> {
     let external = match &opts.external_url {
         Some(u) => Some(url::Url::parse(u).map_err(|e| start_error(format!("--web.external-url {u:?}: {e}")))?),
         None => None,
@@ -298,25 +340,7 @@ fn web_settings(opts: &AgentOptions) -> Result<WebSettings, AgentError> {
     let prefix = format!("/{}", prefix.trim_matches('/'));
     let prefix = if prefix == "/" { String::new() } else { prefix };
     let external_origin = external.map(|u| u.origin().ascii_serialization());
-    if tls.is_some() {
-        log::info!(
-            "web: TLS on ({} client certificates)",
-            match security.tls.as_ref().map(|t| t.client_auth) {
-                Some(config::web_file::ClientAuth::RequireAndVerifyClientCert) => "requiring",
-                Some(config::web_file::ClientAuth::VerifyClientCertIfGiven) => "verifying given",
-                _ => "no",
-            }
-        );
-    }
-    if auth.is_some() {
-        log::info!(
-            "web: basic auth on for {} user(s) (/healthz and /ws stay open)",
-            security.users.len()
-        );
-    }
     Ok(WebSettings {
-        tls,
-        auth,
         prefix,
         external_origin,
     })

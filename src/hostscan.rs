@@ -2,7 +2,7 @@
 //! reading a table of 100k sockets never delays a ping on the session loop.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -159,25 +159,41 @@ fn export_owned(
 }
 
 /// Scans every `interval` until the process ends.
+/// Scans every `scan_interval` of `kernel` until the process ends; a
+/// reload that changes `kernel` applies at the next scan (`off` pauses).
 pub fn spawn(
-    k: &KernelConfig,
-    interval: Duration,
+    kernel: Arc<RwLock<KernelConfig>>,
     metrics: Arc<Metrics>,
     owned_src: Option<Arc<OwnedRegistry>>,
     share: Option<ScanShare>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    let cfg = k.host_config();
-    let ns = k.namespace();
-    let method = k.method;
-    // Our own sockets live in our namespace; another one's table has none.
-    let owned_src = owned_src.filter(|_| ns == Namespace::Own);
+    let read_config = move || kernel.read().map(|k| k.clone()).ok();
+    let Some(mut k) = read_config() else {
+        return Err(std::io::Error::other("kernel configuration unavailable"));
+    };
     thread::Builder::new().name("sockpulse-kernel".into()).spawn(move || {
+        let mut cfg = k.host_config();
+        let mut ns = k.namespace();
         let mut tracker = CloseWaitTracker::default();
         let mut findings = KernelFindings::default();
         let mut failing = false;
-        let mut reader = Reader::new(method, ns, cfg.watch_ports.clone());
+        let mut reader = Reader::new(k.method, ns, cfg.watch_ports.clone());
         loop {
-            let before = owned_src.as_ref().map(|r| r.snapshot());
+            if let Some(now) = read_config().filter(|now| *now != k) {
+                log::info!("kernel scan settings reloaded");
+                k = now;
+                cfg = k.host_config();
+                ns = k.namespace();
+                reader = Reader::new(k.method, ns, cfg.watch_ports.clone());
+                tracker = CloseWaitTracker::default();
+            }
+            let Some(interval) = k.scan_interval else {
+                thread::sleep(Duration::from_secs(1));
+                continue;
+            };
+            // Our own sockets live in our namespace; another one's table has none.
+            let owned = owned_src.as_ref().filter(|_| ns == Namespace::Own);
+            let before = owned.map(|r| r.snapshot());
             let started = Instant::now();
             let result = reader.read(before.as_ref()).map(|table| {
                 let summary = host::summarize(
@@ -196,7 +212,7 @@ pub fn spawn(
                         failing = false;
                     }
                     export(&metrics, &summary, started.elapsed(), table.method);
-                    if let (Some(src), Some(before)) = (&owned_src, &before) {
+                    if let (Some(src), Some(before)) = (owned, &before) {
                         export_owned(&metrics, src, before, &table.entries, table.own_listed, share.as_ref());
                     }
                     if let Some(share) = &share {

@@ -40,7 +40,7 @@ impl Default for WebConfig {
 }
 
 /// The `[kernel]` section: the host-wide TCP table scan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KernelConfig {
     /// `None` turns the host scan off.
     pub scan_interval: Option<Duration>,

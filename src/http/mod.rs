@@ -20,7 +20,8 @@ pub mod tls;
 pub use auth::BasicAuth;
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,10 +59,64 @@ const DROP_REASONS: &[&str] = &[
     "stream_too_slow",
 ];
 
+/// What a reload may change on the HTTP side: `[web]`'s limits and echo,
+/// and the web configuration file's TLS and users. Connections opened
+/// after the change get it.
+pub struct LiveWeb {
+    pub limits: RwLock<WebLimits>,
+    pub echo_endpoint: AtomicBool,
+    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    pub auth: RwLock<Option<Arc<BasicAuth>>>,
+}
+
+impl LiveWeb {
+    pub fn new(limits: WebLimits, echo_endpoint: bool, security: WebSecurity) -> LiveWeb {
+        LiveWeb {
+            limits: RwLock::new(limits),
+            echo_endpoint: AtomicBool::new(echo_endpoint),
+            tls: RwLock::new(security.tls),
+            auth: RwLock::new(security.auth),
+        }
+    }
+
+    /// Applies a reloaded configuration.
+    pub fn apply(&self, limits: WebLimits, echo_endpoint: bool, security: WebSecurity) {
+        if let Ok(mut l) = self.limits.write() {
+            *l = limits;
+        }
+        self.echo_endpoint.store(echo_endpoint, Ordering::Relaxed);
+        let tls_was = self.tls.read().map(|t| t.is_some()).unwrap_or(false);
+        if tls_was != security.tls.is_some() {
+            log::warn!(
+                "web: TLS is now {} for new connections",
+                if security.tls.is_some() { "on" } else { "off" }
+            );
+        }
+        if let Ok(mut t) = self.tls.write() {
+            *t = security.tls;
+        }
+        if let Ok(mut a) = self.auth.write() {
+            *a = security.auth;
+        }
+    }
+
+    fn auth(&self) -> Option<Arc<BasicAuth>> {
+        self.auth.read().ok().and_then(|a| a.clone())
+    }
+}
+
+/// The web configuration file's settings, built.
+#[derive(Default)]
+pub struct WebSecurity {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub auth: Option<Arc<BasicAuth>>,
+}
+
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub telemetry_path: String,
-    pub echo_endpoint: bool,
+    /// Settings a reload changes.
+    pub live: Arc<LiveWeb>,
     /// The event loop, when POST /-/reload is enabled.
     pub lifecycle: Option<LoopHandle>,
     /// The agent's live per-target state, served at /api/v1/status.
@@ -72,8 +127,6 @@ pub struct HttpState {
     pub host: Arc<Mutex<Option<HostSummary>>>,
     /// `/probe`.
     pub probe: ProbeEndpoint,
-    /// Basic auth, when the web configuration has users.
-    pub auth: Option<BasicAuth>,
     /// Every path is under it (`/sockpulse`), or "" for none.
     pub prefix: String,
     /// `--web.external-url`'s origin: browsers there may open the stream.
@@ -89,15 +142,9 @@ pub struct WebLimits {
     pub max_stream_clients: usize,
 }
 
-pub fn spawn(
-    listener: std::net::TcpListener,
-    state: Arc<HttpState>,
-    limits: WebLimits,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> io::Result<thread::JoinHandle<()>> {
+pub fn spawn(listener: std::net::TcpListener, state: Arc<HttpState>) -> io::Result<thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
-    let mut server = Server::new(TcpListener::from_std(listener), state, limits)?;
-    server.tls = tls;
+    let mut server = Server::new(TcpListener::from_std(listener), state)?;
     thread::Builder::new()
         .name("sockpulse-http".into())
         .spawn(move || server.run())
@@ -139,7 +186,6 @@ struct Server {
     hub: stream::Hub,
     /// Connections that are stream clients.
     streams: usize,
-    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 enum Next {
@@ -150,7 +196,12 @@ enum Next {
 }
 
 impl Server {
-    fn new(mut listener: TcpListener, state: Arc<HttpState>, limits: WebLimits) -> io::Result<Server> {
+    fn new(mut listener: TcpListener, state: Arc<HttpState>) -> io::Result<Server> {
+        let limits = state.live.limits.read().map(|l| *l).unwrap_or(WebLimits {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            max_stream_clients: 0,
+        });
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -171,7 +222,6 @@ impl Server {
             accept_paused_until: None,
             hub: stream::Hub::new(Instant::now()),
             streams: 0,
-            tls: None,
         })
     }
 
@@ -194,6 +244,9 @@ impl Server {
                 continue;
             }
             let now = Instant::now();
+            if let Ok(limits) = self.state.live.limits.read() {
+                self.limits = *limits;
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -243,7 +296,8 @@ impl Server {
                 }
                 None => {
                     // Through TLS a plain answer would be noise: just close.
-                    if self.tls.is_none() {
+                    let tls = self.state.live.tls.read().map(|t| t.is_some()).unwrap_or(false);
+                    if !tls {
                         let _ = stream.write(
                             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                         );
@@ -266,8 +320,9 @@ impl Server {
             self.free.push(i);
             return;
         }
-        let transport = match &self.tls {
-            Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+        let tls = self.state.live.tls.read().ok().and_then(|t| t.clone());
+        let transport = match tls {
+            Some(config) => match rustls::ServerConnection::new(config) {
                 Ok(tls) => Transport::Tls(Box::new(rustls::StreamOwned::new(tls, stream))),
                 Err(e) => {
                     log::warn!("cannot start TLS on an http connection: {e}");

@@ -71,7 +71,7 @@ pub(super) fn route(state: &HttpState, req: &Request, now: std::time::Instant) -
         return answer("404 Not Found", "text/plain", "not found\n");
     };
     // Liveness probes and the echo stay open: they show nothing.
-    if let (Some(auth), false) = (&state.auth, matches!(path, "/healthz" | "/ws")) {
+    if let (Some(auth), false) = (state.live.auth(), matches!(path, "/healthz" | "/ws")) {
         match auth.check(req.authorization.as_deref(), now) {
             Verdict::Allowed => {}
             Verdict::Denied => {
@@ -148,10 +148,12 @@ pub(super) fn route(state: &HttpState, req: &Request, now: std::time::Instant) -
         "/api/v1/probes" => json(&state.probe.recent()),
         "/api/v1/events" => events(state, req.query()),
         "/api/v1/host" => json(&state.host.lock().map(|h| h.clone()).unwrap_or(None)),
-        "/ws" if state.echo_endpoint => match (req.upgrade_ws, &req.ws_key) {
-            (true, Some(key)) => Reply::Upgrade(switching(key, None)),
-            _ => answer("426 Upgrade Required", "text/plain", "WebSocket endpoint\n"),
-        },
+        "/ws" if state.live.echo_endpoint.load(std::sync::atomic::Ordering::Relaxed) => {
+            match (req.upgrade_ws, &req.ws_key) {
+                (true, Some(key)) => Reply::Upgrade(switching(key, None)),
+                _ => answer("426 Upgrade Required", "text/plain", "WebSocket endpoint\n"),
+            }
+        }
         "/api/v1/stream" if !origin_ok => answer("403 Forbidden", "text/plain", "cross-origin WebSocket refused\n"),
         "/api/v1/stream" => stream(req),
         _ => answer("404 Not Found", "text/plain", "not found\n"),

@@ -296,3 +296,76 @@ fn the_page_and_the_stream_work_on_a_sub_path_behind_nginx() {
     };
     assert!(evil.wait_line("REFUSED 403", T).is_some(), "{}", evil.output_text());
 }
+
+/// GET `path` with basic auth: status and body.
+fn get_as(addr: &str, path: &str, user: &str, password: &str) -> (u16, String) {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Basic {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn web_and_kernel_settings_and_the_web_configuration_follow_a_reload() {
+    let (Some(hash), Some((_py, port))) = (htpasswd("prometheus", "s3cret"), python_ws(0, &[])) else {
+        return;
+    };
+    let dir = tempfile_dir::TempDir::new("web-reload");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "").unwrap();
+    let config = |streams: u32, watch: &str| {
+        format!(
+            "[web]\nmax_stream_clients = {streams}\n[kernel]\nscan_interval = \"500ms\"\nwatch_ports = [{watch}]\n{}",
+            one_target("py", &format!("ws://127.0.0.1:{port}/"), "")
+        )
+    };
+    let agent = Agent::start_with(&config(1, ""), &["--web.config.file", web.to_str().unwrap()]);
+    let stream = format!("ws://{}/api/v1/stream", agent.addr);
+    let first = stream_client_at(&stream, &[]).unwrap();
+    assert!(first.wait_line("OPEN", T).is_some());
+    let second = stream_client_at(&stream, &[]).unwrap();
+    assert!(second.wait_line("REFUSED 503", T).is_some(), "{}", second.output_text());
+    assert!(!agent.scrape().contains(&format!("port=\"{port}\"")));
+
+    // More stream clients, users, a watched port: all by a reload.
+    std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+    agent.reload_with(&config(2, &port.to_string()));
+    assert!(
+        wait_until(T, || agent.get("/metrics").0 == 401),
+        "basic auth after the reload"
+    );
+    assert_eq!(get_as(&agent.addr, "/metrics", "prometheus", "s3cret").0, 200);
+    let listening = format!("sockpulse_tcp_sockets{{port=\"{port}\",state=\"listen\"}} 1");
+    assert!(
+        wait_until(T, || get_as(&agent.addr, "/metrics", "prometheus", "s3cret")
+            .1
+            .contains(&listening)),
+        "the newly watched port is broken out"
+    );
+    // A second stream client now, with the credentials now needed.
+    let third = stream_client_at(&format!("ws://prometheus:s3cret@{}/api/v1/stream", agent.addr), &[]).unwrap();
+    assert!(third.wait_line("OPEN", T).is_some(), "{}", third.output_text());
+    // A broken web configuration fails the reload and keeps what runs.
+    std::fs::write(&web, "basic_auth_users:\n  prometheus: plaintext\n").unwrap();
+    agent.proc.signal("HUP");
+    agent.wait_until_log("configuration reload failed", T);
+    assert_eq!(agent.get("/metrics").0, 401);
+    assert_eq!(get_as(&agent.addr, "/metrics", "prometheus", "s3cret").0, 200);
+}
