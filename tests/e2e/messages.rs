@@ -24,10 +24,12 @@ fn send_snapshot(server: &Proc) -> u64 {
     body.trim().parse().expect("a client count")
 }
 
-/// Pings still run, with a pong deadline a server busy encrypting 250
-/// snapshots on a loaded CI machine can meet: the test is about memory.
+/// Pings every 2 s, so every session has pinged on its phase before the
+/// baseline is taken (3 s after all are open), with a pong deadline a
+/// server busy encrypting 250 snapshots on a loaded CI machine can meet:
+/// the test is about memory.
 fn quiet_defaults() -> &'static str {
-    "[defaults]\nping_interval = \"10s\"\npong_timeout = \"5s\"\n[kernel]\nscan_interval = \"off\"\n"
+    "[defaults]\nping_interval = \"2s\"\npong_timeout = \"1900ms\"\n[kernel]\nscan_interval = \"off\"\n"
 }
 
 /// Waits until each of `targets` received `count` messages; checks their

@@ -69,6 +69,8 @@ fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
     let failure = line("FAILURE ");
     assert!(failure.contains("pong_timeout"), "{failure}");
     line("UP-AGAIN");
+    let themes = line("THEMES ");
+    assert_eq!(themes, "THEMES rgb(251, 251, 252) rgb(17, 20, 24)", "light, then dark");
 
     line("RESTART");
     agent.proc.signal("TERM");
@@ -90,7 +92,7 @@ fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
     assert!(bytes < 100 * 1024, "page, script and style: {bytes} bytes");
     let errors = line("ERRORS ");
     assert_eq!(errors, "ERRORS 0", "{}", browser.output_text());
-    for shot in ["desktop.png", "phone.png"] {
+    for shot in ["desktop.png", "phone.png", "dark.png"] {
         let size = std::fs::metadata(shots_dir().join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{shot}: {size} bytes");
     }

@@ -186,10 +186,15 @@ fn hundreds_of_idle_clients_cost_the_probes_nothing_and_the_limit_holds() {
     std::thread::sleep(Duration::from_secs(1));
     let window = Duration::from_secs(8);
     let baseline = crate::web::p99_over(&agent, "py", window);
+    let rss_before = proc_status_kib(agent.proc.pid(), "RssAnon:");
     let Some(idle) = stream_client(&agent, &["idle", "500"]) else {
         return;
     };
     assert!(idle.wait_line("OPEN 500", T).is_some(), "{}", idle.output_text());
+    std::thread::sleep(Duration::from_secs(1));
+    let per_client = (proc_status_kib(agent.proc.pid(), "RssAnon:") as f64 - rss_before as f64) / 500.0;
+    eprintln!("500 idle stream clients: {per_client:.1} KiB each (RssAnon)");
+    assert!(per_client < 32.0, "{per_client:.1} KiB per idle stream client");
     assert_eq!(agent.metric("sockpulse_stream_clients", &[]), Some(500.0));
     let Some(one_more) = stream_client(&agent, &[]) else {
         return;

@@ -103,6 +103,13 @@ if (tlsMode) {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: path.join(shots, "phone.png"), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 900 });
+  // The system's dark setting turns the page dark.
+  const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const light = await background();
+  await page.emulateMedia({ colorScheme: "dark" });
+  say(`THEMES ${light} ${await background()}`);
+  await page.screenshot({ path: path.join(shots, "dark.png"), fullPage: true });
+  await page.emulateMedia({ colorScheme: "light" });
 
   // Console errors count until here: losing the agent on purpose makes the
   // browser log its failed reconnects.
