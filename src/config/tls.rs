@@ -113,6 +113,18 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> 
         .ok_or_else(|| pem_error(path, "no private key found"))
 }
 
+/// The certificates of a CA file, as trust anchors.
+pub(crate) fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        store.add(cert).map_err(|e| TlsError::Certificate {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(store)
+}
+
 /// A client config and the name to verify for one target holding
 /// `sessions` sessions (they share its resumption tickets).
 pub fn build(
@@ -137,16 +149,7 @@ pub fn build(
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
     } else {
         let roots = match &opts.ca_file {
-            Some(path) => {
-                let mut store = RootCertStore::empty();
-                for cert in read_certs(path)? {
-                    store.add(cert).map_err(|e| TlsError::Certificate {
-                        what: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                }
-                Arc::new(store)
-            }
+            Some(path) => Arc::new(roots_from(path)?),
             None => system_roots(),
         };
         builder.with_root_certificates(roots)

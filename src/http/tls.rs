@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::TcpStream;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use crate::config::tls::{provider, read_certs, read_key, TlsError};
+use crate::config::tls::{provider, read_certs, read_key, roots_from, TlsError};
 use crate::config::web_file::{ClientAuth, TlsServer};
 
 /// How often the certificate files' modification times are looked at.
@@ -90,14 +90,7 @@ pub fn server_config(tls: &TlsServer) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(TlsError::Rustls)?;
     let builder = match (&tls.client_ca_file, tls.client_auth) {
         (Some(ca), auth) if auth != ClientAuth::NoClientCert => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs(ca)? {
-                roots.add(cert).map_err(|e| TlsError::Certificate {
-                    what: ca.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots_from(ca)?), provider);
             let verifier = if auth == ClientAuth::VerifyClientCertIfGiven {
                 verifier.allow_unauthenticated()
             } else {

@@ -16,15 +16,32 @@ fn shots_dir() -> std::path::PathBuf {
     repo().join("target/screenshots")
 }
 
-#[test]
-fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
+/// tests/peers/page_check.js with `args`, when Chromium, Node and
+/// playwright-core are there.
+fn page_check(what: &str, args: &[&str]) -> Option<Proc> {
     let modules = peers_dir().join("node/node_modules");
     let ready = which("chromium").is_some()
         && which("node").is_some()
         && modules.join("playwright-core/package.json").is_file();
     if !require("chromium and playwright-core", ready) {
-        return;
+        return None;
     }
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", &modules)
+        .arg(repo().join("tests/peers/page_check.js"))
+        .args(args);
+    Some(Proc::spawn(what, &mut cmd))
+}
+
+/// The first line of `browser` with `needle`; panics with its output if none comes.
+fn line(browser: &Proc, needle: &str) -> String {
+    browser
+        .wait_line(needle, T)
+        .unwrap_or_else(|| panic!("no {needle} line:\n{}", browser.output_text()))
+}
+
+#[test]
+fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
     let Some((py, port)) = python_ws(0, &[]) else {
         return;
     };
@@ -40,19 +57,16 @@ fn the_live_page_follows_servers_and_the_agent_in_a_real_browser() {
     let work = tempfile_dir::TempDir::new("page");
     let flag = work.path().join("restarted");
     std::fs::create_dir_all(shots_dir()).unwrap();
-    let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", &modules)
-        .arg(repo().join("tests/peers/page_check.js"))
-        .arg(format!("http://{listen}/"))
-        .arg(py.pid().to_string())
-        .arg(shots_dir())
-        .arg(&flag);
-    let browser = Proc::spawn("page check", &mut cmd);
-    let line = |needle: &str| {
-        browser
-            .wait_line(needle, T)
-            .unwrap_or_else(|| panic!("no {needle} line:\n{}", browser.output_text()))
+    let args = [
+        format!("http://{listen}/"),
+        py.pid().to_string(),
+        shots_dir().display().to_string(),
+        flag.display().to_string(),
+    ];
+    let Some(browser) = page_check("page check", &args.each_ref().map(String::as_str)) else {
+        return;
     };
+    let line = |needle: &str| line(&browser, needle);
 
     line("UP");
     let spark: usize = line("SPARK ").trim_start_matches("SPARK ").trim().parse().unwrap();
@@ -118,13 +132,6 @@ fn spki_hash(cert: &std::path::Path) -> String {
 
 #[test]
 fn the_page_goes_live_over_tls_with_basic_auth_in_a_real_browser() {
-    let modules = peers_dir().join("node/node_modules");
-    let ready = which("chromium").is_some()
-        && which("node").is_some()
-        && modules.join("playwright-core/package.json").is_file();
-    if !require("chromium and playwright-core", ready) {
-        return;
-    }
     let (Some(certs), Some(hash), Some((_py, port))) =
         (certs(), crate::websec::htpasswd("viewer", "l00k"), python_ws(0, &[]))
     else {
@@ -143,22 +150,11 @@ fn the_page_goes_live_over_tls_with_basic_auth_in_a_real_browser() {
         &["--web.config.file", web.to_str().unwrap()],
     );
     let page_url = format!("https://localhost:{}/", agent.addr.rsplit(':').next().unwrap());
-    let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", &modules)
-        .arg(repo().join("tests/peers/page_check.js"))
-        .args([
-            "--tls",
-            &page_url,
-            &spki_hash(&certs.path().join("good.pem")),
-            "viewer",
-            "l00k",
-        ]);
-    let browser = Proc::spawn("page check (tls)", &mut cmd);
-    let line = |needle: &str| {
-        browser
-            .wait_line(needle, T)
-            .unwrap_or_else(|| panic!("no {needle} line:\n{}", browser.output_text()))
+    let spki = spki_hash(&certs.path().join("good.pem"));
+    let Some(browser) = page_check("page check (tls)", &["--tls", &page_url, &spki, "viewer", "l00k"]) else {
+        return;
     };
+    let line = |needle: &str| line(&browser, needle);
     assert_eq!(line("TLS-LIVE "), "TLS-LIVE https:", "the stream went live over wss");
     let refused = line("NO-CREDENTIALS ");
     assert!(

@@ -33,19 +33,28 @@ async function step(name, promise) {
   }
 }
 
-async function tlsCheck() {
-  const [, , , pageUrl, spki, username, password] = process.argv;
-  const browser = await chromium.launch({
+// Debian's Chromium, quiet and sandbox-free (the tests run as root).
+function launch(extraArgs) {
+  return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--ignore-certificate-errors-spki-list=${spki}`],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync", ...extraArgs],
   });
-  const errors = [];
-  const context = await browser.newContext({ httpCredentials: { username, password } });
+}
+
+// A page of `context` whose console errors and uncaught exceptions go to `errors`.
+async function watchedPage(context, errors) {
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   page.on("pageerror", (e) => errors.push(String(e)));
+  return page;
+}
+
+async function tlsCheck() {
+  const [, , , pageUrl, spki, username, password] = process.argv;
+  const browser = await launch([`--ignore-certificate-errors-spki-list=${spki}`]);
+  const errors = [];
+  const page = await watchedPage(await browser.newContext({ httpCredentials: { username, password } }), errors);
   await step("tls load", page.goto(pageUrl, { waitUntil: "load" }));
   await step("tls live", page.waitForSelector("#conn.live", { timeout: 15000 }));
   await step("tls row", page.waitForSelector(`${row}.up`, { timeout: 15000 }));
@@ -63,16 +72,9 @@ async function tlsCheck() {
 if (tlsMode) {
   tlsCheck().catch((e) => { say(`FAIL ${e}`); process.exit(1); });
 } else (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch([]);
   const errors = [];
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
+  const page = await watchedPage(await browser.newContext({ viewport: { width: 1280, height: 900 } }), errors);
   await step("load", page.goto(url, { waitUntil: "load" }));
   await step("live", page.waitForSelector("#conn.live", { timeout: 10000 }));
   await step("up", page.waitForSelector(`${row}.up`, { timeout: 10000 }));
