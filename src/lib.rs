@@ -17,8 +17,9 @@
 //!  observer: metrics, logs, live status (run) or per-target reports (status)
 //!
 //!  hostscan thread: kernel TCP table (netlink or /proc), summarised ──► metrics
-//!  http thread (its own mio loop): /metrics, /, /healthz, /probe, /api/v1/*,
-//!    /ws echo, /-/reload; /probe checks run on the driver's loop
+//!  http thread (its own mio loop, plain or TLS): /metrics, the live page,
+//!    /api/v1/stream, /healthz, /probe, /api/v1/*, /ws echo, /-/reload;
+//!    /probe checks run on the driver's loop; events (ring) ◄── observer, hostscan
 //! ```
 //! The I/O boundary is the driver: `session` and `kernel`'s parsers never
 //! touch a socket or read the clock (time is passed in), so they are tested
