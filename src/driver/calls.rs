@@ -32,22 +32,28 @@ fn kernel_evidence(socket: Option<&mio::net::TcpStream>) -> Option<KernelEvidenc
 
 impl<O: Observer> Driver<O> {
     pub(super) fn after_session_call(&mut self, i: usize, now: Instant) {
-        // A /probe check's next step due now (its first ping on open) is
-        // taken now: through the timer wheel it would wait for the next
-        // grid tick, up to 25 ms, and that wait would count in the check's
-        // duration. A few steps at most, so a session can never spin here.
+        self.settle_session_call(i, now);
+        if self.slots[i].probe {
+            self.take_due_probe_steps(i, now);
+        }
+    }
+
+    /// A /probe check's next step due now (its first ping on open) is
+    /// taken now: through the timer wheel it would wait for the next grid
+    /// tick, up to 25 ms, and that wait would count in the check's
+    /// duration. A few steps at most, so a session can never spin here.
+    #[inline(never)]
+    fn take_due_probe_steps(&mut self, i: usize, now: Instant) {
         for _ in 0..4 {
-            self.settle_session_call(i, now);
-            let slot = &self.slots[i];
-            let due_now = slot.probe
-                && !matches!(slot.session.phase(), Phase::Idle | Phase::Backoff | Phase::Stopped)
-                && slot.session.poll_timeout().is_some_and(|t| t <= now);
+            let session = &self.slots[i].session;
+            let due_now = !matches!(session.phase(), Phase::Idle | Phase::Backoff | Phase::Stopped)
+                && session.poll_timeout().is_some_and(|t| t <= now);
             if !due_now {
                 return;
             }
             self.slots[i].session.handle_timeout(Instant::now(), &mut self.out);
+            self.settle_session_call(i, now);
         }
-        self.settle_session_call(i, now);
     }
 
     /// Hands what a session call produced to the observer and the sockets,

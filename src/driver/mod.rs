@@ -349,9 +349,10 @@ impl<O: Observer> Driver<O> {
         if !pause.is_zero() {
             // Parked rather than asleep: a LoopHandle wake (a /probe, a
             // signal) ends the pause.
-            let parked = Instant::now();
+            // Woken early, the poll below just times out early: one more
+            // turn, rather than a clock read at every pause.
             std::thread::park_timeout(pause);
-            wait = wait.saturating_sub(parked.elapsed());
+            wait = wait.saturating_sub(pause);
         }
         self.poll.poll(events, Some(wait))
     }

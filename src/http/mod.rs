@@ -235,8 +235,9 @@ impl Server {
                 .into_iter()
                 .flatten()
                 .min();
-            let timeout = wake_at.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout.min(Duration::from_secs(1)))) {
+            // Nothing due: sleep until a connection or the waker.
+            let timeout = wake_at.map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("http poll failed: {e}");
                     thread::sleep(ACCEPT_PAUSE);

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntGauge};
 
 use super::digest::{Digest, Say};
 use super::endpoints::EndpointSet;
@@ -32,6 +32,8 @@ struct TargetState {
     pong_timeouts: [Option<IntCounter>; ProbeKind::ALL.len()],
     message_size: Histogram,
     session_duration: Histogram,
+    /// `sockpulse_sessions` by state, read once a second for the live row.
+    sessions_by_state: Vec<(&'static str, IntGauge)>,
     /// Whether its sessions keep ending at one age.
     lifetime: LifetimeWatch,
     /// The path's idle timeout, once idle discovery found it.
@@ -62,6 +64,15 @@ impl TargetState {
             pong_timeouts: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.pong_timeouts.with_label_values(&l))),
             message_size: metrics.message_size.with_label_values(&[spec.name.as_str()]),
             session_duration: metrics.session_duration.with_label_values(&[spec.name.as_str()]),
+            sessions_by_state: Phase::EXPORTED
+                .iter()
+                .map(|p| {
+                    (
+                        p.as_str(),
+                        metrics.sessions.with_label_values(&[spec.name.as_str(), p.as_str()]),
+                    )
+                })
+                .collect(),
             lifetime: LifetimeWatch::default(),
             idle_timeout: None,
             digest: Digest::new(spec.connections),
@@ -641,19 +652,18 @@ impl Observer for MetricsObserver {
             }
             r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
-            r.rtt_recent_ms = r.recent_rtts_ms();
+            let mut recent = std::mem::take(&mut r.rtt_recent_ms);
+            r.recent_rtts_ms(&mut recent);
+            r.rtt_recent_ms = recent;
             r.last_pong_age_seconds = age(o.pong);
             let name = state.spec.name.as_str();
-            r.sessions = Phase::EXPORTED
-                .iter()
-                .map(|p| {
-                    (
-                        p.as_str().to_string(),
-                        self.metrics.sessions.with_label_values(&[name, p.as_str()]).get(),
-                    )
-                })
-                .filter(|(_, n)| *n > 0)
-                .collect();
+            r.sessions.clear();
+            for (state_name, gauge) in &state.sessions_by_state {
+                let n = gauge.get();
+                if n > 0 {
+                    r.sessions.insert((*state_name).to_string(), n);
+                }
+            }
             state.endpoints.tick(&self.metrics, name, LIVE_RTT_SAMPLES);
             for (level, line) in state.digest.tick(name, now) {
                 log::log!(level, "{line}");

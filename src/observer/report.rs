@@ -199,19 +199,27 @@ impl TargetReport {
             return;
         }
         let sum: Duration = self.rtts.iter().sum();
-        let mut sorted = self.rtts.clone();
-        sorted.sort_unstable();
-        let at = |q: f64| ms(sorted[((sorted.len() - 1) as f64 * q).round() as usize]);
-        self.rtt_min_ms = sorted.first().copied().map(ms);
-        self.rtt_max_ms = sorted.last().copied().map(ms);
+        self.rtt_min_ms = self.rtts.iter().min().copied().map(ms);
+        self.rtt_max_ms = self.rtts.iter().max().copied().map(ms);
+        self.rtt_avg_ms = Some(ms(sum / self.rtts.len() as u32));
+        // Quantiles by selection on a stack copy: no sort, no allocation
+        // (this runs for every target every second).
+        let mut scratch = [Duration::ZERO; 64];
+        let n = self.rtts.len().min(scratch.len());
+        let window = &mut scratch[..n];
+        window.copy_from_slice(&self.rtts[self.rtts.len() - n..]);
+        let mut at = |q: f64| {
+            let k = ((n - 1) as f64 * q).round() as usize;
+            ms(*window.select_nth_unstable(k).1)
+        };
         self.rtt_p50_ms = Some(at(0.5));
         self.rtt_p99_ms = Some(at(0.99));
-        self.rtt_avg_ms = Some(ms(sum / self.rtts.len() as u32));
     }
 
-    /// The RTTs held, oldest first, in milliseconds.
-    pub fn recent_rtts_ms(&self) -> Vec<f64> {
-        self.rtts.iter().copied().map(ms).collect()
+    /// Puts the RTTs held, oldest first, in milliseconds, into `out`.
+    pub fn recent_rtts_ms(&self, out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(self.rtts.iter().copied().map(ms));
     }
 
     /// Forgets the last failure (a live agent whose target is healthy again).
