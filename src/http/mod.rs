@@ -12,7 +12,7 @@
 mod auth;
 mod conn;
 mod page;
-mod request;
+pub mod request;
 mod routes;
 mod stream;
 pub mod tls;
