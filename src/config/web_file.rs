@@ -203,10 +203,13 @@ pub fn parse(text: &str, base: &Path, name: &str) -> Result<WebSecurity, ConfigE
 }
 
 fn bcrypt_hash_valid(hash: &str) -> Result<(), ()> {
-    let ok = hash.len() == 60
+    // By bytes: a file's text may put a multi-byte character anywhere.
+    let b = hash.as_bytes();
+    let ok = b.len() == 60
         && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
-        && hash[4..6].bytes().all(|b| b.is_ascii_digit())
-        && &hash[6..7] == "$";
+        && b[4..6].iter().all(u8::is_ascii_digit)
+        && b[6] == b'$'
+        && hash.is_ascii();
     if ok {
         Ok(())
     } else {
@@ -260,6 +263,10 @@ mod tests {
         assert!(p
             .iter()
             .any(|p| p.starts_with("basic_auth_users.a: is not a bcrypt hash")));
+        // Multi-byte characters where the cost digits go: an error, not a panic.
+        let odd = format!("basic_auth_users:\n  a: '$2y$€{}'\n", "a".repeat(53));
+        assert_eq!(odd.split('\'').nth(1).map(str::len), Some(60));
+        assert_eq!(problems(&odd).len(), 1, "{:?}", problems(&odd));
         let unknown = problems("tls_server_config:\n  cipher_suites: [x]\n");
         assert!(unknown[0].contains("unknown field `cipher_suites`"), "{unknown:?}");
         let mtls = problems(
