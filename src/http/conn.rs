@@ -11,10 +11,10 @@ use mio::net::TcpStream;
 
 use super::tls::Transport;
 use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
+use tungstenite::WebSocket;
 
 use super::request::MAX_REQUEST_HEAD;
-use super::stream::{would_block, StreamConn};
+use super::stream::{nonblocking, StreamConn};
 
 const ECHO_MAX_MESSAGE: usize = 64 * 1024;
 /// What an echo client that stops reading may leave queued before it is
@@ -267,33 +267,16 @@ impl EchoConn {
     /// connection is over.
     pub fn pump(&mut self, now: Instant) -> bool {
         loop {
-            match self.ws.read() {
-                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
-                    self.deadline = now + ECHO_IDLE;
-                    if let Err(e) = self.ws.write(msg) {
-                        if !would_block(&e) {
-                            log::debug!("echo write failed: {e}");
-                            return false;
-                        }
-                    }
-                }
-                Ok(_) => self.deadline = now + ECHO_IDLE,
-                Err(e) if would_block(&e) => break,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return false,
-                Err(e) => {
-                    log::debug!("echo connection ended: {e}");
-                    return false;
-                }
+            let msg = match nonblocking(self.ws.read(), "echo connection ended") {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(()) => return false,
+            };
+            self.deadline = now + ECHO_IDLE;
+            if (msg.is_text() || msg.is_binary()) && nonblocking(self.ws.write(msg), "echo write failed").is_err() {
+                return false;
             }
         }
-        match self.ws.flush() {
-            Ok(()) => true,
-            Err(e) if would_block(&e) => true,
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => false,
-            Err(e) => {
-                log::debug!("echo flush failed: {e}");
-                false
-            }
-        }
+        nonblocking(self.ws.flush(), "echo flush failed").is_ok()
     }
 }

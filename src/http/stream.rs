@@ -261,19 +261,15 @@ impl StreamConn {
             return false;
         }
         loop {
-            match self.ws.read() {
-                Ok(_) => self.last_heard = now,
-                Err(e) if would_block(&e) => break,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return false,
-                Err(e) => {
-                    log::debug!("stream client ended: {e}");
-                    return false;
-                }
+            match nonblocking(self.ws.read(), "stream client ended") {
+                Ok(Some(_)) => self.last_heard = now,
+                Ok(None) => break,
+                Err(()) => return false,
             }
         }
         if self.closing_by.is_none() && now >= self.next_ping {
             self.next_ping = now + PING_INTERVAL;
-            if self.send(Message::Ping(Default::default())).is_err() {
+            if !self.send(Message::Ping(Default::default())) {
                 return false;
             }
         }
@@ -285,14 +281,10 @@ impl StreamConn {
     fn drain(&mut self) -> bool {
         loop {
             if self.writing {
-                match self.ws.flush() {
-                    Ok(()) => self.writing = false,
-                    Err(e) if would_block(&e) => return true,
-                    Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return false,
-                    Err(e) => {
-                        log::debug!("stream write failed: {e}");
-                        return false;
-                    }
+                match nonblocking(self.ws.flush(), "stream write failed") {
+                    Ok(Some(())) => self.writing = false,
+                    Ok(None) => return true,
+                    Err(()) => return false,
                 }
             }
             if self.closing_by.is_some() {
@@ -302,25 +294,31 @@ impl StreamConn {
                 return true;
             };
             self.queued_bytes -= message.len();
-            if self.send(Message::text(&*message)).is_err() {
+            if !self.send(Message::text(&*message)) {
                 return false;
             }
         }
     }
 
-    fn send(&mut self, message: Message) -> io::Result<()> {
+    /// Hands `message` to the WebSocket (queued there if the socket is
+    /// full); false when the connection is over.
+    fn send(&mut self, message: Message) -> bool {
         self.writing = true;
-        match self.ws.write(message) {
-            Ok(()) => Ok(()),
-            Err(e) if would_block(&e) => Ok(()),
-            Err(e) => {
-                log::debug!("stream write failed: {e}");
-                Err(io::Error::other(e.to_string()))
-            }
-        }
+        nonblocking(self.ws.write(message), "stream write failed").is_ok()
     }
 }
 
-pub(super) fn would_block(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
+/// A tungstenite call on a non-blocking socket: `Ok(Some(_))` done,
+/// `Ok(None)` it would block, `Err(())` the connection is over (logged at
+/// debug with `what`, unless it closed cleanly).
+pub(super) fn nonblocking<T>(result: tungstenite::Result<T>, what: &str) -> Result<Option<T>, ()> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => Err(()),
+        Err(e) => {
+            log::debug!("{what}: {e}");
+            Err(())
+        }
+    }
 }
