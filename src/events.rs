@@ -135,11 +135,6 @@ impl EventLog {
         self.ring.push_back(event);
     }
 
-    /// The number of the newest event (0: none yet).
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
     /// Up to `limit` events after `since`, oldest first, of `target` when
     /// given; the newest ones when more match.
     pub fn since(&self, since: u64, target: Option<&str>, limit: usize) -> Vec<Event> {
@@ -187,7 +182,6 @@ mod tests {
     #[test]
     fn events_are_numbered_and_the_oldest_go_at_capacity() {
         let log = log_with(10, 4);
-        assert_eq!(log.last_seq(), 10);
         let all = log.since(0, None, 100);
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
         assert_eq!(all[0].unix_ms, 1007);

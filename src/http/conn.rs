@@ -151,6 +151,11 @@ impl HttpConn {
         self.answer_with(status, content_type, "", body, now, write_timeout);
     }
 
+    /// Queues `/probe`'s answer.
+    pub fn answer_probe(&mut self, a: &crate::probe::Answer, now: Instant, write_timeout: Duration) {
+        self.answer(a.status, a.content_type, a.body.as_bytes(), now, write_timeout);
+    }
+
     /// Queues an answer with more header lines (each ending in CRLF).
     pub fn answer_with(
         &mut self,

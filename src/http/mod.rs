@@ -29,7 +29,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::driver::LoopHandle;
-use crate::events::SharedEventLog;
+use crate::events::{Event, SharedEventLog};
 use crate::kernel::host::HostSummary;
 use crate::metrics::Metrics;
 use crate::observer::TargetReport;
@@ -131,6 +131,26 @@ pub struct HttpState {
     pub prefix: String,
     /// `--web.external-url`'s origin: browsers there may open the stream.
     pub external_origin: Option<String>,
+}
+
+impl HttpState {
+    /// The live rows, as the observer last published them.
+    fn rows(&self) -> Vec<TargetReport> {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The host scan's latest summary.
+    fn host_summary(&self) -> Option<HostSummary> {
+        self.host.lock().map(|h| h.clone()).unwrap_or(None)
+    }
+
+    /// Up to `limit` events after `since` (of `target` when given).
+    fn events_since(&self, since: u64, target: Option<&str>, limit: usize) -> Vec<Event> {
+        self.events
+            .lock()
+            .map(|log| log.since(since, target, limit))
+            .unwrap_or_default()
+    }
 }
 
 /// How many connections, and how long a request head may take.
@@ -499,8 +519,7 @@ impl Server {
     fn serve(&self, i: usize, id: u64, c: &mut HttpConn, req: &request::Request, now: Instant) {
         match routes::route(&self.state, req, now) {
             Reply::Answer(r) => c.answer_with(r.status, r.content_type, &r.headers, &r.body, now, WRITE_TIMEOUT),
-            Reply::Upgrade(head) => c.answer_raw(head.as_bytes(), Then::Echo, now, WRITE_TIMEOUT),
-            Reply::Stream(_) if self.streams >= self.limits.max_stream_clients => {
+            Reply::Upgrade { then: Then::Stream, .. } if self.streams >= self.limits.max_stream_clients => {
                 self.dropped("stream_limit");
                 c.keep_alive = false;
                 c.answer(
@@ -511,7 +530,7 @@ impl Server {
                     WRITE_TIMEOUT,
                 );
             }
-            Reply::Stream(head) => c.answer_raw(head.as_bytes(), Then::Stream, now, WRITE_TIMEOUT),
+            Reply::Upgrade { head, then } => c.answer_raw(head.as_bytes(), then, now, WRITE_TIMEOUT),
             Reply::Probe => {
                 let finished = Arc::clone(&self.finished);
                 let waker = Arc::clone(&self.waker);
@@ -522,7 +541,7 @@ impl Server {
                     let _ = waker.wake();
                 };
                 match probe::start(&self.state.probe, req.query(), req.scrape_timeout, done) {
-                    Started::Now(a) => c.answer(a.status, a.content_type, a.body.as_bytes(), now, WRITE_TIMEOUT),
+                    Started::Now(a) => c.answer_probe(&a, now, WRITE_TIMEOUT),
                     Started::Running { deadline, fallback } => {
                         c.phase = Phase::Probe;
                         c.deadline = deadline;
@@ -547,13 +566,7 @@ impl Server {
             {
                 if *id == f.id && matches!(c.phase, Phase::Probe) {
                     c.fallback = None;
-                    c.answer(
-                        f.answer.status,
-                        f.answer.content_type,
-                        f.answer.body.as_bytes(),
-                        now,
-                        WRITE_TIMEOUT,
-                    );
+                    c.answer_probe(&f.answer, now, WRITE_TIMEOUT);
                     self.advance(f.slot, now);
                 }
             }
@@ -573,7 +586,7 @@ impl Server {
             match &mut slot.conn {
                 Conn::Http(c) if matches!(c.phase, Phase::Probe) => {
                     if let Some(a) = c.fallback.take() {
-                        c.answer(a.status, a.content_type, a.body.as_bytes(), now, WRITE_TIMEOUT);
+                        c.answer_probe(&a, now, WRITE_TIMEOUT);
                     }
                     self.advance(i, now);
                     if let Some(s) = &self.slots[i] {

@@ -27,12 +27,9 @@ pub fn escape(s: &str) -> String {
 /// The page, with the timeline filtered to `target` when given (the
 /// filter form's answer without JavaScript).
 pub fn render(state: &HttpState, target: Option<&str>, now_unix_ms: u64) -> String {
-    let rows = state.status.lock().map(|s| s.clone()).unwrap_or_default();
-    let events = match state.events.lock() {
-        Ok(log) => log.since(0, target, PAGE_EVENTS),
-        Err(_) => Vec::new(),
-    };
-    let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
+    let rows = state.rows();
+    let events = state.events_since(0, target, PAGE_EVENTS);
+    let host = state.host_summary();
     let up = rows.iter().filter(|r| r.healthy && r.endpoint.is_none()).count();
     let total = rows.iter().filter(|r| r.endpoint.is_none()).count();
     let mut names: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();

@@ -1,6 +1,7 @@
 //! What each path of the HTTP endpoint answers.
 
 use super::auth::Verdict;
+use super::conn::Then;
 use super::page;
 use super::request::Request;
 use super::stream::SUBPROTOCOL;
@@ -12,10 +13,12 @@ pub(super) enum Reply {
     Answer(Response),
     /// `/probe`: a check on the agent's loop, answered when it is done.
     Probe,
-    /// `/ws`: the answer to the upgrade, then WebSocket echo.
-    Upgrade(String),
-    /// `/api/v1/stream`: the answer to the upgrade, then the stream.
-    Stream(String),
+    /// A WebSocket upgrade's answer (`head`), then the echo (`/ws`) or
+    /// the stream (`/api/v1/stream`).
+    Upgrade {
+        head: String,
+        then: Then,
+    },
 }
 
 pub(super) struct Response {
@@ -144,13 +147,16 @@ pub(super) fn route(state: &HttpState, req: &Request, now: std::time::Instant) -
         ),
         "/healthz" => answer("200 OK", "text/plain", "ok\n"),
         "/probe" => Reply::Probe,
-        "/api/v1/status" => json(&state.status.lock().map(|s| s.clone()).unwrap_or_default()),
+        "/api/v1/status" => json(&state.rows()),
         "/api/v1/probes" => json(&state.probe.recent()),
         "/api/v1/events" => events(state, req.query()),
-        "/api/v1/host" => json(&state.host.lock().map(|h| h.clone()).unwrap_or(None)),
+        "/api/v1/host" => json(&state.host_summary()),
         "/ws" if state.live.echo_endpoint.load(std::sync::atomic::Ordering::Relaxed) => {
             match (req.upgrade_ws, &req.ws_key) {
-                (true, Some(key)) => Reply::Upgrade(switching(key, None)),
+                (true, Some(key)) => Reply::Upgrade {
+                    head: switching(key, None),
+                    then: Then::Echo,
+                },
                 _ => answer("426 Upgrade Required", "text/plain", "WebSocket endpoint\n"),
             }
         }
@@ -193,7 +199,10 @@ fn stream(req: &Request) -> Reply {
             )
         }
     };
-    Reply::Stream(switching(key, protocol))
+    Reply::Upgrade {
+        head: switching(key, protocol),
+        then: Then::Stream,
+    }
 }
 
 /// `path` under the route prefix, as the routes below know it.
@@ -237,9 +246,5 @@ fn events(state: &HttpState, query: &str) -> Reply {
         Some(Err(_)) => return answer("400 Bad Request", "text/plain", "limit must be a number\n"),
     };
     let target = query_param(query, "target");
-    let events = match state.events.lock() {
-        Ok(log) => log.since(since, target.as_deref(), limit),
-        Err(_) => Vec::new(),
-    };
-    json(&events)
+    json(&state.events_since(since, target.as_deref(), limit))
 }

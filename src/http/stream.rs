@@ -71,12 +71,9 @@ impl Hub {
     /// The snapshot a new client starts from: events up to the last the
     /// hub sent (call `catch_up_events` first), so none comes twice.
     pub fn snapshot(&self, state: &HttpState) -> Arc<str> {
-        let targets = state.status.lock().map(|s| s.clone()).unwrap_or_default();
-        let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
-        let mut events = match state.events.lock() {
-            Ok(log) => log.since(0, None, SNAPSHOT_EVENTS),
-            Err(_) => Vec::new(),
-        };
+        let targets = state.rows();
+        let host = state.host_summary();
+        let mut events = state.events_since(0, None, SNAPSHOT_EVENTS);
         events.retain(|e| e.seq <= self.last_seq);
         json!({"type": "snapshot", "targets": targets, "host": host, "events": events})
             .to_string()
@@ -91,10 +88,8 @@ impl Hub {
         }
         self.next_tick = now + TICK;
         out.extend(self.catch_up_events(state));
-        let targets = state.status.lock().map(|s| s.clone()).unwrap_or_default();
-        out.extend(self.row_changes(&targets, now));
-        let host = state.host.lock().map(|h| h.clone()).unwrap_or(None);
-        if let Some(host) = host {
+        out.extend(self.row_changes(&state.rows(), now));
+        if let Some(host) = state.host_summary() {
             let text = serde_json::to_string(&host).unwrap_or_default();
             let due = match &self.host {
                 Some((sent, at)) => *sent != text && now >= *at + ROW_INTERVAL,
@@ -110,10 +105,7 @@ impl Hub {
 
     /// The events since the last sent, as one message.
     pub fn catch_up_events(&mut self, state: &HttpState) -> Option<Arc<str>> {
-        let events = match state.events.lock() {
-            Ok(log) if log.last_seq() > self.last_seq => log.since(self.last_seq, None, usize::MAX),
-            _ => Vec::new(),
-        };
+        let events = state.events_since(self.last_seq, None, usize::MAX);
         let last = events.last()?.seq;
         self.last_seq = last;
         Some(json!({"type": "events", "events": events}).to_string().into())
