@@ -219,13 +219,12 @@ fn web_limits(cfg: &Config) -> WebLimits {
 }
 
 fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Shard>) -> Reloader {
-    let listen_address_at_start = shared.listen_address.clone();
     Box::new(move || {
         let mut cfg = config::load(&sources)?;
         keep_shard(&mut cfg, shard);
         // Read before anything applies: a broken file fails the whole reload.
         let security = web_security(shared.web_config.as_deref())?;
-        if cfg.web.listen_address != listen_address_at_start {
+        if cfg.web.listen_address != shared.listen_address {
             log::warn!("[web] listen_address changed: it takes a restart");
         }
         shared.web.apply(web_limits(&cfg), cfg.web.echo_endpoint, security);

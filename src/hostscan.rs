@@ -60,9 +60,6 @@ pub struct ScanShare {
 /// Suspicious sockets the shared summary keeps (the metrics have counts).
 const SHARED_SUSPICIOUS: usize = 50;
 
-/// An accept queue this full (against its backlog) is saturated.
-const SATURATED: f64 = 0.9;
-
 /// Ports leaking CLOSE_WAIT and ports whose accept queue is full, as of
 /// the last scan: an event goes out when a port enters or leaves a set.
 #[derive(Debug, Default)]
@@ -84,7 +81,7 @@ impl KernelFindings {
         let saturated: BTreeSet<String> = s
             .ports
             .iter()
-            .filter(|(_, p)| p.listen_queue_ratio.is_some_and(|r| r >= SATURATED))
+            .filter(|(_, p)| p.listen_queue_ratio.is_some_and(|r| r >= host::ACCEPT_QUEUE_SATURATED))
             .map(|(k, _)| k.clone())
             .collect();
         for port in leaking.difference(&self.leaking) {

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::HttpState;
 use crate::events::Event;
-use crate::kernel::host::HostSummary;
+use crate::kernel::host::{HostSummary, ACCEPT_QUEUE_SATURATED};
 use crate::observer::TargetReport;
 
 pub const APP_JS: &str = include_str!("assets/app.js");
@@ -224,7 +224,9 @@ fn host_table(out: &mut String, host: Option<&HostSummary>) {
             String::new()
         };
         let queue = match p.listen_queue_ratio {
-            Some(r) if r >= 0.9 => format!("{} <span class=\"warn\">{:.0} % full</span>", p.listen_queue, r * 100.0),
+            Some(r) if r >= ACCEPT_QUEUE_SATURATED => {
+                format!("{} <span class=\"warn\">{:.0} % full</span>", p.listen_queue, r * 100.0)
+            }
             Some(r) => format!("{} ({:.0} %)", p.listen_queue, r * 100.0),
             None => p.listen_queue.to_string(),
         };

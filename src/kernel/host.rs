@@ -26,6 +26,10 @@ impl PortKey {
     }
 }
 
+/// An accept queue this full against its backlog is saturated: listed as
+/// suspicious, an event, a warning on the live page.
+pub const ACCEPT_QUEUE_SATURATED: f64 = 0.9;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PortSummary {
     pub by_state: BTreeMap<&'static str, u64>,
@@ -167,7 +171,7 @@ pub fn summarize(
                 if let Some(backlog) = e.listen_backlog.filter(|b| *b > 0) {
                     let ratio = f64::from(e.rx_queue) / f64::from(backlog);
                     p.listen_queue_ratio = Some(p.listen_queue_ratio.map_or(ratio, |r| r.max(ratio)));
-                    if ratio >= 0.9 {
+                    if ratio >= ACCEPT_QUEUE_SATURATED {
                         s.suspicious.push(suspect(
                             e,
                             format!(

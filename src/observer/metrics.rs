@@ -448,10 +448,7 @@ impl Observer for MetricsObserver {
         if matches!(event, SessionEvent::PhaseChanged { .. } | SessionEvent::Opened { .. }) {
             let up = state.digest.open_sessions() > 0;
             if up != state.live.healthy {
-                state.live.healthy = up;
-                if up {
-                    state.live.clear_failure();
-                }
+                state.live.set_healthy(up);
                 publish_row(&self.published, &state.live);
             }
         }
@@ -646,15 +643,10 @@ impl Observer for MetricsObserver {
             let o = oldest[id.index()];
             let r = &mut state.live;
             r.lifetime_limit_seconds = state.lifetime.limit().map(|l| l.as_secs_f64());
-            r.healthy = o.up;
-            if r.healthy {
-                r.clear_failure();
-            }
+            r.set_healthy(o.up);
             r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
-            let mut recent = std::mem::take(&mut r.rtt_recent_ms);
-            r.recent_rtts_ms(&mut recent);
-            r.rtt_recent_ms = recent;
+            r.refresh_recent_rtts();
             r.last_pong_age_seconds = age(o.pong);
             let name = state.spec.name.as_str();
             r.sessions.clear();

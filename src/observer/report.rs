@@ -216,10 +216,20 @@ impl TargetReport {
         self.rtt_p99_ms = Some(at(0.99));
     }
 
-    /// Puts the RTTs held, oldest first, in milliseconds, into `out`.
-    pub fn recent_rtts_ms(&self, out: &mut Vec<f64>) {
-        out.clear();
-        out.extend(self.rtts.iter().copied().map(ms));
+    /// Fills `rtt_recent_ms` with the RTTs held, oldest first (reusing
+    /// its allocation).
+    pub fn refresh_recent_rtts(&mut self) {
+        self.rtt_recent_ms.clear();
+        self.rtt_recent_ms.extend(self.rtts.iter().copied().map(ms));
+    }
+
+    /// A running agent's verdict: up when a session is open; the failure
+    /// shown goes when the target is up again.
+    pub fn set_healthy(&mut self, up: bool) {
+        self.healthy = up;
+        if up {
+            self.clear_failure();
+        }
     }
 
     /// Forgets the last failure (a live agent whose target is healthy again).

@@ -135,7 +135,7 @@
         if (p.close_wait_over_age > 0) cw.append(" ", el("span", { class: "warn" }, `${p.close_wait_over_age} past age`));
         const queue = el("td", { class: "num" }, p.listen_queue);
         if (p.listen_queue_ratio !== null && p.listen_queue_ratio !== undefined) {
-          const full = p.listen_queue_ratio >= 0.9;
+          const full = p.listen_queue_ratio >= 0.9; // kernel::host::ACCEPT_QUEUE_SATURATED
           queue.append(" ", el("span", full ? { class: "warn" } : {},
             full ? `${(p.listen_queue_ratio * 100).toFixed(0)} % full` : `(${(p.listen_queue_ratio * 100).toFixed(0)} %)`));
         }
