@@ -174,15 +174,7 @@ fn hundreds_of_idle_clients_cost_the_probes_nothing_and_the_limit_holds() {
     let Some((_py, port)) = python_ws(0, &[]) else {
         return;
     };
-    let agent = Agent::start(&format!(
-        "[web]\nmax_stream_clients = 500\n{}",
-        one_target(
-            "py",
-            &format!("ws://127.0.0.1:{port}/"),
-            "connections = 4\nping_interval = \"250ms\"\npong_timeout = \"200ms\""
-        )
-    ));
-    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    let agent = crate::web::agent_pinging("[web]\nmax_stream_clients = 500\n", port);
     std::thread::sleep(Duration::from_secs(1));
     let window = Duration::from_secs(8);
     let baseline = crate::web::p99_over(&agent, "py", window);
@@ -206,15 +198,7 @@ fn hundreds_of_idle_clients_cost_the_probes_nothing_and_the_limit_holds() {
     );
     let loaded = crate::web::p99_over(&agent, "py", window);
     assert!(!idle.output_text().contains("LOST"), "{}", idle.output_text());
-    eprintln!(
-        "persistent RTT p99 (bucket bound): {:.4}s over {} pings without stream clients, {:.4}s over {} with 500",
-        baseline.0, baseline.1, loaded.0, loaded.1
-    );
-    assert!(loaded.1 >= 60.0, "too few pings: {loaded:?}");
-    assert!(
-        loaded.0 <= crate::web::RTT_P99_BOUND,
-        "{loaded:?} (baseline {baseline:?})"
-    );
+    crate::web::assert_rtt_held("500 idle stream clients", baseline, loaded, (0.0, 60.0));
 }
 
 #[test]

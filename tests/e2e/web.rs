@@ -56,7 +56,40 @@ pub(crate) fn p99_over(agent: &Agent, target: &str, window: Duration) -> (f64, f
 
 /// A loop that stalled on the HTTP side would push pongs' RTTs far past a
 /// loopback round trip; 50 ms leaves room for a loaded CI machine.
-pub(crate) const RTT_P99_BOUND: f64 = 0.05;
+const RTT_P99_BOUND: f64 = 0.05;
+
+/// An agent configured with `head` and the target "py": 4 sessions to the
+/// server on `port`, pinging every 250 ms, whose RTTs the load tests watch;
+/// returned once the target is up.
+pub(crate) fn agent_pinging(head: &str, port: u16) -> Agent {
+    let agent = Agent::start(&format!(
+        "{head}{}",
+        one_target(
+            "py",
+            &format!("ws://127.0.0.1:{port}/"),
+            "connections = 4\nping_interval = \"250ms\"\npong_timeout = \"200ms\""
+        )
+    ));
+    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    agent
+}
+
+/// Reports the RTT p99 (bucket bound, pings) without and with `load`, and
+/// checks that enough pings were seen and the loaded p99 stayed in bounds.
+pub(crate) fn assert_rtt_held(load: &str, baseline: (f64, f64), loaded: (f64, f64), min_pings: (f64, f64)) {
+    eprintln!(
+        "persistent RTT p99 (bucket bound): {:.4}s over {} pings without {load}, {:.4}s over {} pings with it",
+        baseline.0, baseline.1, loaded.0, loaded.1
+    );
+    assert!(
+        baseline.1 >= min_pings.0 && loaded.1 >= min_pings.1,
+        "too few pings: {baseline:?} {loaded:?}"
+    );
+    assert!(
+        loaded.0 <= RTT_P99_BOUND,
+        "p99 {loaded:?} with {load} (baseline {baseline:?})"
+    );
+}
 
 #[test]
 fn two_hundred_probes_at_once_answer_by_their_deadline_the_limit_holds_and_sessions_keep_their_rtt() {
@@ -66,15 +99,10 @@ fn two_hundred_probes_at_once_answer_by_their_deadline_the_limit_holds_and_sessi
     let Some((_node, node_port)) = node_ws(0) else {
         return;
     };
-    let agent = Agent::start(&format!(
-        "[probe]\nmax_concurrent = 200\ndefault_timeout = \"8s\"\npings = 8\ninterval = \"500ms\"\n{}",
-        one_target(
-            "py",
-            &format!("ws://127.0.0.1:{py_port}/"),
-            "connections = 4\nping_interval = \"250ms\"\npong_timeout = \"200ms\""
-        )
-    ));
-    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    let agent = agent_pinging(
+        "[probe]\nmax_concurrent = 200\ndefault_timeout = \"8s\"\npings = 8\ninterval = \"500ms\"\n",
+        py_port,
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     let probe = format!(
@@ -131,19 +159,8 @@ fn two_hundred_probes_at_once_answer_by_their_deadline_the_limit_holds_and_sessi
         assert!(*elapsed < Duration::from_secs(1), "a rejected probe waited {elapsed:?}");
     }
     assert!(wait_until(T, || agent.metric("sockpulse_probes_in_flight", &[]) == Some(0.0)));
-    eprintln!(
-        "persistent RTT p99 (bucket bound): {:.4}s over {} pings without probes, {:.4}s over {} pings \
-         with 200 probes in flight ({took:?})",
-        baseline.0, baseline.1, under_load.0, under_load.1
-    );
-    assert!(
-        baseline.1 >= 40.0 && under_load.1 >= 20.0,
-        "too few pings: {baseline:?} {under_load:?}"
-    );
-    assert!(
-        under_load.0 <= RTT_P99_BOUND,
-        "p99 {under_load:?} under probe load (baseline {baseline:?})"
-    );
+    let load = format!("200 probes in flight ({took:?})");
+    assert_rtt_held(&load, baseline, under_load, (40.0, 20.0));
 }
 
 /// Holds `n` connections that send a request line and then one header
@@ -180,15 +197,7 @@ fn trickling_request_heads_never_fail_a_real_prometheus_scrape_nor_move_session_
     let Some((_py, py_port)) = python_ws(0, &[]) else {
         return;
     };
-    let agent = Agent::start(&format!(
-        "[web]\nmax_connections = 200\nheader_timeout = \"2s\"\n{}",
-        one_target(
-            "py",
-            &format!("ws://127.0.0.1:{py_port}/"),
-            "connections = 4\nping_interval = \"250ms\"\npong_timeout = \"200ms\""
-        )
-    ));
-    agent.wait_metric("sockpulse_target_up", &[("target", "py")], T, |v| v == 1.0);
+    let agent = agent_pinging("[web]\nmax_connections = 200\nheader_timeout = \"2s\"\n", py_port);
 
     // One head that never ends is cut at header_timeout.
     let mut slow = TcpStream::connect(&agent.addr).unwrap();
@@ -255,19 +264,8 @@ fn trickling_request_heads_never_fail_a_real_prometheus_scrape_nor_move_session_
     );
     let open_now = agent.metric("sockpulse_http_connections", &[]);
     assert!(open_now.is_some_and(|n| n <= 200.0), "{open_now:?}");
-    eprintln!(
-        "slowloris: {opened} connections in {attack:?}, {evicted:?} evicted; persistent RTT p99 (bucket bound) \
-         {:.4}s over {} pings before, {:.4}s over {} pings during",
-        baseline.0, baseline.1, under_attack.0, under_attack.1
-    );
-    assert!(
-        baseline.1 >= 80.0 && under_attack.1 >= 40.0,
-        "too few pings: {baseline:?} {under_attack:?}"
-    );
-    assert!(
-        under_attack.0 <= RTT_P99_BOUND,
-        "p99 {under_attack:?} during the attack (baseline {baseline:?})"
-    );
+    let load = format!("slowloris: {opened} connections in {attack:?}, {evicted:?} evicted");
+    assert_rtt_held(&load, baseline, under_attack, (80.0, 40.0));
 }
 
 /// Reads one HTTP/1.1 answer with a Content-Length body off `s`.
