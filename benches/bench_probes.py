@@ -30,19 +30,14 @@ import bench  # noqa: E402
 BLACKBOX = os.environ.get("BLACKBOX", "prometheus-blackbox-exporter")
 
 
-def start_sockpulse(tmp):
-    cfg = Path(tmp) / "probe.toml"
-    cfg.write_text('[probe]\nmax_concurrent = 256\npings = 1\n[kernel]\nscan_interval = "off"\n')
-    p = subprocess.Popen([str(bench.SOCKPULSE), "run", "--config", str(cfg), "--web.listen-address", "127.0.0.1:0"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, RUST_LOG="warn,sockpulse::agent=info"))
-    line = p.stderr.readline()
-    while "listening on http://" not in line:
-        line = p.stderr.readline()
-        if not line:
-            raise RuntimeError("sockpulse did not start")
-    subprocess.Popen(["cat"], stdin=p.stderr, stdout=subprocess.DEVNULL)
-    return p, line.split("http://")[1].split()[0]
+class ProbeAgent(bench.SockpulseRun):
+    """The agent with no targets of its own (it watches its echo endpoint)
+    and room for the probes in flight."""
+    extra_config = '[probe]\nmax_concurrent = 256\npings = 1\n[kernel]\nscan_interval = "off"\n'
+    log_filter = "warn,sockpulse::agent=info"
+
+    def targets_toml(self, n, ports):
+        return ""
 
 
 def start_blackbox(tmp):
@@ -106,7 +101,8 @@ def main():
     args = p.parse_args()
     server, port = bench.node_server(0)
     with tempfile.TemporaryDirectory() as tmp:
-        sp, sp_addr = start_sockpulse(tmp)
+        agent = ProbeAgent(0, [], tmp)
+        sp, sp_addr = agent.proc, agent.addr
         bb, bb_addr = start_blackbox(tmp)
         cases = [
             ("sockpulse ws (connect, upgrade, ping/pong, close)", sp, sp_addr,
