@@ -217,11 +217,8 @@ enum Next {
 
 impl Server {
     fn new(mut listener: TcpListener, state: Arc<HttpState>) -> io::Result<Server> {
-        let limits = state.live.limits.read().map(|l| *l).unwrap_or(WebLimits {
-            max_connections: 64,
-            header_timeout: Duration::from_secs(5),
-            max_stream_clients: 0,
-        });
+        // A poisoned lock still holds the last limits written.
+        let limits = *state.live.limits.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
