@@ -218,7 +218,11 @@ enum Next {
 impl Server {
     fn new(mut listener: TcpListener, state: Arc<HttpState>) -> io::Result<Server> {
         // A poisoned lock still holds the last limits written.
-        let limits = *state.live.limits.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let limits = *state
+            .live
+            .limits
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);

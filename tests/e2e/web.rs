@@ -451,3 +451,62 @@ fn events_are_kept_numbered_filtered_and_shown_by_status_and_its_watch() {
         "--watch needs --agent"
     );
 }
+
+#[test]
+fn kernel_findings_reach_the_event_history_and_the_host_summary() {
+    let Some(py) = python() else {
+        return;
+    };
+    let port = free_port();
+    // A full accept queue (backlog 1) and a CLOSE_WAIT socket on `port`.
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(repo().join("tests/peers/tcp_states.py"))
+        .arg("127.0.0.1")
+        .arg(port.to_string());
+    let mut helper = Proc::spawn("tcp_states", &mut cmd);
+    helper
+        .wait_line("READY", T)
+        .unwrap_or_else(|| panic!("helper: {}", helper.output_text()));
+    let agent = Agent::start(&format!(
+        "[kernel]\nscan_interval = \"500ms\"\nwatch_ports = [{port}]\nclose_wait_age_alert = \"1s\"\n{}",
+        fast_defaults()
+    ));
+    let kernel_details = || -> Vec<String> {
+        let (_, body) = agent.get("/api/v1/events");
+        let events: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+        events
+            .iter()
+            .filter(|e| e["kind"] == "kernel" && e["target"] == "")
+            .filter_map(|e| e["detail"].as_str().map(str::to_string))
+            .collect()
+    };
+    let leak = format!("port {port}: 1 CLOSE_WAIT socket(s) past the age alert");
+    let full = format!("port {port}: accept queue");
+    assert!(
+        wait_until(T, || {
+            let d = kernel_details();
+            d.iter().any(|l| l.starts_with(&leak)) && d.iter().any(|l| l.starts_with(&full) && l.contains("% full"))
+        }),
+        "{:?}",
+        kernel_details()
+    );
+    let (status, body) = agent.get("/api/v1/host");
+    assert_eq!(status, 200);
+    let host: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p = &host["ports"][port.to_string()];
+    assert_eq!(p["by_state"]["close_wait"], 1, "{p}");
+    assert_eq!(p["close_wait_over_age"], 1, "{p}");
+    assert!(p["listen_queue_ratio"].as_f64().is_some_and(|r| r >= 0.9), "{p}");
+    // The sockets go: so do the findings, each with its event.
+    helper.kill();
+    let gone = format!("port {port}: no CLOSE_WAIT socket past the age alert any more");
+    let drained = format!("port {port}: accept queue drained");
+    assert!(
+        wait_until(T, || {
+            let d = kernel_details();
+            d.contains(&gone) && d.contains(&drained)
+        }),
+        "{:?}",
+        kernel_details()
+    );
+}

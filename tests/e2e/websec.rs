@@ -369,3 +369,30 @@ fn web_and_kernel_settings_and_the_web_configuration_follow_a_reload() {
     assert_eq!(agent.get("/metrics").0, 401);
     assert_eq!(get_as(&agent.addr, "/metrics", "prometheus", "s3cret").0, 200);
 }
+
+#[test]
+fn a_client_certificate_is_optional_with_verify_if_given() {
+    let (Some(certs), Some((_py, port))) = (certs(), python_ws(0, &[])) else {
+        return;
+    };
+    let c = certs.path().display().to_string();
+    let web = certs.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\n  \
+         client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n  min_version: TLS13\n",
+    )
+    .unwrap();
+    let agent = Agent::start_with(
+        &one_target("py", &format!("ws://127.0.0.1:{port}/"), ""),
+        &["--web.config.file", web.to_str().unwrap()],
+    );
+    let url = format!("https://{}/healthz", agent.addr);
+    let ca = format!("{c}/ca.pem");
+    assert_eq!(curl(&url, &["--cacert", &ca]).0, "200", "no certificate: welcome");
+    let (cert, key) = (format!("{c}/client.pem"), format!("{c}/client.key"));
+    assert_eq!(curl(&url, &["--cacert", &ca, "--cert", &cert, "--key", &key]).0, "200");
+    // min_version TLS13: a TLS 1.2 client gets no session.
+    let (code, exit) = curl(&url, &["--cacert", &ca, "--tlsv1.2", "--tls-max", "1.2"]);
+    assert!(code == "000" && exit != 0, "{code} {exit}");
+}
