@@ -30,6 +30,7 @@
 pub mod agent;
 pub mod agent_client;
 pub mod cli;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod driver;

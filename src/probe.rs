@@ -7,11 +7,12 @@
 //! with `reason="concurrency_limit"` rather than wait past its deadline.
 //! `&debug=true` answers with the check's report as well, as blackbox does.
 
+use crate::clock::Instant;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 

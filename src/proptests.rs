@@ -1,10 +1,11 @@
 //! Property tests: arbitrary event orders and timings for the session core,
 //! arbitrary bytes for every parser that reads the network or a file.
 
+use crate::clock::Instant;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 

@@ -9,7 +9,8 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use sockpulse::clock::Instant;
+use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use sockpulse::session::backoff::BackoffPolicy;

@@ -2,8 +2,9 @@
 //! probes, close) and a verdict for each; or, with `--agent`, what a
 //! running agent sees.
 
+use crate::clock::Instant;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::agent_client::{self, FetchError};
 use crate::cli::args::StatusArgs;

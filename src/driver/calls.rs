@@ -2,8 +2,8 @@
 //! out, its events reported (with the kernel's evidence when it failed), its
 //! output sent and its timer re-armed.
 
+use crate::clock::Instant;
 use std::io;
-use std::time::Instant;
 
 use mio::Interest;
 

@@ -3,9 +3,10 @@
 //! sessions of its own, pinned to it. Addresses that appear get sessions;
 //! those that vanish have theirs closed (1001); the rest are untouched.
 
+use crate::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::gauges::SessionGauge;
 use super::pacing::probe_anchor;

@@ -1,7 +1,7 @@
 //! What the once-a-second gauges need of each session, kept in one compact
 //! array beside the slots and updated after every session call.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use crate::session::spec::Scheme;
 use crate::session::{Phase, Session};

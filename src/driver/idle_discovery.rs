@@ -4,8 +4,9 @@
 //! but not in its series: their events go to the search, never to the
 //! observer's counters, and they never count as the target being up.
 
+use crate::clock::Instant;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::idle_search::{IdleSearch, Outcome, Trial};
 use super::{Driver, Observer};

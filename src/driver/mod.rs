@@ -27,9 +27,10 @@ mod sockets;
 pub(crate) mod srv;
 pub mod timers;
 
+use crate::clock::Instant;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::{Events, Poll, Waker};
 

@@ -1,9 +1,10 @@
 //! What the driver tells the rest of the agent: the `Observer` trait and
 //! the context each session event comes with.
 
+use crate::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::gauges::SessionGauge;
 use super::idle_search::Finding;

@@ -1,7 +1,8 @@
 //! When the loop wakes and when each session probes: the timer grid, the
 //! spacing of wake-ups, and each session's probe phase.
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use crate::session::spec::TargetSpec;
 use crate::session::Phase;

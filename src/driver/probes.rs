@@ -4,8 +4,8 @@
 //! passes, whichever comes first. Like idle discovery's trials, they are
 //! no target's: never in the series, never at a target's gate.
 
+use crate::clock::Instant;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::{Driver, Observer};
 use crate::observer::TargetReport;

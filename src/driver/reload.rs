@@ -1,9 +1,9 @@
 //! Targets joining and leaving the loop: the sessions of a new target, and a
 //! reload's reconciliation of the running targets with a new list.
 
+use crate::clock::Instant;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::endpoints::FanOut;
 use super::pacing::timer_granularity;

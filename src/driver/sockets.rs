@@ -2,9 +2,11 @@
 //! until the socket is drained, writing pending output, closing.
 
 use std::io::{self, Write};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use mio::Interest;
+
+use crate::clock::Instant;
 
 use super::{rxstamp, slots, Driver, Observer, READ_BUDGET};
 

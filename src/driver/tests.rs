@@ -2,8 +2,9 @@
 //! is what they check, so the servers must be ones whose slowness the test
 //! controls.
 
+use crate::clock::Instant;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::*;
 use crate::session::SessionEvent;

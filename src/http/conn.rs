@@ -4,8 +4,9 @@
 //! connection or a close; or, after an upgrade at `/ws`, WebSocket echo.
 //! Nothing here blocks: every read and write stops at `WouldBlock`.
 
+use crate::clock::Instant;
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::TcpStream;
 

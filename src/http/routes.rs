@@ -62,7 +62,7 @@ fn json<T: serde::Serialize>(value: &T) -> Reply {
     }
 }
 
-pub(super) fn route(state: &HttpState, req: &Request, now: std::time::Instant) -> Reply {
+pub(super) fn route(state: &HttpState, req: &Request, now: crate::clock::Instant) -> Reply {
     let Some(path) = under_prefix(req.path(), &state.prefix) else {
         if !state.prefix.is_empty() && req.path() == state.prefix {
             let location = format!("Location: {}/\r\n", state.prefix);

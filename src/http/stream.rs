@@ -13,10 +13,11 @@
 //! later) rather than let its backlog grow. The agent pings every client;
 //! one silent for two ping intervals is dropped.
 
+use crate::clock::Instant;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::TcpStream;
 

@@ -4,11 +4,12 @@
 //! optional client-certificate verification, and the byte stream every
 //! connection speaks, plain or TLS, without blocking.
 
+use crate::clock::Instant;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mio::net::TcpStream;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};

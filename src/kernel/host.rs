@@ -2,8 +2,9 @@
 //! CLOSE_WAIT ages tracked across scans, TIME_WAIT pressure, accept queues.
 //! Pure: a scan's table and the current `Instant` in, a summary out.
 
+use crate::clock::Instant;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 

@@ -1,8 +1,9 @@
 //! One read of the host TCP table by the configured method, and one
 //! summarised scan of it.
 
+use crate::clock::Instant;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::host::{self, CloseWaitTracker, HostConfig, HostSummary};
 use super::netlink::{self, Side};

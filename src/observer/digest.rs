@@ -10,7 +10,8 @@
 //! Pure bookkeeping: the observer passes the time in and logs what this
 //! returns.
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 /// How often a streak (or a run of quiet opens) is summed up.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);

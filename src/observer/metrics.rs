@@ -1,10 +1,11 @@
 //! Session events turned into Prometheus metrics, log lines and the live
 //! per-target status a running agent serves.
 
+use crate::clock::Instant;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 

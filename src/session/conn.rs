@@ -2,7 +2,7 @@
 //! on), the codec that frames them, the liveness protocol, and the timings
 //! of how it was established.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use super::app::App;
 use super::frames::{self, close, FrameReader, OpCode};

@@ -24,10 +24,11 @@ mod tls;
 mod tls_conn;
 mod ws;
 
+use crate::clock::Instant;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::labels::label_enum;
 pub use app::ProbeKind;

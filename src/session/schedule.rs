@@ -2,7 +2,8 @@
 //! phase of the ping interval, one probe in flight at a time, each with its
 //! answer deadline. Shared by every liveness protocol that probes.
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use super::rng::Rng;
 use super::spec::Timing;

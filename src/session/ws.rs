@@ -5,8 +5,8 @@
 //! a message outlives it. Control frames are answered here; close frames
 //! end the session.
 
+use crate::clock::Instant;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::app::{Input, Keep};
 use super::conn::{Codec, WsState};

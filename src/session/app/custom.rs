@@ -3,7 +3,7 @@
 //! the answer recognised by a pattern, timed and deadlined like a pong.
 //! Messages that do not match are ordinary traffic, never a false answer.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use super::{run_probe, Ctx, Input, ProbeKind, Protocol, Report};
 use crate::session::schedule::ProbeSchedule;

@@ -3,7 +3,7 @@
 //! opens the session; protocol `ping`/`pong` messages are the probe; the
 //! server's pings are answered; its 44xx close codes are its errors.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use serde::Deserialize;
 

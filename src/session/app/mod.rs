@@ -19,7 +19,8 @@ pub mod stomp;
 mod tcp_probe;
 mod ws_ping;
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use super::conn::ConnIo;
 use super::reason::DisconnectReason;

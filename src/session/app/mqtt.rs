@@ -5,7 +5,8 @@
 //! Packets may span or share WebSocket messages: they are read as a stream,
 //! keeping only control packets, never a PUBLISH payload.
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use super::{answer_in_flight, failed, most_telling, run_probe, Ctx, Input, Keep, ProbeKind, Protocol, Report};
 use crate::session::reason::DisconnectReason;

@@ -2,7 +2,7 @@
 //! the protocol's handshake decides when the session opens, then both its
 //! own heartbeat and the pings prove the peer alive.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use super::custom::CustomProbe;
 use super::graphql_ws::GraphqlWs;

@@ -5,7 +5,8 @@
 //! pinging for `pingInterval + pingTimeout` is dead. In v3 the client pings
 //! and times the server's pong.
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use serde::Deserialize;
 

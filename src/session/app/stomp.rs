@@ -5,7 +5,8 @@
 //! ERROR frame is the broker's error. Frames are read as a stream; only
 //! their command and headers are kept, never a MESSAGE body.
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use super::{failed, most_telling, run_probe, Ctx, Input, Keep, ProbeKind, Protocol, Report};
 use crate::session::min_opt;

@@ -1,7 +1,8 @@
 //! A TCP target's probe: `send` every interval, and the answer is in once
 //! `expect` appears in what comes back (possibly split across reads).
 
-use std::time::{Duration, Instant};
+use crate::clock::Instant;
+use std::time::Duration;
 
 use super::{run_probe, Ctx, Input, ProbeKind, Report};
 use crate::session::schedule::ProbeSchedule;

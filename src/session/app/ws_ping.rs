@@ -1,7 +1,7 @@
 //! RFC 6455 ping/pong as the liveness probe: a ping carrying the probe's id
 //! every interval; the pong carrying the same id answers it.
 
-use std::time::Instant;
+use crate::clock::Instant;
 
 use super::{run_probe, Ctx, Input, ProbeKind, Report};
 use crate::session::ping::ID_LEN;
