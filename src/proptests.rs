@@ -248,7 +248,7 @@ proptest! {
             port: 3128,
             auth: auth.then(|| ProxyAuth { user: "u".into(), password: "p".into() }),
         };
-        let mut out = Vec::new();
+        let mut out = crate::session::OutBuf::new();
         let to = TunnelTo::Name("target.test".into(), 443);
         let mut hs = ProxyHandshake::start(&proxy, &to, &crate::session::secrets::SecretFiles::EMPTY, &mut out)
             .expect("valid credentials");

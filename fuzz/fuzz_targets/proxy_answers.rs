@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             password: "p".into(),
         }),
     };
-    let mut out = Vec::new();
+    let mut out = sockpulse::session::OutBuf::new();
     let to = TunnelTo::Name("target.test".into(), 443);
     let Ok(mut hs) = ProxyHandshake::start(&proxy, &to, &SecretFiles::EMPTY, &mut out) else {
         return;

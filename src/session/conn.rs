@@ -46,8 +46,13 @@ pub struct WsState {
 pub struct Wire {
     pub tls: Option<Box<TlsConn>>,
     /// Ciphertext when TLS is on.
-    pub out: Vec<u8>,
+    pub out: OutBuf,
 }
+
+/// Bytes waiting to be written. A plain ping frame (14 bytes) fits inline,
+/// so the probe every session sends allocates nothing; the type is as
+/// large as a `Vec`.
+pub type OutBuf = smallvec::SmallVec<[u8; 16]>;
 
 impl Wire {
     /// Queues plaintext: encrypted first when TLS is on (the session

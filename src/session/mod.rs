@@ -33,6 +33,7 @@ use std::time::Duration;
 use crate::labels::label_enum;
 pub use app::ProbeKind;
 use app::{App, Ctx, Input, Report};
+pub use conn::OutBuf;
 use conn::{Codec, Conn};
 use proxy::{ProxyHandshake, TunnelTo};
 pub use reason::{DisconnectReason, FailureReason};
@@ -279,9 +280,9 @@ impl Session {
         if let Some(c) = self.conn.as_mut() {
             let out = &mut c.io.wire.out;
             out.drain(..n.min(out.len()));
-            if out.is_empty() {
+            if out.is_empty() && out.spilled() {
                 // Idle sessions far outnumber busy ones: hold no spare capacity.
-                *out = Vec::new();
+                *out = OutBuf::new();
             }
         }
     }
@@ -960,7 +961,7 @@ impl Session {
             self.phase,
             Phase::Connecting | Phase::Handshaking | Phase::Open | Phase::Closing
         );
-        let farewell = self.conn.take().map(|c| c.io.wire.out).unwrap_or_default();
+        let farewell = self.conn.take().map(|c| c.io.wire.out.into_vec()).unwrap_or_default();
         self.addrs.clear();
         if had_socket {
             out.io.push(IoRequest::CloseSocket { farewell });

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::conn::OutBuf;
 use super::secrets::SecretFiles;
 use crate::labels::label_enum;
 
@@ -117,7 +118,7 @@ impl ProxyHandshake {
         proxy: &ProxySpec,
         to: &TunnelTo,
         secrets: &SecretFiles,
-        out: &mut Vec<u8>,
+        out: &mut OutBuf,
     ) -> Result<ProxyHandshake, ProxyError> {
         let creds = proxy
             .auth
@@ -162,7 +163,7 @@ impl ProxyHandshake {
     /// Takes the proxy's bytes. `Ok(Some(rest))` when the tunnel is up
     /// (`rest`: the target's bytes that came with the answer); `Ok(None)`
     /// while more is needed (anything to send goes to `out`).
-    pub fn input(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<Option<Vec<u8>>, ProxyError> {
+    pub fn input(&mut self, bytes: &[u8], out: &mut OutBuf) -> Result<Option<Vec<u8>>, ProxyError> {
         self.buf.extend_from_slice(bytes);
         loop {
             let progress = match self.stage {
@@ -210,7 +211,7 @@ impl ProxyHandshake {
         }
     }
 
-    fn socks_method(&mut self, out: &mut Vec<u8>) -> Result<Progress, ProxyError> {
+    fn socks_method(&mut self, out: &mut OutBuf) -> Result<Progress, ProxyError> {
         let [version, method, ..] = self.buf[..] else {
             return Ok(Progress::NeedMore);
         };
@@ -235,7 +236,7 @@ impl ProxyHandshake {
         Ok(Progress::Next(2))
     }
 
-    fn socks_auth_reply(&mut self, out: &mut Vec<u8>) -> Result<Progress, ProxyError> {
+    fn socks_auth_reply(&mut self, out: &mut OutBuf) -> Result<Progress, ProxyError> {
         let [_, status, ..] = self.buf[..] else {
             return Ok(Progress::NeedMore);
         };
@@ -384,9 +385,9 @@ mod tests {
     }
 
     fn start(p: &ProxySpec, to: TunnelTo) -> (ProxyHandshake, Vec<u8>) {
-        let mut out = Vec::new();
+        let mut out = OutBuf::new();
         let hs = ProxyHandshake::start(p, &to, &SecretFiles::EMPTY, &mut out).unwrap();
-        (hs, out)
+        (hs, out.into_vec())
     }
 
     #[test]
@@ -398,7 +399,7 @@ mod tests {
             "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\
              Proxy-Authorization: Basic YWw6czNjcmV0\r\n\r\n"
         );
-        let mut out = Vec::new();
+        let mut out = OutBuf::new();
         assert_eq!(hs.input(b"HTTP/1.1 200 Connection established\r\n", &mut out), Ok(None));
         assert_eq!(hs.input(b"\r\nbanner", &mut out), Ok(Some(b"banner".to_vec())));
         assert!(out.is_empty());
@@ -414,21 +415,21 @@ mod tests {
         let err = hs
             .input(
                 b"HTTP/1.1 407 Proxy Authentication Required\r\nX: y\r\n\r\n",
-                &mut Vec::new(),
+                &mut OutBuf::new(),
             )
             .unwrap_err();
         assert!(err.contains("\"HTTP/1.1 407 Proxy Authentication Required\""), "{err}");
         assert!(err.contains("no proxy credentials"), "{err}");
         let (mut hs, _) = start(&proxy(ProxyKind::Http, None), TunnelTo::Name("h".into(), 1));
         let err = hs
-            .input(b"HTTP/1.0 403 Access violation\r\n\r\n", &mut Vec::new())
+            .input(b"HTTP/1.0 403 Access violation\r\n\r\n", &mut OutBuf::new())
             .unwrap_err();
         assert_eq!(err, "answered CONNECT with \"HTTP/1.0 403 Access violation\"");
         let (mut hs, _) = start(&proxy(ProxyKind::Http, None), TunnelTo::Name("h".into(), 1));
-        let err = hs.input(b"\x05\x00garbage\r\n\r\n", &mut Vec::new()).unwrap_err();
+        let err = hs.input(b"\x05\x00garbage\r\n\r\n", &mut OutBuf::new()).unwrap_err();
         assert!(err.contains("not HTTP"), "{err}");
         let (mut hs, _) = start(&proxy(ProxyKind::Http, None), TunnelTo::Name("h".into(), 1));
-        let err = hs.input(&vec![b'a'; MAX_REPLY + 1], &mut Vec::new()).unwrap_err();
+        let err = hs.input(&vec![b'a'; MAX_REPLY + 1], &mut OutBuf::new()).unwrap_err();
         assert!(err.contains("longer than"), "{err}");
     }
 
@@ -437,20 +438,20 @@ mod tests {
         let p = proxy(ProxyKind::Socks5h, Some(("u", "pw")));
         let (mut hs, out) = start(&p, TunnelTo::Name("ws.test".into(), 8080));
         assert_eq!(out, [5, 1, 2]);
-        let mut out = Vec::new();
+        let mut out = OutBuf::new();
         assert_eq!(hs.input(&[5], &mut out), Ok(None));
         assert_eq!(hs.input(&[2], &mut out), Ok(None));
-        assert_eq!(out, [1, 1, b'u', 2, b'p', b'w']);
+        assert_eq!(out[..], [1, 1, b'u', 2, b'p', b'w']);
         out.clear();
         assert_eq!(hs.input(&[1, 0], &mut out), Ok(None));
         assert_eq!(
-            out,
+            out[..],
             [5, 1, 0, 3, 7, b'w', b's', b'.', b't', b'e', b's', b't', 0x1f, 0x90]
         );
         // Bound address: a domain of 3 bytes, split across reads.
-        assert_eq!(hs.input(&[5, 0, 0, 3, 3, b'a'], &mut Vec::new()), Ok(None));
+        assert_eq!(hs.input(&[5, 0, 0, 3, 3, b'a'], &mut OutBuf::new()), Ok(None));
         assert_eq!(
-            hs.input(&[b'b', b'c', 0, 1, 0xAA], &mut Vec::new()),
+            hs.input(&[b'b', b'c', 0, 1, 0xAA], &mut OutBuf::new()),
             Ok(Some(vec![0xAA]))
         );
     }
@@ -461,24 +462,28 @@ mod tests {
         let to = TunnelTo::Addr("127.0.0.2:9".parse().unwrap());
         let (mut hs, out) = start(&p, to.clone());
         assert_eq!(out, [5, 1, 0]);
-        let mut out = Vec::new();
+        let mut out = OutBuf::new();
         assert_eq!(hs.input(&[5, 0], &mut out), Ok(None));
-        assert_eq!(out, [5, 1, 0, 1, 127, 0, 0, 2, 0, 9]);
-        let err = hs.input(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0], &mut Vec::new()).unwrap_err();
+        assert_eq!(out[..], [5, 1, 0, 1, 127, 0, 0, 2, 0, 9]);
+        let err = hs
+            .input(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0], &mut OutBuf::new())
+            .unwrap_err();
         assert_eq!(err, "SOCKS5 proxy replied 5 (connection refused)");
 
         let (mut hs, _) = start(&p, to.clone());
-        let err = hs.input(&[5, 0xff], &mut Vec::new()).unwrap_err();
+        let err = hs.input(&[5, 0xff], &mut OutBuf::new()).unwrap_err();
         assert!(err.contains("requires authentication"), "{err}");
         let (mut hs, _) = start(&p, to);
-        let err = hs.input(b"HTTP/1.1 400 Bad Request\r\n", &mut Vec::new()).unwrap_err();
+        let err = hs
+            .input(b"HTTP/1.1 400 Bad Request\r\n", &mut OutBuf::new())
+            .unwrap_err();
         assert!(err.contains("not a SOCKS5 proxy"), "{err}");
         let (mut hs, _) = start(
             &proxy(ProxyKind::Socks5, Some(("u", "bad"))),
             TunnelTo::Name("h".into(), 1),
         );
-        hs.input(&[5, 2], &mut Vec::new()).unwrap();
-        let err = hs.input(&[1, 1], &mut Vec::new()).unwrap_err();
+        hs.input(&[5, 2], &mut OutBuf::new()).unwrap();
+        let err = hs.input(&[1, 1], &mut OutBuf::new()).unwrap_err();
         assert!(err.contains("rejected the credentials"), "{err}");
     }
 
@@ -500,9 +505,9 @@ mod tests {
     fn secret_files_fill_in_credentials_at_every_attempt() {
         let p = proxy(ProxyKind::Http, Some(("bot", "${file:/run/pw}")));
         let files = SecretFiles::new(vec![("/run/pw".into(), "rotated\n".into())]);
-        let mut out = Vec::new();
+        let mut out = OutBuf::new();
         ProxyHandshake::start(&p, &TunnelTo::Name("h".into(), 1), &files, &mut out).unwrap();
         let expected = base64_encode(b"bot:rotated");
-        assert!(String::from_utf8(out).unwrap().contains(&expected));
+        assert!(String::from_utf8(out.into_vec()).unwrap().contains(&expected));
     }
 }

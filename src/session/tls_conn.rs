@@ -9,6 +9,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
+
+use super::conn::OutBuf;
 use rustls::pki_types::ServerName;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
@@ -35,7 +37,7 @@ impl TlsConn {
     pub fn start(
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
-        out: &mut Vec<u8>,
+        out: &mut OutBuf,
     ) -> Result<TlsConn, rustls::Error> {
         let mut tls = TlsConn {
             conn: UnbufferedClientConnection::new(config, name)?,
@@ -47,7 +49,7 @@ impl TlsConn {
 
     /// Ciphertext from the peer: plaintext is appended to `plain`,
     /// handshake records and alerts to send to `out`.
-    pub fn receive(&mut self, bytes: &[u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Received, rustls::Error> {
+    pub fn receive(&mut self, bytes: &[u8], plain: &mut Vec<u8>, out: &mut OutBuf) -> Result<Received, rustls::Error> {
         if !self.partial.is_empty() {
             // The rest of a cut record: complete it in its own buffer.
             let mut buf = std::mem::take(&mut self.partial);
@@ -73,7 +75,7 @@ impl TlsConn {
 
     /// Encrypts application data into `out`; false before the handshake
     /// is done or after the connection closed.
-    pub fn send(&mut self, plain: &[u8], out: &mut Vec<u8>) -> bool {
+    pub fn send(&mut self, plain: &[u8], out: &mut OutBuf) -> bool {
         // rustls expects what it has not used up of a cut record at the
         // front of every buffer it is given.
         let mut partial = std::mem::take(&mut self.partial);
@@ -115,7 +117,7 @@ impl TlsConn {
         &mut self,
         buf: &mut [u8],
         plain: &mut Vec<u8>,
-        out: &mut Vec<u8>,
+        out: &mut OutBuf,
     ) -> Result<(usize, Received), rustls::Error> {
         let mut used = 0;
         let mut received = Received::default();
@@ -160,7 +162,7 @@ enum Unwritten {
 /// Runs an encoder that writes into a slice, on the end of `out`, growing
 /// it until the encoder has room.
 fn append<E: IntoUnwritten>(
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     first_guess: usize,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> Result<(), Unwritten> {

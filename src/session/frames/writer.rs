@@ -12,21 +12,20 @@ pub enum OpCode {
 }
 
 /// Appends one whole frame carrying `payload` to `out`.
-pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
-    out.reserve(14 + payload.len());
-    out.push(0x80 | opcode as u8);
+pub fn encode(out: &mut impl Extend<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
+    out.extend([0x80 | opcode as u8]);
     match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 0..=125 => out.extend([0x80 | n as u8]),
         n @ 126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            out.extend([0x80 | 126]);
+            out.extend((n as u16).to_be_bytes());
         }
         n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+            out.extend([0x80 | 127]);
+            out.extend((n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(&mask);
+    out.extend(mask);
     out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
 }
 
