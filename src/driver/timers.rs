@@ -24,6 +24,11 @@ use std::time::Duration;
 const BUCKETS: usize = 1024;
 const MASK: u64 = BUCKETS as u64 - 1;
 const UNARMED: u64 = u64::MAX;
+/// Drained buckets' vectors kept for the next buckets to fill, so that a
+/// wake's re-arms do not allocate and regrow them: at most this many, of
+/// at most `SPARE_CAPACITY` entries each (32 KiB in all).
+const SPARES: usize = 16;
+const SPARE_CAPACITY: usize = 128;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -45,6 +50,8 @@ pub struct TimerQueue {
     armed: Vec<u64>,
     /// Entries in buckets, stale ones included.
     entries: usize,
+    /// Emptied bucket vectors for reuse (see `SPARES`).
+    spares: Vec<Vec<Entry>>,
 }
 
 impl TimerQueue {
@@ -58,6 +65,7 @@ impl TimerQueue {
             due: Vec::new(),
             armed: vec![UNARMED; slots],
             entries: 0,
+            spares: Vec::with_capacity(SPARES),
         }
     }
 
@@ -186,9 +194,13 @@ impl TimerQueue {
         self.entries -= before - left;
         // Drained buckets give their memory back: kept, a thousand
         // buckets' spare capacity outweighed the sessions' own timers.
+        // A few go to the spares, for the buckets this wake's re-arms fill.
         let bucket = &mut self.buckets[b];
         if left == 0 {
-            *bucket = Vec::new();
+            let emptied = std::mem::take(bucket);
+            if self.spares.len() < SPARES && emptied.capacity() <= SPARE_CAPACITY {
+                self.spares.push(emptied);
+            }
             self.clear_bit(b);
         } else if left < bucket.capacity() / 4 {
             bucket.shrink_to(left * 2);
@@ -214,7 +226,13 @@ impl TimerQueue {
 
     fn insert(&mut self, e: Entry) {
         let b = (e.tick & MASK) as usize;
-        self.buckets[b].push(e);
+        let bucket = &mut self.buckets[b];
+        if bucket.capacity() == 0 {
+            if let Some(spare) = self.spares.pop() {
+                *bucket = spare;
+            }
+        }
+        bucket.push(e);
         self.occupied[b / 64] |= 1 << (b % 64);
         self.entries += 1;
     }
@@ -247,14 +265,12 @@ impl TimerQueue {
 
     /// The first tick at or after `t`.
     fn tick_of(&self, t: Instant) -> u64 {
-        let ns = t.saturating_duration_since(self.epoch).as_nanos();
-        ns.div_ceil(u128::from(self.grid_ns)).min(u128::from(UNARMED - 1)) as u64
+        t.nanos_since(self.epoch).div_ceil(self.grid_ns).min(UNARMED - 1)
     }
 
     /// The last tick at or before `now`.
     fn now_tick(&self, now: Instant) -> u64 {
-        let ns = now.saturating_duration_since(self.epoch).as_nanos();
-        (ns / u128::from(self.grid_ns)).min(u128::from(UNARMED - 1)) as u64
+        (now.nanos_since(self.epoch) / self.grid_ns).min(UNARMED - 1)
     }
 
     fn instant_of(&self, tick: u64) -> Instant {
@@ -417,5 +433,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn drained_buckets_are_reused_and_their_spares_stay_bounded() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new(20_000, t0, 10 * MS);
+        // 40 ticks of 100 deadlines (kept when drained) and 20 of 300
+        // (too large to keep).
+        for slot in 0..10_000 {
+            let tick = if slot < 4000 { slot / 100 } else { 40 + (slot - 4000) / 300 };
+            q.arm(slot, Some(t0 + (tick as u32 + 1) * 10 * MS));
+        }
+        assert_eq!(drain(&mut q, t0 + Duration::from_secs(1)).len(), 10_000);
+        assert_eq!(q.spares.len(), SPARES);
+        assert!(q.spares.iter().all(|v| v.is_empty() && v.capacity() <= SPARE_CAPACITY));
+        // The next bucket to fill takes a spare: no allocation, no regrowth.
+        q.arm(0, Some(t0 + Duration::from_secs(2)));
+        assert_eq!(q.spares.len(), SPARES - 1);
+        assert_eq!(drain(&mut q, t0 + Duration::from_secs(3)), vec![0]);
     }
 }
