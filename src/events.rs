@@ -162,7 +162,7 @@ pub fn shared() -> SharedEventLog {
 /// Records `event` now; a poisoned lock loses the event, nothing more.
 pub fn record(log: &SharedEventLog, event: Event) {
     if let Ok(mut log) = log.lock() {
-        log.push(event, crate::wallclock::unix_now_ms() as u64);
+        log.push(event, crate::wallclock::unix_now_ms());
     }
 }
 

@@ -12,9 +12,13 @@ pub fn unix_now() -> i64 {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is set before it).
-pub fn unix_now_ms() -> u128 {
+pub fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
+        .map(|d| {
+            d.as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(d.subsec_millis()))
+        })
         .unwrap_or(0)
 }

@@ -11,7 +11,7 @@
 mod calls;
 mod endpoints;
 pub mod fdlimit;
-mod gauges;
+pub mod gauges;
 mod handle;
 mod idle_discovery;
 pub mod idle_search;

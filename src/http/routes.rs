@@ -127,7 +127,7 @@ pub(super) fn route(state: &HttpState, req: &Request, now: crate::clock::Instant
     match path {
         "/" => {
             let target = query_param(req.query(), "target").filter(|t| !t.is_empty());
-            let now_ms = crate::wallclock::unix_now_ms() as u64;
+            let now_ms = crate::wallclock::unix_now_ms();
             with_headers(
                 answer(
                     "200 OK",

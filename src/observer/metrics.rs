@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::local::LocalHistogram;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 use super::digest::{Digest, Say};
@@ -14,11 +15,12 @@ use super::endpoints::EndpointSet;
 use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
 use super::target_info::TargetInfo;
-use crate::driver::{EndpointChange, EventContext, IdleFinding, KernelEvidence, Observer, ReloadSummary, SessionGauge};
+use crate::driver::{
+    gauges, EndpointChange, EventContext, IdleFinding, KernelEvidence, Observer, ReloadSummary, SessionGauge,
+};
 use crate::events::{self, Event, EventKind, SharedEventLog};
 use crate::kernel::Diagnosis;
 use crate::metrics::{ConnectPhase, Metrics, TlsHandshakeKind};
-use crate::session::min_opt;
 use crate::session::spec::TargetSpec;
 use crate::session::{DisconnectReason, Phase, ProbeKind, SessionEvent};
 use crate::targets::{TargetId, TargetMap};
@@ -29,7 +31,10 @@ struct TargetState {
     spec: Arc<TargetSpec>,
     /// By `ProbeKind`, for the probes the target uses. Resolved once: a
     /// label lookup per pong (hash and lock) costs more than the observation.
-    rtt: [Option<Histogram>; ProbeKind::ALL.len()],
+    /// Local (unsynchronized) copies, flushed to the shared series once a
+    /// second by `on_tick`: a shared histogram takes four atomic operations
+    /// per observation, on the path of every pong.
+    rtt: [Option<LocalHistogram>; ProbeKind::ALL.len()],
     pong_timeouts: [Option<IntCounter>; ProbeKind::ALL.len()],
     message_size: Histogram,
     session_duration: Histogram,
@@ -61,7 +66,7 @@ impl TargetState {
         let series = |probe: ProbeKind| used(probe).then(|| [spec.name.as_str(), probe.as_str()]);
         TargetState {
             spec: Arc::clone(spec),
-            rtt: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.ping_rtt.with_label_values(&l))),
+            rtt: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.ping_rtt.with_label_values(&l).local())),
             pong_timeouts: ProbeKind::ALL.map(|p| series(p).map(|l| metrics.pong_timeouts.with_label_values(&l))),
             message_size: metrics.message_size.with_label_values(&[spec.name.as_str()]),
             session_duration: metrics.session_duration.with_label_values(&[spec.name.as_str()]),
@@ -98,6 +103,9 @@ pub struct MetricsObserver {
     target_info: TargetInfo,
     /// Recent events, for the HTTP side.
     events: SharedEventLog,
+    /// `sockpulse_loop_read_delay_seconds`, observed per read and flushed
+    /// once a second (see `TargetState::rtt`).
+    read_delay: LocalHistogram,
 }
 
 /// RTT samples kept per target for the live status.
@@ -113,6 +121,7 @@ impl MetricsObserver {
         }
         metrics.config_reload_successful.set(1);
         metrics.config_reload_timestamp.set(unix_now() as f64);
+        let read_delay = metrics.loop_read_delay.local();
         let mut observer = MetricsObserver {
             target_info: TargetInfo::new(&metrics.registry),
             metrics,
@@ -120,6 +129,7 @@ impl MetricsObserver {
             rtt_log: None,
             published: Arc::new(Mutex::new(Vec::new())),
             events: events::shared(),
+            read_delay,
         };
         observer.publish_target_info();
         observer
@@ -266,6 +276,14 @@ fn secs(d: Duration) -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.2}ms", d.as_secs_f64() * 1e3)
+}
+
+/// Whole microseconds, in 64 bits (formatting `as_micros`'s u128 costs
+/// several times more, once per pong in the RTT log).
+fn micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 impl Observer for MetricsObserver {
@@ -416,8 +434,8 @@ impl Observer for MetricsObserver {
                 log::trace!("target={name} session={ordinal} probe={probe} rtt={}", ms(*rtt));
                 if let Some(w) = self.rtt_log.as_mut() {
                     let _ = match ctx.read_delay {
-                        Some(d) => writeln!(w, "{} {name} {} {}", unix_now_ms(), rtt.as_micros(), d.as_micros()),
-                        None => writeln!(w, "{} {name} {} -", unix_now_ms(), rtt.as_micros()),
+                        Some(d) => writeln!(w, "{} {name} {} {}", unix_now_ms(), micros(*rtt), micros(d)),
+                        None => writeln!(w, "{} {name} {} -", unix_now_ms(), micros(*rtt)),
                     };
                 }
             }
@@ -456,7 +474,7 @@ impl Observer for MetricsObserver {
     }
 
     fn on_read_delay(&mut self, delay: Duration) {
-        self.metrics.loop_read_delay.observe(delay.as_secs_f64());
+        self.read_delay.observe(delay.as_secs_f64());
     }
 
     fn on_target_added(&mut self, id: TargetId, spec: &Arc<TargetSpec>) {
@@ -626,29 +644,24 @@ impl Observer for MetricsObserver {
                 self.rtt_log = None;
             }
         }
-        // The oldest instant per target, turned into an age once per target
-        // rather than once per session.
-        let mut oldest = vec![Oldest::default(); self.targets.id_bound()];
-        for g in sessions {
-            // Sessions of removed targets (still closing) are summed too,
-            // but only live targets are read below.
-            let Some(o) = oldest.get_mut(g.target().index()).filter(|_| g.open()) else {
-                continue;
-            };
-            o.up = true;
-            o.pong = min_opt(o.pong, g.last_pong_ms());
-            o.message = min_opt(o.message, g.last_message_ms());
-        }
+        self.read_delay.flush();
+        // The oldest stamp per target, turned into an age once per target
+        // rather than once per session. Sessions of removed targets (still
+        // closing) are summed too, but only live targets are read below.
+        let oldest = gauges::by_target(sessions, self.targets.id_bound());
         let age = |t: Option<u64>| t.map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
         for (id, state) in self.targets.iter_mut() {
-            let o = oldest[id.index()];
+            let o = oldest.get(id.index()).copied().unwrap_or_default();
             let r = &mut state.live;
+            for h in state.rtt.iter().flatten() {
+                h.flush();
+            }
             r.lifetime_limit_seconds = state.lifetime.limit().map(|l| l.as_secs_f64());
             r.set_healthy(o.up);
             r.trim_rtts(LIVE_RTT_SAMPLES);
             r.summarize_rtts();
             r.refresh_recent_rtts();
-            r.last_pong_age_seconds = age(o.pong);
+            r.last_pong_age_seconds = age(o.oldest_pong_ms);
             let name = state.spec.name.as_str();
             r.sessions.clear();
             for (state_name, gauge) in &state.sessions_by_state {
@@ -665,13 +678,13 @@ impl Observer for MetricsObserver {
             let m = &self.metrics;
             m.target_up.with_label_values(&[name]).set(i64::from(o.up));
             // No open session: no age to report rather than a stale one.
-            match age(o.pong) {
+            match age(o.oldest_pong_ms) {
                 Some(a) => m.last_pong_age.with_label_values(&[name]).set(a),
                 None => {
                     let _ = m.last_pong_age.remove_label_values(&[name]);
                 }
             }
-            match age(o.message) {
+            match age(o.oldest_message_ms) {
                 Some(a) => m.last_message_age.with_label_values(&[name]).set(a),
                 None => {
                     let _ = m.last_message_age.remove_label_values(&[name]);
@@ -689,11 +702,51 @@ impl Observer for MetricsObserver {
     }
 }
 
-/// One target's open sessions summed up for the gauges.
-#[derive(Debug, Default, Clone, Copy)]
-struct Oldest {
-    up: bool,
-    /// Oldest last-pong and last-message instants, on the gauge clock.
-    pong: Option<u64>,
-    message: Option<u64>,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Mode, Session};
+    use crate::targets::TargetId;
+
+    #[test]
+    fn pongs_and_read_delays_reach_the_shared_series_on_the_tick() {
+        let cfg = crate::config::parse("[[target]]\nname = \"t\"\nurl = \"ws://a.test/\"\n", "t", &[], &|_| {
+            None
+        })
+        .expect("valid config");
+        let metrics = Arc::new(Metrics::new());
+        let mut observer = MetricsObserver::new(Arc::clone(&metrics), &cfg.targets);
+        let session = Session::new(Arc::clone(&cfg.targets[0]), Mode::Persistent, 1);
+        let now = Instant::now();
+        let ctx = EventContext {
+            target: TargetId::from_index(0).expect("index 0"),
+            ordinal: 0,
+            session: &session,
+            kernel: None,
+            read_delay: None,
+            now,
+        };
+        let rtt = metrics.ping_rtt.with_label_values(&["t", "ping"]);
+        for ms in [2, 4, 6] {
+            let pong = SessionEvent::Pong {
+                rtt: Duration::from_millis(ms),
+                probe: ProbeKind::Ping,
+            };
+            observer.on_event(&ctx, &pong);
+        }
+        observer.on_read_delay(Duration::from_millis(3));
+        // Held locally until the once-a-second tick.
+        assert_eq!(rtt.get_sample_count(), 0);
+        observer.on_tick(&[], now, 1);
+        assert_eq!(rtt.get_sample_count(), 3);
+        assert!(
+            (rtt.get_sample_sum() - 0.012).abs() < 1e-9,
+            "sum {}",
+            rtt.get_sample_sum()
+        );
+        assert_eq!(metrics.loop_read_delay.get_sample_count(), 1);
+        // Flushed once: the next tick adds nothing.
+        observer.on_tick(&[], now, 1001);
+        assert_eq!(rtt.get_sample_count(), 3);
+    }
 }

@@ -305,7 +305,7 @@ impl TargetReport {
     /// A failure that is not any session's: the name did not resolve.
     pub fn record_failure(&mut self, reason: &str, detail: &str) {
         if self.reason.is_none() {
-            self.failed_unix_ms = Some(crate::wallclock::unix_now_ms() as u64);
+            self.failed_unix_ms = Some(crate::wallclock::unix_now_ms());
         }
         self.reason.get_or_insert_with(|| reason.to_string());
         self.detail.get_or_insert_with(|| detail.to_string());
