@@ -221,7 +221,7 @@ metric_table! {
             "Time to read and summarize the host TCP table", SCAN_BUCKETS) ["method"];
         kernel_scan_errors: IntCounter("sockpulse_kernel_scan_errors_total", "Host TCP table scans that failed") [];
         loop_read_delay: Histogram("sockpulse_loop_read_delay_seconds",
-            "Time received bytes waited in the kernel (by its receive timestamp) before the loop read them",
+            "Time received bytes waited in the kernel (by its receive timestamp) before the loop woke to read them",
             READ_DELAY_BUCKETS) [];
         build_info: IntGaugeVec("sockpulse_build_info", "Build information; always 1") ["version"];
         config_reload_successful: IntGauge("sockpulse_config_last_reload_successful",

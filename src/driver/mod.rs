@@ -98,6 +98,8 @@ pub struct Driver<O: Observer> {
     owned: Option<Arc<OwnedRegistry>>,
     /// Read delay of the bytes being handled, for `EventContext`.
     read_delay: Option<Duration>,
+    /// Both clocks as read at the last wake, for the reads' kernel stamps.
+    wake_clock: rxstamp::WakeClock,
     /// Sessions resolving, connecting or handshaking.
     establishing: usize,
     /// The same, per target (by `TargetId::index`): a session of a target
@@ -153,6 +155,7 @@ impl<O: Observer> Driver<O> {
             stopped: 0,
             owned: None,
             read_delay: None,
+            wake_clock: rxstamp::WakeClock::now(),
             establishing: 0,
             establishing_by_target: Vec::new(),
             stopping: false,
@@ -235,8 +238,9 @@ impl<O: Observer> Driver<O> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            // Readiness says nothing about time: read the clock after every wake.
-            let now = Instant::now();
+            // Readiness says nothing about time: read the clocks after every wake.
+            self.wake_clock = rxstamp::WakeClock::now();
+            let now = self.wake_clock.mono;
             turn.last_wake = Some(now);
             self.dispatch(&events, now);
             self.take_resolved();

@@ -29,7 +29,8 @@ pub struct EventContext<'a> {
     /// Set on failure events whose cause the TCP state can tell.
     pub kernel: Option<&'a KernelEvidence>,
     /// For events raised by received bytes: how long they waited in the
-    /// kernel before the loop read them (their `now` is their arrival).
+    /// kernel before the loop woke to read them (their `now` is their
+    /// arrival).
     pub read_delay: Option<Duration>,
     pub now: Instant,
 }

@@ -3,9 +3,14 @@
 //! The kernel stamps each segment when it arrives; `recvmsg` hands back the
 //! stamp of the last segment read. The driver uses it two ways: a pong's RTT
 //! ends when the pong reached this host, not when the loop got round to
-//! reading it, and the gap between the two is the loop's own read delay,
-//! exported so that a stalled loop shows instead of hiding in RTTs.
+//! reading it, and the gap between that and the loop's wake is its own read
+//! delay, exported so that a stalled loop shows instead of hiding in RTTs.
+//!
+//! Stamps are on the wall clock and deadlines on the monotonic one: both are
+//! read once per wake (`WakeClock`), and a stamp becomes an instant by their
+//! offset, so a read costs no clock read of its own.
 
+use crate::clock::Instant;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::AsRawFd;
@@ -78,21 +83,37 @@ fn timestamp(msg: &libc::msghdr) -> Option<SystemTime> {
     None
 }
 
-/// How long data that arrived at `arrived` (wall clock) waited before `now`
-/// (wall clock). `None` when the clocks disagree beyond reason (a step of
-/// the wall clock between the two readings), so no bogus delay is reported.
-pub fn delay(arrived: SystemTime, now: SystemTime) -> Option<Duration> {
-    match now.duration_since(arrived) {
-        Ok(d) if d <= MAX_PLAUSIBLE_DELAY => Some(d),
-        Ok(_) => None,
-        // Arrival "after" now: the clock stepped back or stamps are coarse.
-        Err(e) if e.duration() <= Duration::from_millis(1) => Some(Duration::ZERO),
-        Err(_) => None,
+/// Both clocks, read together at a wake.
+#[derive(Debug, Clone, Copy)]
+pub struct WakeClock {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl WakeClock {
+    pub fn now() -> WakeClock {
+        WakeClock {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// When data stamped `stamp` (wall clock) arrived, on the monotonic
+    /// clock. Data read in this wake may have arrived after the clocks were
+    /// read. `None` when the stamp is further than `MAX_PLAUSIBLE_DELAY`
+    /// either way: the wall clock stepped (NTP, suspend) between stamp and
+    /// reading, and the stamp says nothing about the loop.
+    pub fn arrival(&self, stamp: SystemTime) -> Option<Instant> {
+        match self.wall.duration_since(stamp) {
+            Ok(before) if before <= MAX_PLAUSIBLE_DELAY => self.mono.checked_sub(before),
+            Ok(_) => None,
+            Err(e) if e.duration() <= MAX_PLAUSIBLE_DELAY => self.mono.checked_add(e.duration()),
+            Err(_) => None,
+        }
     }
 }
 
-/// Longer than any loop stall worth measuring; beyond it the wall clock
-/// stepped (NTP, suspend) and the stamp says nothing about the loop.
+/// Longer than any loop stall worth measuring.
 const MAX_PLAUSIBLE_DELAY: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
@@ -124,7 +145,7 @@ mod tests {
             stamp >= before - Duration::from_millis(1),
             "{stamp:?} before the write {before:?}"
         );
-        let waited = delay(stamp, read_at).unwrap();
+        let waited = read_at.duration_since(stamp).unwrap();
         assert!(
             waited >= Duration::from_millis(45),
             "waited {waited:?}: the stamp is the arrival"
@@ -139,11 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn implausible_delays_are_dropped() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(delay(t, t + Duration::from_millis(3)), Some(Duration::from_millis(3)));
-        assert_eq!(delay(t, t + Duration::from_secs(60)), None);
-        assert_eq!(delay(t + Duration::from_micros(500), t), Some(Duration::ZERO));
-        assert_eq!(delay(t + Duration::from_secs(5), t), None);
+    fn stamps_become_instants_by_the_offset_of_the_clocks_read_at_the_wake() {
+        let mono = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let clock = WakeClock { mono, wall };
+        let ms = Duration::from_millis;
+        // Arrived 3 ms before the wake.
+        assert_eq!(clock.arrival(wall - ms(3)), Some(mono - ms(3)));
+        // Arrived while the wake was being handled, and read in it.
+        assert_eq!(clock.arrival(wall + ms(2)), Some(mono + ms(2)));
+        // The wall clock stepped between the stamp and the wake: no instant.
+        assert_eq!(clock.arrival(wall - Duration::from_secs(60)), None);
+        assert_eq!(clock.arrival(wall + Duration::from_secs(60)), None);
     }
 }

@@ -1,12 +1,10 @@
 //! Socket work for sessions: finishing non-blocking connects, reading
 //! until the socket is drained, writing pending output, closing.
 
+use crate::clock::Instant;
 use std::io::{self, Write};
-use std::time::SystemTime;
 
 use mio::Interest;
-
-use crate::clock::Instant;
 
 use super::{rxstamp, slots, Driver, Observer, READ_BUDGET};
 
@@ -56,9 +54,10 @@ impl<O: Observer> Driver<O> {
                     // The bytes' own time is their arrival: a pong read late
                     // because the loop was busy still has its true RTT, and
                     // the wait is reported on its own.
-                    let delay = stamp.and_then(|s| rxstamp::delay(s, SystemTime::now()));
-                    let arrived = delay.and_then(|d| Instant::now().checked_sub(d)).unwrap_or(now);
-                    slot.session.handle_input(&self.scratch[..n], arrived, &mut self.out);
+                    let arrived = stamp.and_then(|s| self.wake_clock.arrival(s));
+                    let delay = arrived.map(|a| now.saturating_duration_since(a));
+                    slot.session
+                        .handle_input(&self.scratch[..n], arrived.unwrap_or(now), &mut self.out);
                     if let Some(d) = delay {
                         self.observer.on_read_delay(d);
                     }
