@@ -59,6 +59,24 @@ impl<O: Observer> Driver<O> {
     /// Hands what a session call produced to the observer and the sockets,
     /// and re-arms the session's timer.
     fn settle_session_call(&mut self, i: usize, now: Instant) {
+        // Most calls (a ping sent, a data frame counted) produce nothing.
+        if !self.out.events.is_empty() || !self.out.io.is_empty() {
+            self.hand_out(i, now);
+        }
+        self.flush(i, now);
+        let slot = &self.slots[i];
+        self.gauges[i] = if slot.trial || slot.probe {
+            SessionGauge::none(slot.target)
+        } else {
+            SessionGauge::of(slot.target, &slot.session, self.epoch)
+        };
+        let at = slot.session.poll_timeout();
+        self.timers.arm(i, at);
+    }
+
+    /// The events and I/O requests of a session call, and of the calls
+    /// these lead to.
+    fn hand_out(&mut self, i: usize, now: Instant) {
         let mut taken = std::mem::take(&mut self.out_spare);
         let mut trials_over = Vec::new();
         loop {
@@ -152,15 +170,6 @@ impl<O: Observer> Driver<O> {
         if !self.probes.is_empty() {
             self.probes.retain(|p| !p.done);
         }
-        self.flush(i, now);
-        let slot = &self.slots[i];
-        self.gauges[i] = if slot.trial || slot.probe {
-            SessionGauge::none(slot.target)
-        } else {
-            SessionGauge::of(slot.target, &slot.session, self.epoch)
-        };
-        let at = slot.session.poll_timeout();
-        self.timers.arm(i, at);
     }
 
     pub(super) fn do_io(&mut self, i: usize, req: IoRequest, now: Instant) {
