@@ -101,7 +101,32 @@ def accepts(port):
         return False
 
 
+# --pin: during the steady window the monitor runs on CPU 0 and the servers
+# on CPU 1 (this VM has two), so each monitor's probes cross the same path.
+# Unpinned, where the scheduler happens to put a monitor next to a server
+# swung the same C floor's CPU by ±15 % between measurements; pinned, ±1 %.
+PIN = {"monitor": None, "servers": None}
+
+
+def pin(pid, cpus):
+    """Every thread of `pid` onto `cpus` (threads started later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            pass  # a thread that just ended
+
+
 def start_servers(n, kind="websocat"):
+    """`start_server_processes`, pinned with --pin."""
+    procs, ports = start_server_processes(n, kind)
+    if PIN["servers"]:
+        for p in procs:
+            pin(p.pid, PIN["servers"])
+    return procs, ports
+
+
+def start_server_processes(n, kind):
     """`n` echo servers in their own processes: websocat (Rust, no garbage
     collector, so no server pauses in the RTT tails) or Node `ws`."""
     if kind == "websocat":
@@ -434,6 +459,8 @@ def measure(cls, n, ports, tmp, window):
     run = cls(n, ports, tmp)
     try:
         t_open = run.wait_all_open()
+        if PIN["monitor"]:
+            pin(run.proc.pid, PIN["monitor"])
         # Let the connect storm's first pings finish before the steady window.
         time.sleep(INTERVAL + 2)
         cpu0, w0 = cpu_sample(run.proc.pid), time.time()
@@ -482,6 +509,8 @@ def main():
                     help="echo server: Node ws (default) or websocat (Rust, no GC)")
     ap.add_argument("--out", default=str(ROOT / "target/bench-results.md"))
     ap.add_argument("--only", choices=["sockpulse", "python", "floor"], help="run one monitor (for quick iteration)")
+    ap.add_argument("--pin", action="store_true",
+                    help="steady windows with the monitor on CPU 0 and the servers on CPU 1")
     ap.add_argument("--floor", action="store_true",
                     help="sockpulse, the C epoll floor (benches/floor.c) and the spread Python monitor")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
@@ -491,6 +520,8 @@ def main():
     ap.add_argument("--storm", action="store_true",
                     help="instead: connect storms at the last --sessions count (start, every server restarting)")
     args = ap.parse_args()
+    if args.pin:
+        PIN.update(monitor={0}, servers={1})
     if args.storm:
         with tempfile.TemporaryDirectory() as tmp:
             write_report([connect_storms(args, tmp)], str(ROOT / "target/bench-storms.md"))
@@ -545,7 +576,8 @@ def main():
 
     lines = [
         f"Loopback 1-byte TCP round trip (floor): same CPU p50 {floor['same CPU']['p50_us']} µs, "
-        f"across CPUs p50 {floor['across CPUs']['p50_us']} µs.",
+        f"across CPUs p50 {floor['across CPUs']['p50_us']} µs."
+        + (" Steady windows pinned: monitor on CPU 0, servers on CPU 1." if args.pin else ""),
         "",
         "| monitor | sessions | RSS/session | CPU (one core) | of it kernel | time to open all | RTT p50 | RTT p99 "
         "| RTT max | samples |",
