@@ -442,7 +442,11 @@ mod tests {
         // 40 ticks of 100 deadlines (kept when drained) and 20 of 300
         // (too large to keep).
         for slot in 0..10_000 {
-            let tick = if slot < 4000 { slot / 100 } else { 40 + (slot - 4000) / 300 };
+            let tick = if slot < 4000 {
+                slot / 100
+            } else {
+                40 + (slot - 4000) / 300
+            };
             q.arm(slot, Some(t0 + (tick as u32 + 1) * 10 * MS));
         }
         assert_eq!(drain(&mut q, t0 + Duration::from_secs(1)).len(), 10_000);
