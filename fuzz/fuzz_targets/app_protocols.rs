@@ -7,9 +7,9 @@
 //! is split at newlines into text messages the server sends.
 #![no_main]
 
+use sockpulse::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use sockpulse::clock::Instant;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;

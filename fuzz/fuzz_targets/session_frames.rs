@@ -7,9 +7,9 @@
 //! is what the server sends after its 101.
 #![no_main]
 
+use sockpulse::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use sockpulse::clock::Instant;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
