@@ -11,13 +11,13 @@
 //! usage: autobahn_client ws://HOST:PORT AGENT FIRST_CASE LAST_CASE
 //! Prints one line per case: `case N <reason> <detail>`.
 
-use sockpulse::clock::Instant;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sockpulse::clock::Instant;
 use sockpulse::config;
 use sockpulse::session::spec::TargetSpec;
 use sockpulse::session::{IoRequest, Mode, Outbox, Session, SessionEvent};

@@ -1,12 +1,12 @@
 //! The host TCP table scan on its own thread, exported as metrics, so that
 //! reading a table of 100k sockets never delays a ping on the session loop.
 
-use crate::clock::Instant;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::config::KernelConfig;
 use crate::events::{self, Event, EventKind, SharedEventLog};
 use crate::kernel::host::{self, CloseWaitTracker, HostSummary};

@@ -7,7 +7,6 @@
 //! with `reason="concurrency_limit"` rather than wait past its deadline.
 //! `&debug=true` answers with the check's report as well, as blackbox does.
 
-use crate::clock::Instant;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Instant;
 use crate::config::modules::ProbeConfig;
 use crate::driver::{LoopHandle, ProbeRequest};
 use crate::metrics::probe_names as names;

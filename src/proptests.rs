@@ -1,7 +1,6 @@
 //! Property tests: arbitrary event orders and timings for the session core,
 //! arbitrary bytes for every parser that reads the network or a file.
 
-use crate::clock::Instant;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use crate::clock::Instant;
 use crate::session::backoff::BackoffPolicy;
 use crate::session::spec::*;
 use crate::session::{handshake, IoRequest, Mode, Outbox, Phase, Session, SessionEvent};

@@ -7,12 +7,12 @@
 //! is split at newlines into text messages the server sends.
 #![no_main]
 
-use sockpulse::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use sockpulse::clock::Instant;
 use sockpulse::session::app::{parse_engine_packet, parse_socket_packet};
 use sockpulse::session::handshake::accept_key;
 use sockpulse::session::spec::{

@@ -7,12 +7,12 @@
 //! is what the server sends after its 101.
 #![no_main]
 
-use sockpulse::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use sockpulse::clock::Instant;
 use sockpulse::session::backoff::BackoffPolicy;
 use sockpulse::session::handshake::accept_key;
 use sockpulse::session::spec::{Scheme, TargetSpec, Timing, WsOptions};

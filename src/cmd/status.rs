@@ -2,7 +2,6 @@
 //! probes, close) and a verdict for each; or, with `--agent`, what a
 //! running agent sees.
 
-use crate::clock::Instant;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use crate::agent_client::{self, FetchError};
 use crate::cli::args::StatusArgs;
 use crate::cli::output::{print, print_json};
 use crate::cli::{Error, Exit};
+use crate::clock::Instant;
 use crate::config;
 use crate::driver::Driver;
 use crate::observer::{StatusObserver, TargetReport};

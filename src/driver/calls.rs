@@ -2,7 +2,6 @@
 //! out, its events reported (with the kernel's evidence when it failed), its
 //! output sent and its timer re-armed.
 
-use crate::clock::Instant;
 use std::io;
 
 use mio::Interest;
@@ -10,6 +9,7 @@ use mio::Interest;
 use super::gauges::SessionGauge;
 use super::pacing::establishing;
 use super::{socket, Driver, EventContext, KernelEvidence, Observer};
+use crate::clock::Instant;
 use crate::kernel::owned;
 use crate::kernel::{diagnose, tcpinfo};
 use crate::session::{reason, IoRequest, Outbox, Phase, SessionEvent};

@@ -3,7 +3,6 @@
 //! sessions of its own, pinned to it. Addresses that appear get sessions;
 //! those that vanish have theirs closed (1001); the rest are untouched.
 
-use crate::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use super::pacing::probe_anchor;
 use super::resolver::Resolved;
 use super::slots::Slot;
 use super::{Driver, EndpointChange, Observer};
+use crate::clock::Instant;
 use crate::session::spec::{Endpoints, TargetSpec};
 use crate::session::{Phase, Session};
 use crate::targets::TargetId;

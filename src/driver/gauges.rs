@@ -2,7 +2,6 @@
 //! array beside the slots and updated after every session call.
 
 use crate::clock::Instant;
-
 use crate::session::spec::Scheme;
 use crate::session::{Phase, Session};
 use crate::targets::TargetId;

@@ -4,12 +4,12 @@
 //! but not in its series: their events go to the search, never to the
 //! observer's counters, and they never count as the target being up.
 
-use crate::clock::Instant;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::idle_search::{IdleSearch, Outcome, Trial};
 use super::{Driver, Observer};
+use crate::clock::Instant;
 use crate::session::spec::{Endpoints, TargetSpec};
 use crate::session::{DisconnectReason, Mode, Phase, SessionEvent};
 use crate::targets::TargetId;

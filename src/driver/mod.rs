@@ -27,13 +27,13 @@ mod sockets;
 pub(crate) mod srv;
 pub mod timers;
 
-use crate::clock::Instant;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mio::{Events, Poll, Waker};
 
+use crate::clock::Instant;
 use crate::kernel::owned::OwnedRegistry;
 use crate::session::spec::TargetSpec;
 use crate::session::{Mode, Outbox, Phase};

@@ -1,13 +1,13 @@
 //! What the driver tells the rest of the agent: the `Observer` trait and
 //! the context each session event comes with.
 
-use crate::clock::Instant;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::gauges::SessionGauge;
 use super::idle_search::Finding;
+use crate::clock::Instant;
 use crate::kernel::{Diagnosis, TcpSnapshot};
 use crate::session::spec::TargetSpec;
 use crate::session::{Session, SessionEvent};

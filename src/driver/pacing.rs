@@ -1,9 +1,9 @@
 //! When the loop wakes and when each session probes: the timer grid, the
 //! spacing of wake-ups, and each session's probe phase.
 
-use crate::clock::Instant;
 use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::session::spec::TargetSpec;
 use crate::session::Phase;
 use crate::targets::TargetId;

@@ -4,10 +4,10 @@
 //! passes, whichever comes first. Like idle discovery's trials, they are
 //! no target's: never in the series, never at a target's gate.
 
-use crate::clock::Instant;
 use std::sync::Arc;
 
 use super::{Driver, Observer};
+use crate::clock::Instant;
 use crate::observer::TargetReport;
 use crate::session::spec::TargetSpec;
 use crate::session::{Mode, Session};

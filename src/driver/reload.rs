@@ -1,13 +1,13 @@
 //! Targets joining and leaving the loop: the sessions of a new target, and a
 //! reload's reconciliation of the running targets with a new list.
 
-use crate::clock::Instant;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::endpoints::FanOut;
 use super::pacing::timer_granularity;
 use super::{Driver, Observer, ReloadSummary};
+use crate::clock::Instant;
 use crate::session::spec::{Endpoints, TargetSpec};
 use crate::targets::TargetId;
 

@@ -10,11 +10,12 @@
 //! read once per wake (`WakeClock`), and a stamp becomes an instant by their
 //! offset, so a read costs no clock read of its own.
 
-use crate::clock::Instant;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::Instant;
 
 /// Room for one `SCM_TIMESTAMPNS` message (a cmsghdr and a timespec), and
 /// aligned for cmsghdr.

@@ -1,12 +1,12 @@
 //! Socket work for sessions: finishing non-blocking connects, reading
 //! until the socket is drained, writing pending output, closing.
 
-use crate::clock::Instant;
 use std::io::{self, Write};
 
 use mio::Interest;
 
 use super::{rxstamp, slots, Driver, Observer, READ_BUDGET};
+use crate::clock::Instant;
 
 impl<O: Observer> Driver<O> {
     pub(super) fn finish_connect(&mut self, i: usize, now: Instant) {

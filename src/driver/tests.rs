@@ -2,11 +2,11 @@
 //! is what they check, so the servers must be ones whose slowness the test
 //! controls.
 
-use crate::clock::Instant;
 use std::io::Write;
 use std::time::Duration;
 
 use super::*;
+use crate::clock::Instant;
 use crate::session::SessionEvent;
 
 fn ms(n: u64) -> Duration {

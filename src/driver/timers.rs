@@ -15,8 +15,9 @@
 //! current tick and dropped when stale, and the wheel is rebuilt when stale
 //! entries could outgrow the live ones.
 
-use crate::clock::Instant;
 use std::time::Duration;
+
+use crate::clock::Instant;
 
 /// Buckets in the wheel; deadlines further than this many ticks away wait
 /// in their bucket for the following turn(s). 1024 ticks of the default

@@ -4,12 +4,13 @@
 //! clear), and checks of new credentials are rationed: a flood of wrong
 //! passwords gets 429s instead of stalling every other request.
 
-use crate::clock::Instant;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
+
+use crate::clock::Instant;
 
 /// Passed credentials remembered; the set starts over when full.
 const REMEMBERED: usize = 64;

@@ -4,13 +4,13 @@
 //! connection or a close; or, after an upgrade at `/ws`, WebSocket echo.
 //! Nothing here blocks: every read and write stops at `WouldBlock`.
 
-use crate::clock::Instant;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use mio::net::TcpStream;
 
 use super::tls::Transport;
+use crate::clock::Instant;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 

@@ -19,7 +19,6 @@ pub mod tls;
 
 pub use auth::BasicAuth;
 
-use crate::clock::Instant;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,6 +28,7 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::clock::Instant;
 use crate::driver::LoopHandle;
 use crate::events::{Event, SharedEventLog};
 use crate::kernel::host::HostSummary;

@@ -13,7 +13,6 @@
 //! later) rather than let its backlog grow. The agent pings every client;
 //! one silent for two ping intervals is dropped.
 
-use crate::clock::Instant;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 
 use super::tls::Transport;
+use crate::clock::Instant;
 use serde_json::json;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};

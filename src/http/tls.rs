@@ -4,7 +4,6 @@
 //! optional client-certificate verification, and the byte stream every
 //! connection speaks, plain or TLS, without blocking.
 
-use crate::clock::Instant;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use crate::clock::Instant;
 use crate::config::tls::{provider, read_certs, read_key, roots_from, TlsError};
 use crate::config::web_file::{ClientAuth, TlsServer};
 

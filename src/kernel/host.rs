@@ -2,7 +2,6 @@
 //! CLOSE_WAIT ages tracked across scans, TIME_WAIT pressure, accept queues.
 //! Pure: a scan's table and the current `Instant` in, a summary out.
 
-use crate::clock::Instant;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use serde::Serialize;
 
 use super::table::SocketEntry;
 use super::TcpState;
+use crate::clock::Instant;
 
 /// Where a socket is counted: a watched port, or everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

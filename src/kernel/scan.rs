@@ -1,7 +1,6 @@
 //! One read of the host TCP table by the configured method, and one
 //! summarised scan of it.
 
-use crate::clock::Instant;
 use std::io;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use super::netlink::{self, Side};
 use super::snmp::{self, CurrEstab};
 use super::table::{self, Namespace, SocketEntry};
 use super::TcpState;
+use crate::clock::Instant;
 use crate::labels::label_enum;
 
 label_enum! {

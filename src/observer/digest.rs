@@ -10,8 +10,9 @@
 //! Pure bookkeeping: the observer passes the time in and logs what this
 //! returns.
 
-use crate::clock::Instant;
 use std::time::Duration;
+
+use crate::clock::Instant;
 
 /// How often a streak (or a run of quiet opens) is summed up.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);

@@ -4,8 +4,9 @@
 //! lifetime) ends them on a clock, and each such ending is `lifetime_limit`
 //! rather than a fault. Deterministic: ends and ages are passed in.
 
-use crate::clock::Instant;
 use std::time::Duration;
+
+use crate::clock::Instant;
 
 /// Ends this close together are one moment: sessions opened together by a
 /// restart and cut together are one observation, not many.

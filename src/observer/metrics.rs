@@ -1,7 +1,6 @@
 //! Session events turned into Prometheus metrics, log lines and the live
 //! per-target status a running agent serves.
 
-use crate::clock::Instant;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
@@ -15,6 +14,7 @@ use super::endpoints::EndpointSet;
 use super::lifetime::{LifetimeWatch, Verdict};
 use super::report::TargetReport;
 use super::target_info::TargetInfo;
+use crate::clock::Instant;
 use crate::driver::{
     gauges, EndpointChange, EventContext, IdleFinding, KernelEvidence, Observer, ReloadSummary, SessionGauge,
 };

@@ -2,13 +2,12 @@
 //! on), the codec that frames them, the liveness protocol, and the timings
 //! of how it was established.
 
-use crate::clock::Instant;
-
 use super::app::App;
 use super::frames::{self, close, FrameReader, OpCode};
 use super::ping;
 use super::proxy::ProxyHandshake;
 use super::tls_conn::TlsConn;
+use crate::clock::Instant;
 
 /// How received plaintext is read, by connection stage.
 pub enum Codec {

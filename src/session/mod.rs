@@ -24,12 +24,12 @@ mod tls;
 mod tls_conn;
 mod ws;
 
-use crate::clock::Instant;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::labels::label_enum;
 pub use app::ProbeKind;
 use app::{App, Ctx, Input, Report};

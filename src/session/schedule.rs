@@ -2,11 +2,11 @@
 //! phase of the ping interval, one probe in flight at a time, each with its
 //! answer deadline. Shared by every liveness protocol that probes.
 
-use crate::clock::Instant;
 use std::time::Duration;
 
 use super::rng::Rng;
 use super::spec::Timing;
+use crate::clock::Instant;
 
 /// Where a session's probes fall within the interval after its first one.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,12 +1,12 @@
 //! TLS inside the core: rustls is sans-IO too (`tls_conn`), so ciphertext
 //! goes in, plaintext and records to send come out, here.
 
-use crate::clock::Instant;
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::tls_conn::TlsConn;
 use super::{DisconnectReason, FailureReason, Outbox, Phase, Session, SessionEvent, Step};
+use crate::clock::Instant;
 
 impl Session {
     /// Starts the TLS handshake of a wss:// connection.

@@ -9,10 +9,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
-
-use super::conn::OutBuf;
 use rustls::pki_types::ServerName;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+
+use super::conn::OutBuf;
 
 /// What a read held besides plaintext.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,6 @@
 //! a message outlives it. Control frames are answered here; close frames
 //! end the session.
 
-use crate::clock::Instant;
 use std::sync::Arc;
 
 use super::app::{Input, Keep};
@@ -16,6 +15,7 @@ use super::handshake::{self, Expectation, Progress};
 use super::secrets::NO_SECRETS;
 use super::spec::OpenMessage;
 use super::{DisconnectReason, Outbox, Phase, Session, SessionEvent, Step};
+use crate::clock::Instant;
 
 impl Session {
     pub(super) fn send_upgrade_request(&mut self) {

@@ -3,9 +3,8 @@
 //! the answer recognised by a pattern, timed and deadlined like a pong.
 //! Messages that do not match are ordinary traffic, never a false answer.
 
-use crate::clock::Instant;
-
 use super::{run_probe, Ctx, Input, ProbeKind, Protocol, Report};
+use crate::clock::Instant;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{AppProbe, ProbeAnswer, ProbeMessage, TargetSpec};
 

@@ -3,11 +3,10 @@
 //! opens the session; protocol `ping`/`pong` messages are the probe; the
 //! server's pings are answered; its 44xx close codes are its errors.
 
-use crate::clock::Instant;
-
 use serde::Deserialize;
 
 use super::{answer_in_flight, run_probe, AppFailure, Ctx, Input, ProbeKind, Protocol, Report};
+use crate::clock::Instant;
 use crate::session::reason::DisconnectReason;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{GraphqlWsOptions, TargetSpec};

@@ -19,7 +19,6 @@ pub mod stomp;
 mod tcp_probe;
 mod ws_ping;
 
-use crate::clock::Instant;
 use std::time::Duration;
 
 use super::conn::ConnIo;
@@ -28,6 +27,7 @@ use super::rng::Rng;
 use super::schedule::{Due, ProbeSchedule, Probing};
 use super::secrets::SecretFiles;
 use super::spec::{Scheme, TargetSpec, Timing};
+use crate::clock::Instant;
 use crate::labels::label_enum;
 use proto::Proto;
 use tcp_probe::TcpProbe;

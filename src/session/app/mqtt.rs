@@ -5,10 +5,10 @@
 //! Packets may span or share WebSocket messages: they are read as a stream,
 //! keeping only control packets, never a PUBLISH payload.
 
-use crate::clock::Instant;
 use std::time::Duration;
 
 use super::{answer_in_flight, failed, most_telling, run_probe, Ctx, Input, Keep, ProbeKind, Protocol, Report};
+use crate::clock::Instant;
 use crate::session::reason::DisconnectReason;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{MqttOptions, MqttVersion, TargetSpec};

@@ -2,8 +2,6 @@
 //! the protocol's handshake decides when the session opens, then both its
 //! own heartbeat and the pings prove the peer alive.
 
-use crate::clock::Instant;
-
 use super::custom::CustomProbe;
 use super::graphql_ws::GraphqlWs;
 use super::mqtt::Mqtt;
@@ -11,6 +9,7 @@ use super::socketio::SocketIo;
 use super::stomp::Stomp;
 use super::ws_ping::WsPing;
 use super::{AppFailure, Ctx, Input, Keep, Protocol, Report};
+use crate::clock::Instant;
 use crate::session::min_opt;
 use crate::session::spec::{Protocol as ProtocolSpec, TargetSpec};
 

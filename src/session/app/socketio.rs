@@ -5,12 +5,12 @@
 //! pinging for `pingInterval + pingTimeout` is dead. In v3 the client pings
 //! and times the server's pong.
 
-use crate::clock::Instant;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{answer_in_flight, failed, run_probe, Ctx, Input, ProbeKind, Protocol, Report};
+use crate::clock::Instant;
 use crate::session::reason::DisconnectReason;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::{SocketIoOptions, TargetSpec, Timing};

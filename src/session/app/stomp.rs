@@ -5,10 +5,10 @@
 //! ERROR frame is the broker's error. Frames are read as a stream; only
 //! their command and headers are kept, never a MESSAGE body.
 
-use crate::clock::Instant;
 use std::time::Duration;
 
 use super::{failed, most_telling, run_probe, Ctx, Input, Keep, ProbeKind, Protocol, Report};
+use crate::clock::Instant;
 use crate::session::min_opt;
 use crate::session::reason::DisconnectReason;
 use crate::session::schedule::ProbeSchedule;

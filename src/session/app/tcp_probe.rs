@@ -1,10 +1,10 @@
 //! A TCP target's probe: `send` every interval, and the answer is in once
 //! `expect` appears in what comes back (possibly split across reads).
 
-use crate::clock::Instant;
 use std::time::Duration;
 
 use super::{run_probe, Ctx, Input, ProbeKind, Report};
+use crate::clock::Instant;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::TargetSpec;
 

@@ -1,9 +1,8 @@
 //! RFC 6455 ping/pong as the liveness probe: a ping carrying the probe's id
 //! every interval; the pong carrying the same id answers it.
 
-use crate::clock::Instant;
-
 use super::{run_probe, Ctx, Input, ProbeKind, Report};
+use crate::clock::Instant;
 use crate::session::ping::ID_LEN;
 use crate::session::schedule::ProbeSchedule;
 use crate::session::spec::TargetSpec;
