@@ -65,15 +65,13 @@ impl Instant {
 
     /// `None` past the clock's range (about 584 years of uptime).
     pub fn checked_add(&self, d: Duration) -> Option<Instant> {
-        let nanos = u64::try_from(d.as_nanos()).ok()?;
-        self.nanos().checked_add(nanos).map(Instant::from_nanos)
+        self.nanos().checked_add(nanos_of(d)?).map(Instant::from_nanos)
     }
 
     /// `None` before the clock's start (the host's boot).
     pub fn checked_sub(&self, d: Duration) -> Option<Instant> {
-        let nanos = u64::try_from(d.as_nanos()).ok()?;
         self.nanos()
-            .checked_sub(nanos)
+            .checked_sub(nanos_of(d)?)
             .filter(|&n| n > 0)
             .map(Instant::from_nanos)
     }
@@ -81,11 +79,16 @@ impl Instant {
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// `d` in nanoseconds, saturating (a `Duration` can hold 584 billion years).
-fn saturating_nanos(d: Duration) -> u64 {
+/// `d` in nanoseconds; `None` past 584 years (a `Duration` holds more).
+fn nanos_of(d: Duration) -> Option<u64> {
     d.as_secs()
-        .saturating_mul(NANOS_PER_SEC)
-        .saturating_add(u64::from(d.subsec_nanos()))
+        .checked_mul(NANOS_PER_SEC)?
+        .checked_add(u64::from(d.subsec_nanos()))
+}
+
+/// `d` in nanoseconds, saturating.
+fn saturating_nanos(d: Duration) -> u64 {
+    nanos_of(d).unwrap_or(u64::MAX)
 }
 
 impl Add<Duration> for Instant {
