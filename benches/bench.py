@@ -55,19 +55,27 @@ def cpu_seconds(pid):
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
 
 
+def thread_runtimes(pid):
+    """(thread name, CPU seconds so far) for each live thread of `pid`, from
+    the scheduler's own nanosecond count (/proc/PID/task/*/schedstat).
+    Threads that ended are not counted: for long-lived threads only."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just ended
+        yield name, ns / 1e9
+
+
 def cpu_sample(pid):
     """(total, user, kernel) CPU seconds so far. The total is the scheduler's
     own nanosecond count, summed over the threads: /proc/PID/stat counts in
     10 ms ticks, which for a process using 1 % of a core over a 30 s window
     is 30 ticks, ±3 % from rounding alone. User and kernel come from the ticks
     and serve only to split a window's precise total."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that just ended
-    return (total / 1e9, *cpu_seconds(pid))
+    total = sum(seconds for _, seconds in thread_runtimes(pid))
+    return (total, *cpu_seconds(pid))
 
 
 def window_cpu(before, after, wall):
@@ -322,13 +330,8 @@ def thread_cpu_seconds(pid):
     thread (`sockpulse`), the host scan `sockpulse-kernel` (`sockpulse-kerne`:
     the kernel keeps 15 characters of a name)."""
     out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # a thread that just ended
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    for name, seconds in thread_runtimes(pid):
+        out[name] = out.get(name, 0.0) + seconds
     return out
 
 
