@@ -24,4 +24,5 @@ mod reload;
 mod soak;
 mod stream;
 mod web;
+mod webedges;
 mod websec;

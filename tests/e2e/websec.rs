@@ -16,11 +16,20 @@ const T: Duration = Duration::from_secs(30);
 
 /// A bcrypt hash of `password`, made by Apache's htpasswd.
 pub(crate) fn htpasswd(user: &str, password: &str) -> Option<String> {
+    htpasswd_cost(user, password, 10)
+}
+
+/// `htpasswd` with this bcrypt cost (4 is the cheapest bcrypt allows).
+fn htpasswd_cost(user: &str, password: &str, cost: u32) -> Option<String> {
     let bin = which("htpasswd");
     if !require("htpasswd (apache2-utils)", bin.is_some()) {
         return None;
     }
-    let out = Command::new(bin?).args(["-nbBC", "10", user, password]).output().ok()?;
+    let cost = cost.to_string();
+    let out = Command::new(bin?)
+        .args(["-nbBC", &cost, user, password])
+        .output()
+        .ok()?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     line.split_once(':').map(|(_, hash)| hash.to_string())
 }
@@ -297,8 +306,63 @@ fn the_page_and_the_stream_work_on_a_sub_path_behind_nginx() {
     assert!(evil.wait_line("REFUSED 403", T).is_some(), "{}", evil.output_text());
 }
 
+#[test]
+fn a_flood_of_unknown_passwords_gets_429s_while_a_known_user_is_still_served() {
+    // The cheapest bcrypt: every check is quick, so what limits the flood
+    // is the agent's ration of checks (5 a second), not the hashing.
+    let Some(hash) = htpasswd_cost("prometheus", "s3cret", 4) else {
+        return;
+    };
+    let dir = tempfile_dir::TempDir::new("web-flood");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+    let agent = Agent::start_with("", &["--web.config.file", web.to_str().unwrap()]);
+    // Known before the flood: remembered, no check needed later.
+    assert_eq!(get_as(&agent.addr, "/metrics", "prometheus", "s3cret").0, 200);
+
+    let answers: Vec<String> = (0..40)
+        .map(|i| raw_get_as(&agent.addr, "/metrics", "prometheus", &format!("guess{i}")))
+        .collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| status_of(a)).collect();
+    let denied = statuses.iter().filter(|&&s| s == 401).count();
+    let busy = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(denied + busy, statuses.len(), "{statuses:?}");
+    // The burst of 5 checks (one went to the known user's first login),
+    // plus what refills while the flood lasts.
+    assert!(denied >= 4 && busy >= 20, "{statuses:?}");
+    for a in answers.iter().filter(|a| status_of(a) == 429) {
+        assert!(a.contains("Retry-After: 1\r\n"), "{a}");
+    }
+    // The known user is served in the middle of it.
+    let (status, body) = get_as(&agent.addr, "/metrics", "prometheus", "s3cret");
+    assert_eq!(status, 200);
+    assert!(body.contains("sockpulse_http_connections"), "{body}");
+    // Once the ration refills, unknown credentials are checked again.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(get_as(&agent.addr, "/metrics", "prometheus", "late-guess").0, 401);
+}
+
 /// GET `path` with basic auth: status and body.
 fn get_as(addr: &str, path: &str, user: &str, password: &str) -> (u16, String) {
+    let answer = raw_get_as(addr, path, user, password);
+    let status = status_of(&answer);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The whole answer to a GET of `path` with basic auth.
+fn raw_get_as(addr: &str, path: &str, user: &str, password: &str) -> String {
     use base64::Engine as _;
     use std::io::{Read, Write};
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -310,16 +374,7 @@ fn get_as(addr: &str, path: &str, user: &str, password: &str) -> (u16, String) {
     .unwrap();
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    answer
 }
 
 #[test]
