@@ -9,6 +9,9 @@ every session, and ping RTT p50/p99/max over that window. The loopback
 1-byte TCP round trip is measured in the same run as the floor.
 
 usage: bench.py [--sessions 1000,9000] [--window 60] [--servers 2] [--server websocat|node] [--out FILE]
+       bench.py --floor [--pin] ...          adds the C epoll floor (benches/floor.c)
+       bench.py --paired [--windows 6] ...   sockpulse and the floor at the same time, same windows
+       bench.py --footprint 0,500 ...        the floor with a working set, next to sockpulse
 Run through scripts/bench.sh, which builds and installs what this needs.
 """
 import argparse
@@ -270,6 +273,7 @@ class FloorRun(PythonRun):
     floor the session loop is measured against."""
     name = "C epoll floor"
     binary = ROOT / "target/bench-floor"
+    touch_lines = 0  # FLOOR_TOUCH_LINES: a working set read at every wake
 
     def __init__(self, n, ports, tmp):
         if not self.binary.exists() or self.binary.stat().st_mtime < (ROOT / "benches/floor.c").stat().st_mtime:
@@ -280,7 +284,8 @@ class FloorRun(PythonRun):
         specs = [f"ws://127.0.0.1:{port}/:{count}" for port, count in split(n, ports) if count]
         self.started = time.monotonic()
         self.proc = subprocess.Popen([str(self.binary), str(self.rtt_file), str(INTERVAL), str(PONG_TIMEOUT), *specs],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=dict(os.environ, FLOOR_TOUCH_LINES=str(self.touch_lines)))
 
 
 def fill_table(sockets):
@@ -479,6 +484,114 @@ def measure(cls, n, ports, tmp, window):
     return rss, t_open, window_cpu(cpu0, cpu1, w1 - w0), rtts, delays
 
 
+def scheduler_totals(pid):
+    """(CPU nanoseconds, scheduler runs) so far, summed over `pid`'s threads."""
+    ns = runs = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "schedstat").read_text().split()
+            ns, runs = ns + int(fields[0]), runs + int(fields[2])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just ended
+    return ns, runs
+
+
+def paired_floor(args, tmp):
+    """sockpulse and the C floor at the same time, each on fresh servers of
+    its own: both monitors on CPU 0, all servers on CPU 1, CPU read over the
+    same windows. Sequential measurements of one program drift by up to
+    ±30 % between minutes on this VM at 1k sessions; paired windows see the
+    same drift. Which of the two starts first alternates by round."""
+    lines = ["| sessions | round | sockpulse CPU | floor CPU | ratio | per window (min–max) "
+             "| CPU per wake-up (sockpulse / floor) |", "|---|---|---|---|---|---|---|"]
+    counts = [int(x) for x in args.sessions.split(",")]
+    for rnd in range(args.repeat):
+        for n in counts:
+            order = [SockpulseRun, FloorRun] if rnd % 2 == 0 else [FloorRun, SockpulseRun]
+            runs, servers = {}, []
+            try:
+                for cls in order:
+                    procs, ports = start_server_processes(args.servers, args.server)
+                    servers += procs
+                    for p in procs:
+                        pin(p.pid, {1})
+                    runs[cls] = cls(n, ports, tmp)
+                    runs[cls].wait_all_open()
+                    pin(runs[cls].proc.pid, {0})
+                time.sleep(INTERVAL + 2)
+                windows = []
+                for _ in range(args.windows):
+                    before = {cls: scheduler_totals(r.proc.pid) for cls, r in runs.items()}
+                    time.sleep(args.window)
+                    after = {cls: scheduler_totals(r.proc.pid) for cls, r in runs.items()}
+                    windows.append({cls: (after[cls][0] - before[cls][0], after[cls][1] - before[cls][1])
+                                    for cls in runs})
+            finally:
+                for r in runs.values():
+                    try:
+                        r.stop()
+                    except Exception:
+                        r.proc.kill()
+                for p in servers:
+                    p.terminate()
+                    p.wait()
+            sp = sum(w[SockpulseRun][0] for w in windows)
+            fl = sum(w[FloorRun][0] for w in windows)
+            ratios = [w[SockpulseRun][0] / max(w[FloorRun][0], 1) for w in windows]
+            per_wake = [sum(w[c][0] for w in windows) / max(1, sum(w[c][1] for w in windows)) / 1e3
+                        for c in (SockpulseRun, FloorRun)]
+            wall = args.window * args.windows
+            row = (f"| {n} | {rnd + 1} | {100 * sp / wall / 1e9:.3f}% | {100 * fl / wall / 1e9:.3f}% | "
+                   f"{sp / max(fl, 1):.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× | "
+                   f"{per_wake[0]:.1f} / {per_wake[1]:.1f} µs |")
+            log(row)
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def footprint(args, tmp):
+    """What a working set costs per wake-up: the floor reading K cache lines
+    (each in its own page) at every wake, next to sockpulse, at the first
+    --sessions count; rounds interleave them. sockpulse's user-space work per
+    wake-up is a few thousand instructions, yet it costs tens of µs: on this
+    VM every wake-up starts with cold caches and TLB."""
+    n = int(args.sessions.split(",")[0])
+    lines_counts = [int(x) for x in args.footprint.split(",")]
+    monitors = [SockpulseRun] + [type(f"Floor{k}", (FloorRun,), {"touch_lines": k, "name": f"C epoll floor + {k} lines"})
+                                 for k in lines_counts]
+    totals = {cls: [0, 0, 0.0] for cls in monitors}
+    for _ in range(args.repeat):
+        for cls in monitors:
+            servers, ports = start_server_processes(args.servers, args.server)
+            for p in servers:
+                pin(p.pid, {1})
+            run = None
+            try:
+                run = cls(n, ports, tmp)
+                run.wait_all_open()
+                pin(run.proc.pid, {0})
+                time.sleep(INTERVAL + 2)
+                (ns0, runs0), t0 = scheduler_totals(run.proc.pid), time.time()
+                time.sleep(args.window)
+                (ns1, runs1), t1 = scheduler_totals(run.proc.pid), time.time()
+                totals[cls][0] += ns1 - ns0
+                totals[cls][1] += runs1 - runs0
+                totals[cls][2] += t1 - t0
+                log(f"{cls.name}: {(ns1 - ns0) / max(1, runs1 - runs0) / 1e3:.1f} µs per wake-up")
+            finally:
+                if run:
+                    run.stop()
+                for p in servers:
+                    p.terminate()
+                    p.wait()
+    lines = [f"{n} sessions, {args.repeat} interleaved rounds of {args.window} s, monitor on CPU 0, servers on CPU 1:",
+             "", "| monitor | CPU (one core) | wake-ups/s | CPU per wake-up |", "|---|---|---|---|"]
+    for cls in monitors:
+        ns, runs, wall = totals[cls]
+        lines.append(f"| {cls.name} | {100 * ns / wall / 1e9:.3f}% | {runs / wall:.1f} | {ns / max(1, runs) / 1e3:.1f} µs |")
+    return "\n".join(lines)
+
+
 def measure_on_fresh_servers(cls, n, args, tmp, window):
     """`measure` against servers started for this measurement alone. A
     server that has been through earlier connect storms is not the same
@@ -516,6 +629,11 @@ def main():
                     help="steady windows with the monitor on CPU 0 and the servers on CPU 1")
     ap.add_argument("--floor", action="store_true",
                     help="sockpulse, the C epoll floor (benches/floor.c) and the spread Python monitor")
+    ap.add_argument("--paired", action="store_true",
+                    help="instead: sockpulse and the C floor at the same time, CPU over the same windows")
+    ap.add_argument("--windows", type=int, default=6, help="--paired: windows per measurement")
+    ap.add_argument("--footprint", metavar="LINES",
+                    help="instead: the floor reading LINES (e.g. 0,500,2000) cold cache lines per wake, next to sockpulse")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
                     help="instead: sockpulse RTT with the host scan off vs on over a table of this many sockets")
     ap.add_argument("--scan-share", action="store_true",
@@ -528,6 +646,14 @@ def main():
     if args.storm:
         with tempfile.TemporaryDirectory() as tmp:
             write_report([connect_storms(args, tmp)], str(ROOT / "target/bench-storms.md"))
+        return
+    if args.footprint:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report([footprint(args, tmp)], str(ROOT / "target/bench-footprint.md"))
+        return
+    if args.paired:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report([paired_floor(args, tmp)], str(ROOT / "target/bench-paired.md"))
         return
     if args.scan_share:
         with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,12 @@
  * its CPU is the point. Nothing else: no reconnects, no metrics, no TLS, no frame
  * parsing beyond "this read starts with a pong".
  *
+ * FLOOR_TOUCH_LINES=K (default 0) makes every wake also follow a chain of
+ * K pointers, each in a cache line and page of its own, the same ones every
+ * time: what a program's working set costs per wake-up on this machine
+ * (bench.py --footprint). A chain, because code and data structures are
+ * reached one after another, not all at once.
+ *
  * Same interface as py_monitor.py: prints `ALL_OPEN <seconds>` once every
  * session is open; on SIGTERM writes each RTT as `unix_ms rtt_us` to
  * RTT_FILE and exits.
@@ -51,6 +57,7 @@ struct sample {
 };
 
 static volatile sig_atomic_t stop;
+static volatile size_t touch_end; /* where the FLOOR_TOUCH_LINES chain ends: keeps the walk */
 static void on_term(int sig) { (void)sig; stop = 1; }
 
 static int64_t now_ns(clockid_t clock) {
@@ -118,6 +125,30 @@ int main(int argc, char **argv) {
         }
     }
 
+    /* The working set of FLOOR_TOUCH_LINES: lines spread over 64 MiB in a
+     * fixed pseudo-random order (no prefetcher can guess the next). */
+    const char *touch_env = getenv("FLOOR_TOUCH_LINES");
+    long touch_lines = touch_env ? atol(touch_env) : 0;
+    const size_t touch_span = (size_t)64 << 20;
+    unsigned char *touch_area = NULL;
+    size_t *touch_at = NULL;
+    if (touch_lines > 0) {
+        touch_area = malloc(touch_span);
+        touch_at = malloc((size_t)touch_lines * sizeof *touch_at);
+        if (!touch_area || !touch_at) {
+            perror("FLOOR_TOUCH_LINES");
+            return 1;
+        }
+        memset(touch_area, 0, touch_span);
+        uint64_t x = 88172645463325252ULL;
+        for (long k = 0; k < touch_lines; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            touch_at[k] = (size_t)(x % (touch_span / 4096)) * 4096 + (size_t)(k % 64) * 64;
+        }
+        for (long k = 0; k < touch_lines; k++) /* each line names the next */
+            memcpy(touch_area + touch_at[k], &touch_at[(k + 1) % touch_lines], sizeof(size_t));
+    }
+
     int opened = 0;
     int more = 0;
     int64_t anchor = 0;      /* when session 0's pings are due, once all are open */
@@ -145,6 +176,12 @@ int main(int argc, char **argv) {
         if (n < 0 && errno == EINTR)
             continue;
         more = n == 1024; /* the rest are read on the next pass, without sleeping */
+        if (touch_lines > 0) {
+            size_t at = touch_at[0];
+            for (long k = 0; k < touch_lines; k++)
+                memcpy(&at, touch_area + at, sizeof at);
+            touch_end = at;
+        }
         int64_t now = now_ns(CLOCK_MONOTONIC);
         for (int e = 0; e < n; e++) {
             struct session *x = &s[events[e].data.u32];

@@ -3,7 +3,9 @@
 # schedules) at 1k and 9k sessions on the same local echo servers (websocat
 # by default: Rust, no GC pauses; --server node for Node ws), plus the
 # loopback floor. Takes about 12 minutes; prints a markdown table (also in
-# target/bench-results.md).
+# target/bench-results.md). --floor adds the C epoll floor (benches/floor.c);
+# --paired runs sockpulse and the floor at the same time over the same
+# windows; --footprint prices a working set per wake-up (benches/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh >/dev/null
