@@ -215,6 +215,7 @@ fn web_limits(cfg: &Config) -> WebLimits {
         max_connections: cfg.web.max_connections,
         header_timeout: cfg.web.header_timeout,
         max_stream_clients: cfg.web.max_stream_clients,
+        max_echo_clients: cfg.web.max_echo_clients,
     }
 }
 

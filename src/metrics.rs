@@ -237,7 +237,7 @@ metric_table! {
             "HTTP connections the agent ended or refused, by reason: header_timeout, write_timeout, \
              evicted (the oldest waiting for a request head, to admit a new one at web.max_connections), \
              limit (503 at web.max_connections), stream_limit (503 at web.max_stream_clients), \
-             stream_too_slow (a stream client that fell behind, closed with 1013)") ["reason"];
+             echo_limit (503 at web.max_echo_clients), stream_too_slow (a stream client that fell behind, closed with 1013)") ["reason"];
         stream_clients: IntGauge("sockpulse_stream_clients",
             "Clients of /api/v1/stream (at most web.max_stream_clients)") [];
         probes_in_flight: IntGauge("sockpulse_probes_in_flight",

@@ -339,6 +339,19 @@ mod tests {
             .problems
     }
 
+    #[test]
+    fn echo_and_stream_clients_have_caps_of_their_own() {
+        let defaults = parse_ok("");
+        assert_eq!(
+            (defaults.web.max_echo_clients, defaults.web.max_stream_clients),
+            (256, 512)
+        );
+        let set = parse_ok("[web]\nmax_echo_clients = 3\nmax_stream_clients = 0\n");
+        assert_eq!((set.web.max_echo_clients, set.web.max_stream_clients), (3, 0));
+        let bad = problems("[web]\nmax_echo_clients = -1\n");
+        assert!(bad.iter().any(|p| p.field.contains("max_echo_clients")), "{bad:?}");
+    }
+
     fn fields(text: &str) -> Vec<String> {
         problems(text).into_iter().map(|p| p.field).collect()
     }

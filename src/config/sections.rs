@@ -25,6 +25,8 @@ pub struct WebConfig {
     pub header_timeout: Duration,
     /// Clients of /api/v1/stream at once.
     pub max_stream_clients: usize,
+    /// Clients of the `/ws` echo at once.
+    pub max_echo_clients: usize,
 }
 
 impl Default for WebConfig {
@@ -35,6 +37,7 @@ impl Default for WebConfig {
             max_connections: 1024,
             header_timeout: Duration::from_secs(5),
             max_stream_clients: 512,
+            max_echo_clients: 256,
         }
     }
 }
@@ -93,6 +96,7 @@ pub(super) fn read_web(w: &mut Walker<'_>, t: &Table) -> WebConfig {
             "max_connections",
             "header_timeout",
             "max_stream_clients",
+            "max_echo_clients",
         ]],
     );
     if let Some(a) = w.str(t, "web", "listen_address") {
@@ -109,6 +113,9 @@ pub(super) fn read_web(w: &mut Walker<'_>, t: &Table) -> WebConfig {
     }
     if let Some(n) = w.int(t, "web", "max_stream_clients", 0, 100_000) {
         web.max_stream_clients = n as usize;
+    }
+    if let Some(n) = w.int(t, "web", "max_echo_clients", 0, 100_000) {
+        web.max_echo_clients = n as usize;
     }
     web
 }

@@ -57,6 +57,7 @@ const DROP_REASONS: &[&str] = &[
     "evicted",
     "limit",
     "stream_limit",
+    "echo_limit",
     "stream_too_slow",
 ];
 
@@ -161,6 +162,10 @@ pub struct WebLimits {
     pub header_timeout: Duration,
     /// Stream clients at once (within `max_connections`).
     pub max_stream_clients: usize,
+    /// Echo clients at once (within `max_connections`): they cannot be
+    /// evicted, so without a cap of their own they could take every
+    /// connection and leave none for a scrape.
+    pub max_echo_clients: usize,
 }
 
 pub fn spawn(listener: std::net::TcpListener, state: Arc<HttpState>) -> io::Result<thread::JoinHandle<()>> {
@@ -207,6 +212,7 @@ struct Server {
     hub: stream::Hub,
     /// Connections that are stream clients.
     streams: usize,
+    echoes: usize,
 }
 
 enum Next {
@@ -244,6 +250,7 @@ impl Server {
             accept_paused_until: None,
             hub: stream::Hub::new(Instant::now()),
             streams: 0,
+            echoes: 0,
         })
     }
 
@@ -389,8 +396,10 @@ impl Server {
 
     /// Frees slot `i`, whose connection `conn` is gone.
     fn release(&mut self, i: usize, conn: &Conn) {
-        if matches!(conn, Conn::Stream(_)) {
-            self.streams -= 1;
+        match conn {
+            Conn::Stream(_) => self.streams -= 1,
+            Conn::Echo(_) => self.echoes -= 1,
+            Conn::Http(_) => {}
         }
         self.free.push(i);
         self.open -= 1;
@@ -454,6 +463,7 @@ impl Server {
                 } else {
                     let mut e = c.into_echo(now);
                     let alive = e.pump(now);
+                    self.echoes += 1;
                     (Conn::Echo(e), alive)
                 };
                 if alive {
@@ -528,6 +538,17 @@ impl Server {
                     "503 Service Unavailable",
                     "text/plain",
                     b"too many stream clients ([web] max_stream_clients)\n",
+                    now,
+                    WRITE_TIMEOUT,
+                );
+            }
+            Reply::Upgrade { then: Then::Echo, .. } if self.echoes >= self.limits.max_echo_clients => {
+                self.dropped("echo_limit");
+                c.keep_alive = false;
+                c.answer(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"too many echo clients ([web] max_echo_clients)\n",
                     now,
                     WRITE_TIMEOUT,
                 );

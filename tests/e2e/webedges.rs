@@ -195,3 +195,48 @@ fn a_route_prefix_alone_moves_every_route_and_the_page_links_stay_relative() {
     assert_eq!(agent.get("/metrics").0, 200);
     assert_eq!(agent.get("/sockpulse/metrics").0, 404);
 }
+
+/// Upgrades a connection to the agent's `/ws` echo: the answer's status line.
+fn echo_upgrade(addr: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to agent");
+    write!(
+        s,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("send upgrade");
+    let head = read_head(&mut s);
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (s, status)
+}
+
+#[test]
+fn echo_clients_have_a_cap_of_their_own_and_a_scrape_still_gets_through() {
+    // A target of its own (refused) so that the agent does not watch its
+    // own echo, which would take one of the two places.
+    let agent = Agent::start(&format!(
+        "[web]\nmax_connections = 3\nmax_echo_clients = 2\n{}",
+        one_target("refused", "ws://127.0.0.1:1/", "")
+    ));
+    let (first, status) = echo_upgrade(&agent.addr);
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let (_second, status) = echo_upgrade(&agent.addr);
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let (_third, status) = echo_upgrade(&agent.addr);
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    // Two of three connections are echoes; a scrape still gets the third.
+    assert_eq!(
+        agent.metric("sockpulse_http_connections_dropped_total", &[("reason", "echo_limit")]),
+        Some(1.0)
+    );
+    // A closed echo frees its place.
+    drop(first);
+    let mut status = String::new();
+    assert!(
+        wait_until(T, || {
+            status = echo_upgrade(&agent.addr).1;
+            status.starts_with("HTTP/1.1 101")
+        }),
+        "{status}"
+    );
+}
