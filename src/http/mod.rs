@@ -528,30 +528,32 @@ impl Server {
         }
     }
 
+    /// A 503 for an upgrade over its kind's cap, counted as `reason`.
+    fn refuse_upgrade(&self, c: &mut HttpConn, reason: &'static str, why: &str, now: Instant) {
+        self.dropped(reason);
+        c.keep_alive = false;
+        c.answer(
+            "503 Service Unavailable",
+            "text/plain",
+            why.as_bytes(),
+            now,
+            WRITE_TIMEOUT,
+        );
+    }
+
     fn serve(&self, i: usize, id: u64, c: &mut HttpConn, req: &request::Request, now: Instant) {
         match routes::route(&self.state, req, now) {
             Reply::Answer(r) => c.answer_with(r.status, r.content_type, &r.headers, &r.body, now, WRITE_TIMEOUT),
             Reply::Upgrade { then: Then::Stream, .. } if self.streams >= self.limits.max_stream_clients => {
-                self.dropped("stream_limit");
-                c.keep_alive = false;
-                c.answer(
-                    "503 Service Unavailable",
-                    "text/plain",
-                    b"too many stream clients ([web] max_stream_clients)\n",
+                self.refuse_upgrade(
+                    c,
+                    "stream_limit",
+                    "too many stream clients ([web] max_stream_clients)\n",
                     now,
-                    WRITE_TIMEOUT,
                 );
             }
             Reply::Upgrade { then: Then::Echo, .. } if self.echoes >= self.limits.max_echo_clients => {
-                self.dropped("echo_limit");
-                c.keep_alive = false;
-                c.answer(
-                    "503 Service Unavailable",
-                    "text/plain",
-                    b"too many echo clients ([web] max_echo_clients)\n",
-                    now,
-                    WRITE_TIMEOUT,
-                );
+                self.refuse_upgrade(c, "echo_limit", "too many echo clients ([web] max_echo_clients)\n", now);
             }
             Reply::Upgrade { head, then } => c.answer_raw(head.as_bytes(), then, now, WRITE_TIMEOUT),
             Reply::Probe => {
