@@ -88,19 +88,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .unwrap_or_else(|| cfg.web.listen_address.clone());
     let listener = TcpListener::bind(&listen).map_err(|e| start_error(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-    if cfg.targets.is_empty() {
-        if tls_on {
-            return Err(start_error(
-                "no targets: the built-in echo target is plain ws and the endpoint serves TLS; \
-                 give --target URL or [[target]] entries",
-            ));
-        }
-        add_self_target(&mut cfg, &bound)?;
-        log::info!(
-            "no targets configured: monitoring the built-in echo endpoint {}",
-            cfg.targets[0].url
-        );
-    }
+    when_no_targets(&mut cfg, &bound, tls_on)?;
     let metrics = Arc::new(Metrics::new());
     if let Some(shard) = opts.shard {
         metrics.shards.set(i64::from(shard.count));
@@ -225,6 +213,7 @@ fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Sha
         keep_shard(&mut cfg, shard);
         // Read before anything applies: a broken file fails the whole reload.
         let security = web_security(shared.web_config.as_deref())?;
+        when_no_targets(&mut cfg, &bound, security.tls.is_some())?;
         if cfg.web.listen_address != shared.listen_address {
             log::warn!("[web] listen_address changed: it takes a restart");
         }
@@ -237,9 +226,6 @@ fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Sha
         }
         if let Ok(mut p) = shared.probe.write() {
             *p = cfg.probe.clone();
-        }
-        if cfg.targets.is_empty() {
-            add_self_target(&mut cfg, &bound)?;
         }
         Ok(cfg.targets)
     })
@@ -346,7 +332,33 @@ fn web_settings(opts: &AgentOptions) -> Result<WebSettings, AgentError> {
     })
 }
 
-/// With no targets, the agent monitors its own echo endpoint.
+/// An agent with no targets watches its own echo endpoint as target
+/// "self", unless its targets are to come from `target_files`: a file not
+/// written yet (a discovery sidecar starting) is something to wait for,
+/// not a mistake. The echo target is plain ws, so with TLS on there is
+/// nothing it could watch: an error.
+fn when_no_targets(cfg: &mut Config, bound: &str, tls_on: bool) -> Result<(), AgentError> {
+    if !cfg.targets.is_empty() {
+        return Ok(());
+    }
+    if !cfg.target_files.is_empty() {
+        log::info!("no targets in target_files yet: waiting for them");
+        return Ok(());
+    }
+    if tls_on {
+        return Err(start_error(
+            "no targets: the built-in echo target is plain ws and the endpoint serves TLS; \
+             give --target URL, [[target]] entries or target_files",
+        ));
+    }
+    add_self_target(cfg, bound)?;
+    log::info!(
+        "no targets configured: monitoring the built-in echo endpoint {}",
+        cfg.targets[0].url
+    );
+    Ok(())
+}
+
 fn add_self_target(cfg: &mut Config, bound: &str) -> Result<(), AgentError> {
     if !cfg.web.echo_endpoint {
         return Err(start_error(

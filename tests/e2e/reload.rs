@@ -201,6 +201,11 @@ fn target_files_are_followed_as_they_are_created_edited_broken_fixed_and_deleted
     let up = |target: &str| agent.wait_metric("sockpulse_target_up", &[("target", target)], T, |v| v == 1.0);
     let reloaded_ok = |ok: f64| agent.wait_metric("sockpulse_config_last_reload_successful", &[], T, |v| v == ok);
 
+    // No file yet: nothing to watch, and no stand-in "self" target either.
+    agent.wait_until_log("no targets in target_files yet", T);
+    let first = agent.scrape();
+    assert!(!first.contains("target=\"self\""), "{first}");
+
     // Created: its targets come, with the group's labels on the info series.
     write_a("red");
     up(&a);

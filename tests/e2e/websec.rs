@@ -451,3 +451,45 @@ fn a_client_certificate_is_optional_with_verify_if_given() {
     let (code, exit) = curl(&url, &["--cacert", &ca, "--tlsv1.2", "--tls-max", "1.2"]);
     assert!(code == "000" && exit != 0, "{code} {exit}");
 }
+
+#[test]
+fn with_tls_an_agent_waits_for_its_target_files_rather_than_refusing_to_start() {
+    let (Some(certs), Some((_py, port))) = (certs(), python_ws(0, &[])) else {
+        return;
+    };
+    let web = certs.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\n",
+    )
+    .unwrap();
+    let sd = tempfile_dir::TempDir::new("tls-file-sd");
+    let agent = Agent::start_with(
+        &format!(
+            "target_files = [\"{}/*.json\"]\n{}",
+            sd.path().display(),
+            fast_defaults()
+        ),
+        &["--web.config.file", web.to_str().unwrap()],
+    );
+    agent.wait_until_log("no targets in target_files yet", T);
+    let ca = certs.path().join("ca.pem").display().to_string();
+    let metrics = || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert", &ca])
+            .arg(format!("https://{}/metrics", agent.addr))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(metrics().contains("sockpulse_build_info"));
+    // The discovery writes its file: the target is watched.
+    let url = format!("ws://127.0.0.1:{port}/");
+    std::fs::write(sd.path().join("t.json"), format!(r#"[{{"targets": ["{url}"]}}]"#)).unwrap();
+    let up = format!("sockpulse_target_up{{target=\"{url}\"}} 1");
+    assert!(
+        wait_until(T, || metrics().contains(&up)),
+        "{}",
+        agent.proc.output_text()
+    );
+}
