@@ -88,7 +88,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .unwrap_or_else(|| cfg.web.listen_address.clone());
     let listener = TcpListener::bind(&listen).map_err(|e| start_error(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-    when_no_targets(&mut cfg, &bound, tls_on)?;
+    when_no_targets(&mut cfg, &bound, tls_on, opts.shard.is_some())?;
     let metrics = Arc::new(Metrics::new());
     if let Some(shard) = opts.shard {
         metrics.shards.set(i64::from(shard.count));
@@ -213,7 +213,7 @@ fn reloader(sources: Sources, bound: String, shared: Reloaded, shard: Option<Sha
         keep_shard(&mut cfg, shard);
         // Read before anything applies: a broken file fails the whole reload.
         let security = web_security(shared.web_config.as_deref())?;
-        when_no_targets(&mut cfg, &bound, security.tls.is_some())?;
+        when_no_targets(&mut cfg, &bound, security.tls.is_some(), shard.is_some())?;
         if cfg.web.listen_address != shared.listen_address {
             log::warn!("[web] listen_address changed: it takes a restart");
         }
@@ -333,16 +333,22 @@ fn web_settings(opts: &AgentOptions) -> Result<WebSettings, AgentError> {
 }
 
 /// An agent with no targets watches its own echo endpoint as target
-/// "self", unless its targets are to come from `target_files`: a file not
-/// written yet (a discovery sidecar starting) is something to wait for,
-/// not a mistake. The echo target is plain ws, so with TLS on there is
-/// nothing it could watch: an error.
-fn when_no_targets(cfg: &mut Config, bound: &str, tls_on: bool) -> Result<(), AgentError> {
+/// "self", unless its targets are to come from `target_files` (a file not
+/// written yet, a discovery sidecar starting, is something to wait for, not
+/// a mistake) or it is one shard of several (more shards than targets
+/// leaves some with none; a "self" in each would be counted as targets).
+/// The echo target is plain ws, so with TLS on there is nothing it could
+/// watch: an error.
+fn when_no_targets(cfg: &mut Config, bound: &str, tls_on: bool, sharded: bool) -> Result<(), AgentError> {
     if !cfg.targets.is_empty() {
         return Ok(());
     }
     if !cfg.target_files.is_empty() {
         log::info!("no targets in target_files yet: waiting for them");
+        return Ok(());
+    }
+    if sharded {
+        log::info!("no targets in this shard: waiting for a reload to bring some");
         return Ok(());
     }
     if tls_on {

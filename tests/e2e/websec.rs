@@ -493,3 +493,49 @@ fn with_tls_an_agent_waits_for_its_target_files_rather_than_refusing_to_start() 
         agent.proc.output_text()
     );
 }
+
+#[test]
+fn with_tls_a_shard_left_without_targets_starts_and_waits() {
+    let (Some(certs), Some((_py, port))) = (certs(), python_ws(0, &[])) else {
+        return;
+    };
+    let web = certs.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\n",
+    )
+    .unwrap();
+    let ca = certs.path().join("ca.pem").display().to_string();
+    // One target, two shards: one of them has none.
+    let config = format!(
+        "{}[[target]]\nname = \"only\"\nurl = \"ws://127.0.0.1:{port}/\"\n",
+        fast_defaults()
+    );
+    let shards: Vec<Agent> = ["0/2", "1/2"]
+        .iter()
+        .map(|s| Agent::start_with(&config, &["--shard", s, "--web.config.file", web.to_str().unwrap()]))
+        .collect();
+    let metrics = |agent: &Agent| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert", &ca])
+            .arg(format!("https://{}/metrics", agent.addr))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let holder = shards
+        .iter()
+        .position(|a| a.proc.output_text().contains(": 1 of 1 target(s) are this agent's"))
+        .expect("one shard holds the target");
+    let idle = &shards[1 - holder];
+    idle.wait_until_log("no targets in this shard", T);
+    assert!(
+        wait_until(T, || metrics(&shards[holder])
+            .contains("sockpulse_target_up{target=\"only\"} 1")),
+        "{}",
+        shards[holder].proc.output_text()
+    );
+    let idle_metrics = metrics(idle);
+    assert!(idle_metrics.contains("sockpulse_build_info"), "{idle_metrics}");
+    assert!(!idle_metrics.contains("sockpulse_target_up{"), "{idle_metrics}");
+}
