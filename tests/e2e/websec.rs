@@ -48,6 +48,29 @@ fn curl(url: &str, args: &[&str]) -> (String, i32) {
     )
 }
 
+/// The body curl gets for `path` over https, trusting `certs`' CA.
+fn https_body(addr: &str, path: &str, certs: &Path) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A web configuration turning TLS on with `certs`' server certificate,
+/// nothing else.
+fn tls_only_web_config(certs: &Path) -> std::path::PathBuf {
+    let web = certs.join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\n",
+    )
+    .unwrap();
+    web
+}
+
 /// The certificate the server at `addr` presents, as PEM.
 fn served_cert(addr: &str) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap();
@@ -457,12 +480,7 @@ fn with_tls_an_agent_waits_for_its_target_files_rather_than_refusing_to_start() 
     let (Some(certs), Some((_py, port))) = (certs(), python_ws(0, &[])) else {
         return;
     };
-    let web = certs.path().join("web.yml");
-    std::fs::write(
-        &web,
-        "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\n",
-    )
-    .unwrap();
+    let web = tls_only_web_config(certs.path());
     let sd = tempfile_dir::TempDir::new("tls-file-sd");
     let agent = Agent::start_with(
         &format!(
@@ -473,15 +491,7 @@ fn with_tls_an_agent_waits_for_its_target_files_rather_than_refusing_to_start() 
         &["--web.config.file", web.to_str().unwrap()],
     );
     agent.wait_until_log("no targets in target_files yet", T);
-    let ca = certs.path().join("ca.pem").display().to_string();
-    let metrics = || {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "10", "--cacert", &ca])
-            .arg(format!("https://{}/metrics", agent.addr))
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let metrics = || https_body(&agent.addr, "/metrics", certs.path());
     assert!(metrics().contains("sockpulse_build_info"));
     // The discovery writes its file: the target is watched.
     let url = format!("ws://127.0.0.1:{port}/");
@@ -499,13 +509,7 @@ fn with_tls_a_shard_left_without_targets_starts_and_waits() {
     let (Some(certs), Some((_py, port))) = (certs(), python_ws(0, &[])) else {
         return;
     };
-    let web = certs.path().join("web.yml");
-    std::fs::write(
-        &web,
-        "tls_server_config:\n  cert_file: good.pem\n  key_file: good.key\n",
-    )
-    .unwrap();
-    let ca = certs.path().join("ca.pem").display().to_string();
+    let web = tls_only_web_config(certs.path());
     // One target, two shards: one of them has none.
     let config = format!(
         "{}[[target]]\nname = \"only\"\nurl = \"ws://127.0.0.1:{port}/\"\n",
@@ -515,14 +519,7 @@ fn with_tls_a_shard_left_without_targets_starts_and_waits() {
         .iter()
         .map(|s| Agent::start_with(&config, &["--shard", s, "--web.config.file", web.to_str().unwrap()]))
         .collect();
-    let metrics = |agent: &Agent| {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "10", "--cacert", &ca])
-            .arg(format!("https://{}/metrics", agent.addr))
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let metrics = |agent: &Agent| https_body(&agent.addr, "/metrics", certs.path());
     let holder = shards
         .iter()
         .position(|a| a.proc.output_text().contains(": 1 of 1 target(s) are this agent's"))
