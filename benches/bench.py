@@ -11,13 +11,15 @@ every session, and ping RTT p50/p99/max over that window. The loopback
 usage: bench.py [--sessions 1000,9000] [--window 60] [--servers 2] [--server websocat|node] [--out FILE]
        bench.py --floor [--pin] ...          adds the C epoll floor (benches/floor.c)
        bench.py --paired [--windows 6] ...   sockpulse and the floor at the same time, same windows
-       bench.py --footprint 0,500 ...        the floor with a working set, next to sockpulse
+       bench.py --footprint 0,300,300@6 ...  the floor with a working set, beside sockpulse
+       bench.py --pages ...                  pages and lines one wake-up touches (valgrind)
 Run through scripts/bench.sh, which builds and installs what this needs.
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,13 +90,13 @@ def window_cpu(before, after, wall):
     return total, (total * kernel / (user + kernel) if user + kernel else 0.0)
 
 
-def wait_for(pred, timeout, what):
+def wait_for(pred, timeout, what, every=0.05):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = pred()
         if v:
             return v
-        time.sleep(0.05)
+        time.sleep(every)
     raise RuntimeError(f"timed out waiting for {what}")
 
 
@@ -173,9 +175,9 @@ def split(n, ports):
     return [(port, base + (1 if i < extra else 0)) for i, port in enumerate(ports)]
 
 
-def http_get(addr, path):
+def http_get(addr, path, timeout=5):
     host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
@@ -185,6 +187,9 @@ def http_get(addr, path):
 
 class SockpulseRun:
     name = "sockpulse"
+    launcher = []  # a command it runs under (see `wake_pages`)
+    keep_fds = ()
+    slowed = 1  # how much slower than native that makes it
     extra_config = '[kernel]\nscan_interval = "off"\n'
     log_filter = "info"
 
@@ -201,9 +206,9 @@ class SockpulseRun:
         self.rtt_file = Path(tmp) / f"{type(self).__name__}-{n}.rtt"
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [str(SOCKPULSE), "run", "--config", str(cfg), "--web.listen-address", "127.0.0.1:0",
+            [*self.launcher, str(SOCKPULSE), "run", "--config", str(cfg), "--web.listen-address", "127.0.0.1:0",
              "--rtt-log", str(self.rtt_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, pass_fds=self.keep_fds,
             env=dict(os.environ, RUST_LOG=self.log_filter),
         )
         line = self.proc.stderr.readline()
@@ -215,16 +220,17 @@ class SockpulseRun:
         subprocess.Popen(["cat"], stdin=self.proc.stderr, stdout=subprocess.DEVNULL)
 
     def open_sessions(self):
-        text = http_get(self.addr, "/metrics")
+        text = http_get(self.addr, "/metrics", timeout=5 * self.slowed)
         return sum(float(m) for m in re.findall(r'^sockpulse_sessions\{state="open",target="[^"]+"\} (\S+)', text, re.M))
 
     def wait_all_open(self):
-        wait_for(lambda: self.open_sessions() >= self.n, 300, f"{self.n} sockpulse sessions")
+        wait_for(lambda: self.open_sessions() >= self.n, 300 * self.slowed, f"{self.n} sockpulse sessions",
+                 every=0.05 * self.slowed)
         return time.monotonic() - self.started
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        self.proc.wait(timeout=30 * self.slowed)
         # `unix_ms target rtt_us read_delay_us`: the last is how long the pong
         # waited in the kernel before sockpulse read it (its loop's stalls).
         samples = []
@@ -274,18 +280,29 @@ class FloorRun(PythonRun):
     name = "C epoll floor"
     binary = ROOT / "target/bench-floor"
     touch_lines = 0  # FLOOR_TOUCH_LINES: a working set read at every wake
+    touch_pages = 0  # FLOOR_TOUCH_PAGES: the pages it spans (0: a page per line)
+    launcher = []
+    keep_fds = ()
+
+    @classmethod
+    def build(cls):
+        if not cls.binary.exists() or cls.binary.stat().st_mtime < (ROOT / "benches/floor.c").stat().st_mtime:
+            subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(cls.binary), str(ROOT / "benches/floor.c")],
+                           check=True)
+        return cls.binary
 
     def __init__(self, n, ports, tmp):
-        if not self.binary.exists() or self.binary.stat().st_mtime < (ROOT / "benches/floor.c").stat().st_mtime:
-            subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(self.binary), str(ROOT / "benches/floor.c")],
-                           check=True)
+        self.build()
         self.n = n
         self.rtt_file = Path(tmp) / f"floor-{n}.rtt"
         specs = [f"ws://127.0.0.1:{port}/:{count}" for port, count in split(n, ports) if count]
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([str(self.binary), str(self.rtt_file), str(INTERVAL), str(PONG_TIMEOUT), *specs],
+        self.proc = subprocess.Popen([*self.launcher, str(self.binary), str(self.rtt_file), str(INTERVAL),
+                                      str(PONG_TIMEOUT), *specs],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env=dict(os.environ, FLOOR_TOUCH_LINES=str(self.touch_lines)))
+                                     pass_fds=self.keep_fds,
+                                     env=dict(os.environ, FLOOR_TOUCH_LINES=str(self.touch_lines),
+                                              FLOOR_TOUCH_PAGES=str(self.touch_pages or self.touch_lines)))
 
 
 def fill_table(sockets):
@@ -496,99 +513,168 @@ def scheduler_totals(pid):
     return ns, runs
 
 
+def same_windows(order, n, args, tmp):
+    """Runs the monitors in `order` at the same time, each on fresh servers
+    of its own: monitors on CPU 0, servers on CPU 1. Returns, per window,
+    each monitor's (CPU nanoseconds, scheduler runs)."""
+    runs, servers = {}, []
+    try:
+        for cls in order:
+            procs, ports = start_server_processes(args.servers, args.server)
+            servers += procs
+            for p in procs:
+                pin(p.pid, {1})
+            runs[cls] = cls(n, ports, tmp)
+            runs[cls].wait_all_open()
+            pin(runs[cls].proc.pid, {0})
+        time.sleep(INTERVAL + 2)
+        windows = []
+        for _ in range(args.windows):
+            before = {cls: scheduler_totals(r.proc.pid) for cls, r in runs.items()}
+            time.sleep(args.window)
+            after = {cls: scheduler_totals(r.proc.pid) for cls, r in runs.items()}
+            windows.append({cls: (after[cls][0] - before[cls][0], after[cls][1] - before[cls][1])
+                            for cls in runs})
+        return windows
+    finally:
+        for r in runs.values():
+            try:
+                r.stop()
+            except Exception:
+                r.proc.kill()
+        for p in servers:
+            p.terminate()
+            p.wait()
+
+
+def per_wake_us(windows, cls):
+    return sum(w[cls][0] for w in windows) / max(1, sum(w[cls][1] for w in windows)) / 1e3
+
+
 def paired_floor(args, tmp):
-    """sockpulse and the C floor at the same time, each on fresh servers of
-    its own: both monitors on CPU 0, all servers on CPU 1, CPU read over the
-    same windows. Sequential measurements of one program drift by up to
-    ±30 % between minutes on this VM at 1k sessions; paired windows see the
-    same drift. Which of the two starts first alternates by round."""
+    """sockpulse and the C floor at the same time (`same_windows`).
+    Sequential measurements of one program drift by up to ±30 % between
+    minutes on this VM at 1k sessions; paired windows see the same drift.
+    Which of the two starts first alternates by round."""
     lines = ["| sessions | round | sockpulse CPU | floor CPU | ratio | per window (min–max) "
              "| CPU per wake-up (sockpulse / floor) |", "|---|---|---|---|---|---|---|"]
     counts = [int(x) for x in args.sessions.split(",")]
     for rnd in range(args.repeat):
         for n in counts:
             order = [SockpulseRun, FloorRun] if rnd % 2 == 0 else [FloorRun, SockpulseRun]
-            runs, servers = {}, []
-            try:
-                for cls in order:
-                    procs, ports = start_server_processes(args.servers, args.server)
-                    servers += procs
-                    for p in procs:
-                        pin(p.pid, {1})
-                    runs[cls] = cls(n, ports, tmp)
-                    runs[cls].wait_all_open()
-                    pin(runs[cls].proc.pid, {0})
-                time.sleep(INTERVAL + 2)
-                windows = []
-                for _ in range(args.windows):
-                    before = {cls: scheduler_totals(r.proc.pid) for cls, r in runs.items()}
-                    time.sleep(args.window)
-                    after = {cls: scheduler_totals(r.proc.pid) for cls, r in runs.items()}
-                    windows.append({cls: (after[cls][0] - before[cls][0], after[cls][1] - before[cls][1])
-                                    for cls in runs})
-            finally:
-                for r in runs.values():
-                    try:
-                        r.stop()
-                    except Exception:
-                        r.proc.kill()
-                for p in servers:
-                    p.terminate()
-                    p.wait()
+            windows = same_windows(order, n, args, tmp)
             sp = sum(w[SockpulseRun][0] for w in windows)
             fl = sum(w[FloorRun][0] for w in windows)
             ratios = [w[SockpulseRun][0] / max(w[FloorRun][0], 1) for w in windows]
-            per_wake = [sum(w[c][0] for w in windows) / max(1, sum(w[c][1] for w in windows)) / 1e3
-                        for c in (SockpulseRun, FloorRun)]
             wall = args.window * args.windows
             row = (f"| {n} | {rnd + 1} | {100 * sp / wall / 1e9:.3f}% | {100 * fl / wall / 1e9:.3f}% | "
                    f"{sp / max(fl, 1):.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× | "
-                   f"{per_wake[0]:.1f} / {per_wake[1]:.1f} µs |")
+                   f"{per_wake_us(windows, SockpulseRun):.1f} / {per_wake_us(windows, FloorRun):.1f} µs |")
             log(row)
             lines.append(row)
     return "\n".join(lines)
 
 
+def footprint_floor(spec):
+    """The floor class for one --footprint entry: LINES (each in a page of
+    its own) or LINES@PAGES (packed into PAGES pages)."""
+    lines, _, pages = spec.partition("@")
+    lines, pages = int(lines), int(pages or lines)
+    name = "C epoll floor" + (f" + {lines} lines in {pages} pages" if lines else "")
+    return type(f"Floor{lines}at{pages}", (FloorRun,), {"touch_lines": lines, "touch_pages": pages, "name": name})
+
+
 def footprint(args, tmp):
-    """What a working set costs per wake-up: the floor reading K cache lines
-    (each in its own page) at every wake, next to sockpulse, at the first
-    --sessions count; rounds interleave them. sockpulse's user-space work per
-    wake-up is a few thousand instructions, yet it costs tens of µs: on this
-    VM every wake-up starts with cold caches and TLB."""
+    """What a working set costs per wake-up: sockpulse and the floor reading
+    a chain of cache lines at every wake, all at the same time
+    (`same_windows`), at the first --sessions count; which starts first
+    rotates by round. sockpulse's user-space work per wake-up is a few
+    thousand instructions, yet it costs tens of µs: on this VM every wake-up
+    starts with cold caches and TLB, and a page costs more than a line."""
     n = int(args.sessions.split(",")[0])
-    lines_counts = [int(x) for x in args.footprint.split(",")]
-    monitors = [SockpulseRun] + [type(f"Floor{k}", (FloorRun,), {"touch_lines": k, "name": f"C epoll floor + {k} lines"})
-                                 for k in lines_counts]
-    totals = {cls: [0, 0, 0.0] for cls in monitors}
-    for _ in range(args.repeat):
-        for cls in monitors:
-            servers, ports = start_server_processes(args.servers, args.server)
-            for p in servers:
-                pin(p.pid, {1})
-            run = None
-            try:
-                run = cls(n, ports, tmp)
-                run.wait_all_open()
-                pin(run.proc.pid, {0})
-                time.sleep(INTERVAL + 2)
-                (ns0, runs0), t0 = scheduler_totals(run.proc.pid), time.time()
-                time.sleep(args.window)
-                (ns1, runs1), t1 = scheduler_totals(run.proc.pid), time.time()
-                totals[cls][0] += ns1 - ns0
-                totals[cls][1] += runs1 - runs0
-                totals[cls][2] += t1 - t0
-                log(f"{cls.name}: {(ns1 - ns0) / max(1, runs1 - runs0) / 1e3:.1f} µs per wake-up")
-            finally:
-                if run:
-                    run.stop()
-                for p in servers:
-                    p.terminate()
-                    p.wait()
-    lines = [f"{n} sessions, {args.repeat} interleaved rounds of {args.window} s, monitor on CPU 0, servers on CPU 1:",
+    monitors = [SockpulseRun] + [footprint_floor(x) for x in args.footprint.split(",")]
+    windows = []
+    for rnd in range(args.repeat):
+        k = rnd % len(monitors)
+        windows += same_windows(monitors[k:] + monitors[:k], n, args, tmp)
+    wall = args.window * len(windows)
+    lines = [f"{n} sessions, {args.repeat} rounds of {args.windows} windows of {args.window} s, all monitors "
+             "at the same time on CPU 0, servers on CPU 1:",
              "", "| monitor | CPU (one core) | wake-ups/s | CPU per wake-up |", "|---|---|---|---|"]
     for cls in monitors:
-        ns, runs, wall = totals[cls]
-        lines.append(f"| {cls.name} | {100 * ns / wall / 1e9:.3f}% | {runs / wall:.1f} | {ns / max(1, runs) / 1e3:.1f} µs |")
+        ns, runs = sum(w[cls][0] for w in windows), sum(w[cls][1] for w in windows)
+        lines.append(f"| {cls.name} | {100 * ns / wall / 1e9:.3f}% | {runs / wall:.1f} | {per_wake_us(windows, cls):.1f} µs |")
+    log("\n".join(lines))
+    return "\n".join(lines)
+
+
+# Where valgrind loads a position-independent main executable on amd64.
+VALGRIND_LOAD_BASE = 0x108000
+
+
+def wait_call_address(cls):
+    """The address, in the binary, of the call into the wait that ends each
+    wake-up: sockpulse's `Poll::poll`, the floor's `epoll_wait` stub."""
+    if cls is FloorRun:
+        listing = subprocess.run(["objdump", "-d", str(FloorRun.build())], capture_output=True, text=True,
+                                 check=True).stdout
+        found = re.search(r"^([0-9a-f]+) <epoll_wait@plt>:", listing, re.M)
+    else:
+        symbols = subprocess.run(["nm", "-C", str(SOCKPULSE)], capture_output=True, text=True, check=True).stdout
+        found = re.search(r"^([0-9a-f]+) [Tt] mio::poll::Poll::poll$", symbols, re.M)
+    if not found:
+        raise RuntimeError(f"{cls.name}: no wait call found in the binary")
+    return int(found.group(1), 16)
+
+
+def wake_pages(args, tmp):
+    """The distinct pages and lines of code and data one wake-up touches,
+    sockpulse's and the floor's, at the first --sessions count: each runs
+    under valgrind's lackey, whose memory trace benches/wake_pages.c cuts
+    at every call into the wait. Medians over the wake-ups of a steady
+    window (the trace slows the program down, never what it touches)."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("--pages needs valgrind (apt-get install valgrind)")
+    counter = ROOT / "target/bench-wake-pages"
+    subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(counter), str(ROOT / "benches/wake_pages.c")],
+                   check=True)
+    n = int(args.sessions.split(",")[0])
+    lines = [f"{n} sessions, per wake-up (median of the wake-ups in {args.window} s):", "",
+             "| program | code pages | code lines | data pages | data lines |", "|---|---|---|---|---|"]
+    for cls in (SockpulseRun, FloorRun):
+        marker = VALGRIND_LOAD_BASE + wait_call_address(cls)
+        counts = Path(tmp) / f"wake-pages-{cls.__name__}.txt"
+        servers, ports = start_server_processes(args.servers, args.server)
+        run = None
+        with open(counts, "w") as out:
+            count = subprocess.Popen([str(counter), f"{marker:x}"], stdin=subprocess.PIPE, stdout=out)
+        trace_fd = count.stdin.fileno()
+        traced = type(f"Traced{cls.__name__}", (cls,), {
+            "launcher": ["valgrind", "--tool=lackey", "--trace-mem=yes", f"--log-fd={trace_fd}"],
+            "keep_fds": (trace_fd,), "slowed": 50})
+        try:
+            run = traced(n, ports, tmp)
+            run.wait_all_open()
+            time.sleep(INTERVAL + 2)
+            skip = len(counts.read_text().splitlines())
+            time.sleep(args.window)
+            steady = counts.read_text().splitlines()[skip:]
+        finally:
+            if run:
+                run.stop()
+            count.stdin.close()
+            count.wait()
+            for p in servers:
+                p.terminate()
+                p.wait()
+        if len(steady) < 10:
+            raise RuntimeError(f"{cls.name}: only {len(steady)} wake-ups traced")
+        # The file is read while the counter writes: its last line may be cut.
+        columns = list(zip(*[[int(x) for x in row.split()[1:]] for row in steady if len(row.split()) == 5]))
+        medians = [sorted(c)[len(c) // 2] for c in columns]
+        row = f"| {cls.name} | " + " | ".join(str(m) for m in medians) + " |"
+        log(row)
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -632,8 +718,11 @@ def main():
     ap.add_argument("--paired", action="store_true",
                     help="instead: sockpulse and the C floor at the same time, CPU over the same windows")
     ap.add_argument("--windows", type=int, default=6, help="--paired: windows per measurement")
-    ap.add_argument("--footprint", metavar="LINES",
-                    help="instead: the floor reading LINES (e.g. 0,500,2000) cold cache lines per wake, next to sockpulse")
+    ap.add_argument("--footprint", metavar="LINES[@PAGES],...",
+                    help="instead: the floor reading LINES cold cache lines per wake (each in its own page, or "
+                         "packed into PAGES pages), e.g. 0,300,300@6, at the same time as sockpulse")
+    ap.add_argument("--pages", action="store_true",
+                    help="instead: the pages and lines one wake-up touches, sockpulse's and the floor's (valgrind)")
     ap.add_argument("--scan-impact", type=int, metavar="SOCKETS",
                     help="instead: sockpulse RTT with the host scan off vs on over a table of this many sockets")
     ap.add_argument("--scan-share", action="store_true",
@@ -646,6 +735,10 @@ def main():
     if args.storm:
         with tempfile.TemporaryDirectory() as tmp:
             write_report([connect_storms(args, tmp)], str(ROOT / "target/bench-storms.md"))
+        return
+    if args.pages:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report([wake_pages(args, tmp)], str(ROOT / "target/bench-pages.md"))
         return
     if args.footprint:
         with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,9 @@
  * K pointers, each in a cache line and page of its own, the same ones every
  * time: what a program's working set costs per wake-up on this machine
  * (bench.py --footprint). A chain, because code and data structures are
- * reached one after another, not all at once.
+ * reached one after another, not all at once. FLOOR_TOUCH_PAGES=P packs
+ * those K lines into P pages instead (K <= 64 P): lines and pages priced
+ * apart.
  *
  * Same interface as py_monitor.py: prints `ALL_OPEN <seconds>` once every
  * session is open; on SIGTERM writes each RTT as `unix_ms rtt_us` to
@@ -126,9 +128,17 @@ int main(int argc, char **argv) {
     }
 
     /* The working set of FLOOR_TOUCH_LINES: lines spread over 64 MiB in a
-     * fixed pseudo-random order (no prefetcher can guess the next). */
+     * fixed pseudo-random order (no prefetcher can guess the next), each in
+     * a page of its own, or packed into FLOOR_TOUCH_PAGES pages: on a VM a
+     * page costs more than a line (a TLB miss walks two page tables). */
     const char *touch_env = getenv("FLOOR_TOUCH_LINES");
     long touch_lines = touch_env ? atol(touch_env) : 0;
+    const char *pages_env = getenv("FLOOR_TOUCH_PAGES");
+    long touch_pages = pages_env ? atol(pages_env) : touch_lines;
+    if (touch_lines > 0 && (touch_pages < 1 || touch_pages > touch_lines || touch_lines > 64 * touch_pages)) {
+        fprintf(stderr, "FLOOR_TOUCH_PAGES must be 1..FLOOR_TOUCH_LINES, at least FLOOR_TOUCH_LINES/64\n");
+        return 2;
+    }
     const size_t touch_span = (size_t)64 << 20;
     unsigned char *touch_area = NULL;
     size_t *touch_at = NULL;
@@ -142,8 +152,13 @@ int main(int argc, char **argv) {
         memset(touch_area, 0, touch_span);
         uint64_t x = 88172645463325252ULL;
         for (long k = 0; k < touch_lines; k++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            touch_at[k] = (size_t)(x % (touch_span / 4096)) * 4096 + (size_t)(k % 64) * 64;
+            if (k < touch_pages) { /* a new page; later lines reuse the first touch_pages */
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                touch_at[k] = (size_t)(x % (touch_span / 4096)) * 4096 + (size_t)(k % 64) * 64;
+            } else {
+                touch_at[k] = touch_at[k % touch_pages] / 4096 * 4096
+                              + (size_t)((touch_at[k % touch_pages] / 64 + k / touch_pages) % 64) * 64;
+            }
         }
         for (long k = 0; k < touch_lines; k++) /* each line names the next */
             memcpy(touch_area + touch_at[k], &touch_at[(k + 1) % touch_lines], sizeof(size_t));

@@ -5,7 +5,8 @@
 # loopback floor. Takes about 12 minutes; prints a markdown table (also in
 # target/bench-results.md). --floor adds the C epoll floor (benches/floor.c);
 # --paired runs sockpulse and the floor at the same time over the same
-# windows; --footprint prices a working set per wake-up (benches/bench.py).
+# windows; --footprint prices a working set per wake-up; --pages counts the
+# pages and lines one wake-up touches, under valgrind (benches/bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh >/dev/null
@@ -14,6 +15,9 @@ if ! command -v websocat >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/websocat" ]
   cargo install -q websocat --locked
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+if [[ " $* " == *" --pages "* ]] && ! command -v valgrind >/dev/null 2>&1; then
+  apt-get install -y -q valgrind >/dev/null
+fi
 cargo build --release --locked
 # Each process holds up to 9k sockets; the machine allows 20k files per process.
 ulimit -n "$(ulimit -Hn)"

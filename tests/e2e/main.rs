@@ -6,6 +6,7 @@
 mod support;
 
 mod autobahn;
+mod benchtools;
 mod cli;
 mod endpoints;
 mod faults;
