@@ -96,7 +96,31 @@ pub fn agent_on_healthy_python_peer(target: &str) -> Option<(Proc, Agent)> {
     Some((server, agent))
 }
 
+/// A loopback port nothing listens on, for a server a test starts. Taken
+/// below the kernel's ephemeral range: a port from that range can go to an
+/// outgoing connection of a test running in parallel (a connect storm opens
+/// thousands) before the server binds it, and RabbitMQ takes seconds to boot.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if ephemeral_from > LOWEST + 1_000 {
+        let band = ephemeral_from - LOWEST;
+        // Each test process walks the band from its own place.
+        let offset = std::process::id() % band;
+        for _ in 0..band {
+            let port = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % band;
+            if let Ok(port) = u16::try_from(port) {
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    return port;
+                }
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
