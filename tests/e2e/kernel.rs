@@ -94,12 +94,25 @@ fn sockets_report_matches_ss_for_states_the_test_made() {
     let s = make_states();
     let port = s.port.to_string();
     for method in ["netlink", "procfs", "filtered"] {
-        let out = sockpulse(&["sockets", "--json", "--method", method, "--watch-port", &port]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        let ours: BTreeMap<String, u64> =
-            serde_json::from_value(v["ports"][&port]["by_state"].clone()).expect("by_state");
-        assert_eq!(ours, ss_counts(s.port), "sockpulse ({method}) vs ss for port {port}");
+        // Compared only while the table holds still: another test's socket
+        // on the same port number (another address, a closing connection)
+        // may come or go between the two reads.
+        let (v, ours, theirs) = (0..10)
+            .find_map(|_| {
+                let before = ss_counts(s.port);
+                let out = sockpulse(&["sockets", "--json", "--method", method, "--watch-port", &port]);
+                assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+                let ours: BTreeMap<String, u64> =
+                    serde_json::from_value(v["ports"][&port]["by_state"].clone()).expect("by_state");
+                if ss_counts(s.port) == before {
+                    return Some((v, ours, before));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                None
+            })
+            .expect("the port's sockets kept changing for 10 reads");
+        assert_eq!(ours, theirs, "sockpulse ({method}) vs ss for port {port}");
         // And the states are the ones the test made.
         assert_eq!(ours.get("listen"), Some(&1));
         assert_eq!(ours.get("close_wait"), Some(&1));
