@@ -732,26 +732,14 @@ def main():
     args = ap.parse_args()
     if args.pin:
         PIN.update(monitor={0}, servers={1})
-    if args.storm:
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report([connect_storms(args, tmp)], str(ROOT / "target/bench-storms.md"))
-        return
-    if args.pages:
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report([wake_pages(args, tmp)], str(ROOT / "target/bench-pages.md"))
-        return
-    if args.footprint:
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report([footprint(args, tmp)], str(ROOT / "target/bench-footprint.md"))
-        return
-    if args.paired:
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report([paired_floor(args, tmp)], str(ROOT / "target/bench-paired.md"))
-        return
-    if args.scan_share:
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report([scan_share(args, tmp)], str(ROOT / "target/bench-scan-share.md"))
-        return
+    # The modes that each write one report of their own.
+    for chosen, mode, report in [(args.storm, connect_storms, "storms"), (args.pages, wake_pages, "pages"),
+                                 (args.footprint, footprint, "footprint"), (args.paired, paired_floor, "paired"),
+                                 (args.scan_share, scan_share, "scan-share")]:
+        if chosen:
+            with tempfile.TemporaryDirectory() as tmp:
+                write_report([mode(args, tmp)], str(ROOT / f"target/bench-{report}.md"))
+            return
     if args.scan_impact:
         servers, ports = start_servers(args.servers, args.server)
         try:
